@@ -1,0 +1,181 @@
+// gpuvfs hostcall: lanes of mailboxes through which device threads ask the host server
+// to do what the GPU cannot (open a file, read from disk, write a line to stdout).
+//
+// One lane = one outstanding request. The words of a lane and their single writers:
+//
+//   word              lives in            written by             read by
+//   lock[i]           device memory       device threads (CAS)   device threads
+//   seq[i]            device memory       the lane's owner       the lane's owner
+//   req[i], data[i]   pinned host memory  the lane's owner       host server, after req_seq
+//   req_seq[i]        pinned host memory  the lane's owner       host server (NumPy sweep)
+//   resp[i], data[i]  pinned host memory  host server           the lane's owner, after resp_seq
+//   resp_seq[i]       pinned host memory  host server           the lane's owner
+//
+// No word in host memory is ever written by both sides, so no atomic read-modify-write
+// crosses PCIe (PCIe atomics are not needed and not assumed). Device threads compete for
+// lanes only through lock[], which lives in device memory.
+//
+// The state of lane i, as seen from the pair (req_seq[i], resp_seq[i]):
+//   IDLE     req_seq == resp_seq, lock == 0      nobody owns it
+//   CLAIMED  req_seq == resp_seq, lock == 1      a device thread owns it, writes req/data
+//   PENDING  req_seq != resp_seq                 the host owns req/data/resp
+//   ANSWERED req_seq == resp_seq, lock == 1      the owner reads resp/data, then unlocks
+// Transitions, each by exactly one party:
+//   IDLE -> CLAIMED     device: CAS lock 0 -> 1 (acquire: see the previous owner's writes)
+//   CLAIMED -> PENDING  device: writes req/data, then store-release(sys) req_seq = seq+1
+//   PENDING -> ANSWERED host: reads req/data, writes resp/data, then stores resp_seq = req_seq
+//                       (x86 keeps stores in order, so resp is visible before resp_seq)
+//   ANSWERED -> IDLE    device: load-acquire(sys) saw resp_seq == seq; reads resp; then
+//                       store-release(dev) lock = 0
+// Invariants:
+//   I1  at most one device thread owns a lane (lock is taken by CAS and released only by it);
+//   I2  the host touches req/data/resp of lane i only while req_seq[i] != resp_seq[i];
+//   I3  the device touches them only while it holds lock[i] and req_seq[i] == resp_seq[i];
+//   I4  a sequence number is answered once: the server remembers the last sequence it took
+//       (host side, `taken[i]`) and takes lane i again only when req_seq[i] differs.
+// When every lane is busy a thread keeps probing other lanes with growing backoff (no
+// queue, no deadlock: lanes are freed by the host answering, which needs no device thread).
+// docs/protocol.md argues each fence and gives the layout the host mirrors (gpuvfs/abi.py).
+#pragma once
+#include "port.cuh"
+
+// ---- ABI shared with the host (mirrored in gpuvfs/abi.py, checked by tests/test_abi.py) ----
+#define GVFS_ABI_VERSION 1u
+#define GVFS_PATH_MAX 4096u    // bytes, including the terminating NUL
+#define GVFS_LANE_DATA_MIN 4096u
+
+enum gvfs_opcode : gvfs_u32 {
+  GVFS_OP_NOP = 1,        // answers 0; used by benchmarks and health checks
+  GVFS_OP_OPEN = 2,       // data: path (NUL-terminated); flags; result: fd or -errno;
+                          //   aux0 = size, aux1 = mtime_ns, aux2 = file id (dev<<32 ^ ino)
+  GVFS_OP_PREAD = 3,      // fd, offset, length (<= data_bytes); data <- bytes; result: count
+  GVFS_OP_PWRITE = 4,     // fd, offset, length (<= data_bytes); data -> file; result: count
+  GVFS_OP_FSTAT = 5,      // fd; result 0; aux0 = size, aux1 = mtime_ns, aux2 = mode
+  GVFS_OP_CLOSE = 6,      // fd
+  GVFS_OP_FSYNC = 7,      // fd
+  GVFS_OP_UNLINK = 8,     // data: path
+  GVFS_OP_WRITE_LINE = 9, // flags: 1 stdout, 2 stderr; length bytes of data: one line
+  GVFS_OP_READ_LINE = 10, // length = capacity; data <- bytes of one stdin line; result: count
+  GVFS_OP_WALLCLOCK = 11, // result: ns since the Unix epoch
+  GVFS_OP_FILL = 12,      // cache fill (device/gvfs/filecache.cuh): fd, offset, length, arg0 = device address
+  GVFS_OP_COUNT_
+};
+
+struct gvfs_request {   // 64 bytes; written by the lane owner, read by the host
+  gvfs_u32 opcode;
+  gvfs_u32 flags;
+  gvfs_i32 fd;
+  gvfs_u32 data_len;    // bytes of lane data that carry input (path incl. NUL, or pwrite bytes)
+  gvfs_u64 offset;
+  gvfs_u64 length;
+  gvfs_u64 arg[4];
+};
+struct gvfs_response {  // 32 bytes; written by the host, read by the lane owner
+  gvfs_i64 result;      // >= 0, or -errno
+  gvfs_u64 aux[3];
+};
+
+struct gvfs_lanes {
+  gvfs_u32 count;              // number of lanes
+  gvfs_u32 data_bytes;         // payload bytes per lane (>= GVFS_LANE_DATA_MIN, multiple of 256)
+  volatile gvfs_u32 *req_seq;  // [count] host memory: device writes, host reads
+  volatile gvfs_u32 *resp_seq; // [count] host memory: host writes, device reads
+  gvfs_request *req;           // [count] host memory
+  gvfs_response *resp;         // [count] host memory
+  gvfs_u8 *data;               // [count * data_bytes] host memory
+  gvfs_u32 *lock;              // [count] device memory
+  gvfs_u32 *seq;               // [count] device memory
+};
+
+// Linux errno values (NVRTC has no <errno.h>); results are their negations.
+#define GVFS_EPERM 1
+#define GVFS_ENOENT 2
+#define GVFS_EIO 5
+#define GVFS_EBADF 9
+#define GVFS_EAGAIN 11
+#define GVFS_ENOMEM 12
+#define GVFS_EACCES 13
+#define GVFS_EFAULT 14
+#define GVFS_EEXIST 17
+#define GVFS_ENOTDIR 20
+#define GVFS_EISDIR 21
+#define GVFS_EINVAL 22
+#define GVFS_EMFILE 24
+#define GVFS_EFBIG 27
+#define GVFS_ENOSPC 28
+#define GVFS_ENAMETOOLONG 36
+#define GVFS_ENOSYS 38
+#define GVFS_ELOOP 40
+#define GVFS_EOVERFLOW 75
+
+// ---- the device side of the protocol ----
+
+// Claims a lane (IDLE -> CLAIMED). Starts at a lane derived from the thread id so that
+// threads spread out, probes a few neighbours, then backs off and moves on.
+GVFS_FN gvfs_u32 gvfs_lane_acquire(gvfs_lanes *L) {
+  const gvfs_u32 n = L->count;
+  gvfs_u32 start = (gvfs_u32)(gvfs_global_tid() % n);
+  gvfs_u32 ns = 64;
+  for (gvfs_u32 round = 0;; ++round) {
+    const gvfs_u32 probes = n < 16u ? n : 16u;
+    for (gvfs_u32 k = 0; k < probes; ++k) {
+      gvfs_u32 i = start + k;
+      if (i >= n) i -= n;
+      // Test before CAS: a relaxed load is cheap; the CAS (acq_rel) is what takes ownership
+      // and makes the previous owner's writes to seq[i] visible (it released lock[i]).
+      if (gvfs_load_relaxed_dev(&L->lock[i]) == 0u && gvfs_cas_acq_rel_dev(&L->lock[i], 0u, 1u) == 0u) return i;
+    }
+    gvfs_backoff(ns);
+    if (ns < 8192u) ns *= 2u;
+    start = (gvfs_u32)((start + probes * 7u + round) % n);
+  }
+}
+
+GVFS_FN gvfs_request *gvfs_lane_req(gvfs_lanes *L, gvfs_u32 lane) { return &L->req[lane]; }
+GVFS_FN gvfs_u8 *gvfs_lane_data(gvfs_lanes *L, gvfs_u32 lane) { return L->data + (gvfs_u64)lane * L->data_bytes; }
+
+// CLAIMED -> PENDING. The release at system scope orders every store the owner made to
+// req[lane] and data[lane] before the store of req_seq: the host, which reads req_seq
+// first, then sees a whole request.
+GVFS_FN void gvfs_lane_submit(gvfs_lanes *L, gvfs_u32 lane) {
+  gvfs_u32 s = L->seq[lane] + 1u;  // owner-only word, ordered by the lock's acquire
+  L->seq[lane] = s;
+  gvfs_store_release_sys(&L->req_seq[lane], s);
+}
+
+// PENDING -> ANSWERED, seen by the owner. The acquire at system scope orders the reads of
+// resp[lane] and data[lane] after the read that saw the host's resp_seq store.
+GVFS_FN gvfs_response gvfs_lane_wait(gvfs_lanes *L, gvfs_u32 lane) {
+  const gvfs_u32 s = L->seq[lane];
+  gvfs_u32 spins = 0, ns = 32;
+  while (gvfs_load_acquire_sys(&L->resp_seq[lane]) != s) {
+    // The first polls go straight back out: a PCIe read already takes ~1 us on the GPU.
+    if (++spins > 4u) { gvfs_backoff(ns); if (ns < 2048u) ns *= 2u; }
+  }
+  gvfs_response r;
+  const volatile gvfs_response *vr = &L->resp[lane];
+  r.result = vr->result;
+  r.aux[0] = vr->aux[0];
+  r.aux[1] = vr->aux[1];
+  r.aux[2] = vr->aux[2];
+  return r;
+}
+
+// ANSWERED -> IDLE. Release at device scope: our reads of resp/data and our write of
+// seq[lane] happen before the next owner's CAS acquires the lock.
+GVFS_FN void gvfs_lane_release(gvfs_lanes *L, gvfs_u32 lane) { gvfs_store_release_dev(&L->lock[lane], 0u); }
+
+// A whole call for requests whose input fits in the request words: claim, fill, submit,
+// wait, release. Calls that move data through data[lane] use the steps above.
+GVFS_FN gvfs_response gvfs_hostcall(gvfs_lanes *L, gvfs_u32 opcode, gvfs_i32 fd, gvfs_u32 flags,
+                                    gvfs_u64 offset, gvfs_u64 length) {
+  gvfs_u32 lane = gvfs_lane_acquire(L);
+  gvfs_request *q = gvfs_lane_req(L, lane);
+  q->opcode = opcode; q->flags = flags; q->fd = fd; q->data_len = 0;
+  q->offset = offset; q->length = length;
+  q->arg[0] = q->arg[1] = q->arg[2] = q->arg[3] = 0;
+  gvfs_lane_submit(L, lane);
+  gvfs_response r = gvfs_lane_wait(L, lane);
+  gvfs_lane_release(L, lane);
+  return r;
+}

@@ -1,0 +1,242 @@
+// gpuvfs device port: the one place that decides CUDA vs CPU.
+//
+// Everything else under device/ is written once against the names defined here:
+//   - fixed-width types (gvfs_u32, gvfs_u64, ...): NVRTC has no <cstdint>;
+//   - memory operations with an explicit order AND scope:
+//       *_dev  : ordered among threads of this device (CUDA scope .gpu);
+//       *_sys  : ordered also against the host server (CUDA scope .sys), used on
+//                mailbox words that live in pinned host memory mapped into the device;
+//   - gvfs_backoff(): how a spin-wait gives way (GPU: __nanosleep; CPU: a yield, since
+//     with 2 cores a thread that spins without yielding starves the one it waits for);
+//   - gvfs_globaltimer_ns(): the device clock (GPU %globaltimer; CPU CLOCK_MONOTONIC).
+//
+// The CPU port maps each operation to std::atomic_ref with the same memory order the
+// CUDA side uses, so ThreadSanitizer checks the same happens-before edges the GPU relies
+// on. What it cannot prove: x86 is TSO and the GPU is weaker; every fence is argued in
+// docs/protocol.md. The CPU port also supplies the CUDA built-ins user kernels need
+// (threadIdx, __syncthreads, warp shuffles, atomics); their runtime lives in
+// device/cpu/launcher.cpp.
+#pragma once
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+// ======================================================================= CUDA side
+#define GVFS_CUDA 1
+#define GVFS_FN __device__ __forceinline__
+#define GVFS_NOINLINE __device__ __noinline__
+
+typedef unsigned char gvfs_u8;
+typedef unsigned short gvfs_u16;
+typedef unsigned int gvfs_u32;
+typedef int gvfs_i32;
+typedef unsigned long long gvfs_u64;
+typedef long long gvfs_i64;
+#ifndef NULL
+#define NULL 0
+#endif
+
+// --- device-scope operations (words in device memory, shared by GPU threads) ---
+GVFS_FN gvfs_u32 gvfs_load_relaxed_dev(const gvfs_u32 *p) {
+  gvfs_u32 v; asm volatile("ld.relaxed.gpu.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory"); return v;
+}
+GVFS_FN gvfs_u32 gvfs_load_acquire_dev(const gvfs_u32 *p) {
+  gvfs_u32 v; asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory"); return v;
+}
+GVFS_FN void gvfs_store_release_dev(gvfs_u32 *p, gvfs_u32 v) {
+  asm volatile("st.release.gpu.u32 [%0], %1;" :: "l"(p), "r"(v) : "memory");
+}
+GVFS_FN void gvfs_store_relaxed_dev(gvfs_u32 *p, gvfs_u32 v) {
+  asm volatile("st.relaxed.gpu.u32 [%0], %1;" :: "l"(p), "r"(v) : "memory");
+}
+// Returns the previous value; succeeded iff it equals `expected`. acq_rel on success.
+GVFS_FN gvfs_u32 gvfs_cas_acq_rel_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 desired) {
+  gvfs_u32 old;
+  asm volatile("atom.acq_rel.gpu.cas.b32 %0, [%1], %2, %3;" : "=r"(old) : "l"(p), "r"(expected), "r"(desired) : "memory");
+  return old;
+}
+GVFS_FN gvfs_u32 gvfs_fetch_add_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) {
+  gvfs_u32 old; asm volatile("atom.acq_rel.gpu.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory"); return old;
+}
+GVFS_FN gvfs_u32 gvfs_fetch_sub_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) {
+  return gvfs_fetch_add_acq_rel_dev(p, (gvfs_u32)(0u - v));
+}
+// Counters: relaxed, only summed by the host after the kernel.
+GVFS_FN void gvfs_count_dev(gvfs_u64 *p, gvfs_u64 v) { atomicAdd(p, v); }
+GVFS_FN gvfs_u64 gvfs_fetch_add_u64_relaxed_dev(gvfs_u64 *p, gvfs_u64 v) { return atomicAdd(p, v); }
+
+// --- system-scope operations (mailbox words in pinned host memory) ---
+GVFS_FN gvfs_u32 gvfs_load_acquire_sys(const volatile gvfs_u32 *p) {
+  gvfs_u32 v; asm volatile("ld.acquire.sys.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory"); return v;
+}
+GVFS_FN void gvfs_store_release_sys(volatile gvfs_u32 *p, gvfs_u32 v) {
+  asm volatile("st.release.sys.u32 [%0], %1;" :: "l"(p), "r"(v) : "memory");
+}
+GVFS_FN void gvfs_fence_sys() { asm volatile("fence.sc.sys;" ::: "memory"); }
+
+GVFS_FN void gvfs_backoff(gvfs_u32 ns) { __nanosleep(ns); }
+GVFS_FN gvfs_u64 gvfs_globaltimer_ns() {
+  gvfs_u64 t; asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); return t;
+}
+GVFS_FN gvfs_u32 gvfs_lane_id() { return threadIdx.x & 31u; }  // (with 1-D blocks; see gvfs_linear_tid)
+GVFS_FN gvfs_u32 gvfs_linear_tid() {
+  return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+}
+GVFS_FN gvfs_u64 gvfs_global_tid() {
+  gvfs_u64 block = blockIdx.x + (gvfs_u64)gridDim.x * (blockIdx.y + (gvfs_u64)gridDim.y * blockIdx.z);
+  return block * (blockDim.x * blockDim.y * blockDim.z) + gvfs_linear_tid();
+}
+GVFS_FN gvfs_u32 gvfs_activemask() { return __activemask(); }
+GVFS_FN void gvfs_syncwarp(gvfs_u32 mask) { __syncwarp(mask); }
+GVFS_FN gvfs_u32 gvfs_ballot(gvfs_u32 mask, int pred) { return __ballot_sync(mask, pred); }
+GVFS_FN gvfs_u64 gvfs_shfl_u64(gvfs_u32 mask, gvfs_u64 v, int src) { return __shfl_sync(mask, v, src); }
+GVFS_FN gvfs_u32 gvfs_shfl_u32(gvfs_u32 mask, gvfs_u32 v, int src) { return __shfl_sync(mask, v, src); }
+GVFS_FN void gvfs_trap() { __trap(); }
+
+#else
+// ======================================================================= CPU port
+#define GVFS_CPU 1
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <cstdio>
+#include <cmath>
+#include <algorithm>
+#include <sched.h>
+#include <time.h>
+
+typedef std::uint8_t gvfs_u8;
+typedef std::uint16_t gvfs_u16;
+typedef std::uint32_t gvfs_u32;
+typedef std::int32_t gvfs_i32;
+typedef unsigned long long gvfs_u64;
+typedef long long gvfs_i64;
+
+#define __global__ __attribute__((visibility("default"), used))
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __restrict__ __restrict
+// A __shared__ variable is one per block. The CPU port makes it a static and runs the
+// blocks of a module that declares one one at a time (gpuvfs.backends.cpu sees the word
+// in the source); see docs/design.md, "CPU port".
+#define __shared__ static
+#define GVFS_FN inline
+#define GVFS_NOINLINE __attribute__((noinline))
+
+struct uint3 { unsigned int x, y, z; };
+struct dim3 {
+  unsigned int x, y, z;
+  constexpr dim3(unsigned int x_ = 1, unsigned int y_ = 1, unsigned int z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+// Per-thread CUDA built-ins, set by the launcher before the kernel body runs.
+inline thread_local uint3 threadIdx;
+inline thread_local uint3 blockIdx;
+inline thread_local dim3 blockDim;
+inline thread_local dim3 gridDim;
+constexpr int warpSize = 32;
+
+namespace gvfs_cpu {
+// Implemented in device/cpu/launcher.cpp (linked into every CPU module).
+void syncthreads();
+void syncwarp(unsigned mask);
+unsigned long long warp_exchange(unsigned mask, unsigned long long v, int src_lane);
+unsigned ballot(unsigned mask, int pred);
+unsigned activemask();
+}  // namespace gvfs_cpu
+
+template <class T> inline std::atomic_ref<T> gvfs_ref(const T *p) { return std::atomic_ref<T>(*const_cast<T *>(p)); }
+template <class T> inline std::atomic_ref<T> gvfs_ref(const volatile T *p) {
+  return std::atomic_ref<T>(*const_cast<T *>(p));
+}
+
+// --- device-scope operations ---
+inline gvfs_u32 gvfs_load_relaxed_dev(const gvfs_u32 *p) { return gvfs_ref(p).load(std::memory_order_relaxed); }
+inline gvfs_u32 gvfs_load_acquire_dev(const gvfs_u32 *p) { return gvfs_ref(p).load(std::memory_order_acquire); }
+inline void gvfs_store_release_dev(gvfs_u32 *p, gvfs_u32 v) { gvfs_ref(p).store(v, std::memory_order_release); }
+inline void gvfs_store_relaxed_dev(gvfs_u32 *p, gvfs_u32 v) { gvfs_ref(p).store(v, std::memory_order_relaxed); }
+inline gvfs_u32 gvfs_cas_acq_rel_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 desired) {
+  gvfs_ref(p).compare_exchange_strong(expected, desired, std::memory_order_acq_rel, std::memory_order_acquire);
+  return expected;  // compare_exchange writes the old value here on failure; equals it on success
+}
+inline gvfs_u32 gvfs_fetch_add_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) { return gvfs_ref(p).fetch_add(v, std::memory_order_acq_rel); }
+inline gvfs_u32 gvfs_fetch_sub_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) { return gvfs_ref(p).fetch_sub(v, std::memory_order_acq_rel); }
+inline void gvfs_count_dev(gvfs_u64 *p, gvfs_u64 v) { gvfs_ref(p).fetch_add(v, std::memory_order_relaxed); }
+inline gvfs_u64 gvfs_fetch_add_u64_relaxed_dev(gvfs_u64 *p, gvfs_u64 v) { return gvfs_ref(p).fetch_add(v, std::memory_order_relaxed); }
+
+// --- system-scope operations: the "host" is another thread of this process ---
+inline gvfs_u32 gvfs_load_acquire_sys(const volatile gvfs_u32 *p) { return gvfs_ref(p).load(std::memory_order_acquire); }
+inline void gvfs_store_release_sys(volatile gvfs_u32 *p, gvfs_u32 v) { gvfs_ref(p).store(v, std::memory_order_release); }
+inline void gvfs_fence_sys() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+
+inline void gvfs_backoff(gvfs_u32) { sched_yield(); }
+inline gvfs_u64 gvfs_globaltimer_ns() {
+  struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (gvfs_u64)ts.tv_sec * 1000000000ull + (gvfs_u64)ts.tv_nsec;
+}
+inline gvfs_u32 gvfs_linear_tid() { return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z); }
+inline gvfs_u32 gvfs_lane_id() { return gvfs_linear_tid() & 31u; }
+inline gvfs_u64 gvfs_global_tid() {
+  gvfs_u64 block = blockIdx.x + (gvfs_u64)gridDim.x * (blockIdx.y + (gvfs_u64)gridDim.y * blockIdx.z);
+  return block * (blockDim.x * blockDim.y * blockDim.z) + gvfs_linear_tid();
+}
+inline gvfs_u32 gvfs_activemask() { return gvfs_cpu::activemask(); }
+inline void gvfs_syncwarp(gvfs_u32 mask) { gvfs_cpu::syncwarp(mask); }
+inline gvfs_u32 gvfs_ballot(gvfs_u32 mask, int pred) { return gvfs_cpu::ballot(mask, pred); }
+inline gvfs_u64 gvfs_shfl_u64(gvfs_u32 mask, gvfs_u64 v, int src) { return gvfs_cpu::warp_exchange(mask, v, src); }
+inline gvfs_u32 gvfs_shfl_u32(gvfs_u32 mask, gvfs_u32 v, int src) { return (gvfs_u32)gvfs_cpu::warp_exchange(mask, v, src); }
+inline void gvfs_trap() { __builtin_trap(); }
+
+// --- CUDA built-ins for user kernels on the CPU port ---
+inline void __syncthreads() { gvfs_cpu::syncthreads(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { gvfs_cpu::syncwarp(mask); }
+inline unsigned __activemask() { return gvfs_cpu::activemask(); }
+inline unsigned __ballot_sync(unsigned mask, int pred) { return gvfs_cpu::ballot(mask, pred); }
+inline int __any_sync(unsigned mask, int pred) { return gvfs_cpu::ballot(mask, pred) != 0; }
+inline int __all_sync(unsigned mask, int pred) { return (gvfs_cpu::ballot(mask, pred) & mask & gvfs_cpu::activemask()) == (mask & gvfs_cpu::activemask()); }
+template <class T> inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
+  static_assert(sizeof(T) <= 8, "__shfl_sync: value wider than 8 bytes");
+  unsigned long long bits = 0; std::memcpy(&bits, &v, sizeof(T));
+  int lane = (int)gvfs_lane_id();
+  int base = lane & ~(width - 1);
+  bits = gvfs_cpu::warp_exchange(mask, bits, base + (src & (width - 1)));
+  T out; std::memcpy(&out, &bits, sizeof(T)); return out;
+}
+template <class T> inline T __shfl_down_sync(unsigned mask, T v, unsigned d, int width = 32) {
+  int lane = (int)gvfs_lane_id(); int src = lane + (int)d;
+  if ((src & ~(width - 1)) != (lane & ~(width - 1))) src = lane;
+  unsigned long long bits = 0; std::memcpy(&bits, &v, sizeof(T));
+  bits = gvfs_cpu::warp_exchange(mask, bits, src); T out; std::memcpy(&out, &bits, sizeof(T)); return out;
+}
+template <class T> inline T __shfl_xor_sync(unsigned mask, T v, int m, int width = 32) {
+  int lane = (int)gvfs_lane_id(); int src = lane ^ m;
+  if ((src & ~(width - 1)) != (lane & ~(width - 1))) src = lane;
+  unsigned long long bits = 0; std::memcpy(&bits, &v, sizeof(T));
+  bits = gvfs_cpu::warp_exchange(mask, bits, src); T out; std::memcpy(&out, &bits, sizeof(T)); return out;
+}
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __threadfence_system() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __nanosleep(unsigned) { sched_yield(); }
+inline long long clock64() { return (long long)gvfs_globaltimer_ns(); }
+inline void __trap() { __builtin_trap(); }
+template <class T> inline T atomicAdd(T *p, T v) { return gvfs_ref(p).fetch_add(v, std::memory_order_relaxed); }
+template <class T> inline T atomicSub(T *p, T v) { return gvfs_ref(p).fetch_sub(v, std::memory_order_relaxed); }
+template <class T> inline T atomicExch(T *p, T v) { return gvfs_ref(p).exchange(v, std::memory_order_relaxed); }
+template <class T> inline T atomicCAS(T *p, T expected, T desired) {
+  gvfs_ref(p).compare_exchange_strong(expected, desired, std::memory_order_relaxed); return expected;
+}
+template <class T> inline T atomicMax(T *p, T v) {
+  T cur = gvfs_ref(p).load(std::memory_order_relaxed);
+  while (cur < v && !gvfs_ref(p).compare_exchange_weak(cur, v, std::memory_order_relaxed)) {}
+  return cur;
+}
+template <class T> inline T atomicMin(T *p, T v) {
+  T cur = gvfs_ref(p).load(std::memory_order_relaxed);
+  while (cur > v && !gvfs_ref(p).compare_exchange_weak(cur, v, std::memory_order_relaxed)) {}
+  return cur;
+}
+template <class T> inline T atomicOr(T *p, T v) { return gvfs_ref(p).fetch_or(v, std::memory_order_relaxed); }
+template <class T> inline T atomicAnd(T *p, T v) { return gvfs_ref(p).fetch_and(v, std::memory_order_relaxed); }
+using std::min;
+using std::max;
+#endif

@@ -1,0 +1,81 @@
+"""The host's mirror of the device ABI (device/gvfs/hostcall.cuh, context.cuh, files.cuh).
+
+One definition per constant; tests/test_abi.py compiles the device headers on the cpu
+backend and checks every value and offset here against them.
+"""
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+ABI_VERSION = 1
+PATH_MAX = 4096          # bytes, including the terminating NUL
+LANE_DATA_MIN = 4096
+CTX_MAGIC = 0x53465647   # "GVFS"
+
+
+class Op(enum.IntEnum):
+    NOP = 1
+    OPEN = 2
+    PREAD = 3
+    PWRITE = 4
+    FSTAT = 5
+    CLOSE = 6
+    FSYNC = 7
+    UNLINK = 8
+    WRITE_LINE = 9
+    READ_LINE = 10
+    WALLCLOCK = 11
+    FILL = 12
+
+
+# open(2) flags as the device passes them (Linux values).
+O_RDONLY = 0x0
+O_WRONLY = 0x1
+O_RDWR = 0x2
+O_ACCMODE = 0x3
+O_CREAT = 0x40
+O_EXCL = 0x80
+O_TRUNC = 0x200
+O_APPEND = 0x400
+O_KNOWN = O_ACCMODE | O_CREAT | O_EXCL | O_TRUNC | O_APPEND
+
+STDOUT = 1
+STDERR = 2
+
+REQUEST = np.dtype(
+    [("opcode", "<u4"), ("flags", "<u4"), ("fd", "<i4"), ("data_len", "<u4"),
+     ("offset", "<u8"), ("length", "<u8"), ("arg", "<u8", (4,))],
+    align=True,
+)
+RESPONSE = np.dtype([("result", "<i8"), ("aux", "<u8", (3,))], align=True)
+
+LANES = np.dtype(
+    [("count", "<u4"), ("data_bytes", "<u4"), ("req_seq", "<u8"), ("resp_seq", "<u8"),
+     ("req", "<u8"), ("resp", "<u8"), ("data", "<u8"), ("lock", "<u8"), ("seq", "<u8")],
+    align=True,
+)
+CTX = np.dtype(
+    [("magic", "<u4"), ("abi_version", "<u4"), ("flags", "<u4"), ("reserved", "<u4"),
+     ("lanes", LANES), ("counters", "<u8")],
+    align=True,
+)
+STAT_SIZE = 24
+
+
+class Counter(enum.IntEnum):
+    """Device-side counters (device/gvfs/context.cuh), summed into Runtime.stats()."""
+    CACHE_HITS = 0
+    CACHE_MISSES = 1
+    FILLS = 2
+    EVICTIONS = 3
+    OPENS_ON_DEVICE = 4
+    BYTES_HIT = 5
+    FILL_WAITS = 6
+    READAHEADS = 7
+
+
+NCOUNTERS = 16
+
+assert REQUEST.itemsize == 64 and RESPONSE.itemsize == 32

@@ -1,0 +1,45 @@
+"""What every backend provides to the Runtime (gpuvfs/runtime.py)."""
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+
+class MappedBuffer(Protocol):
+    """Host memory the device can address: `array` for the host, `device_ptr` for kernels."""
+    array: np.ndarray
+    device_ptr: int
+
+    def close(self) -> None: ...
+
+
+class Completion(Protocol):
+    """The end of one launch."""
+
+    def done(self) -> bool: ...
+    def wait(self) -> None: ...      # raises LaunchError if the kernel failed
+
+
+class RawKernel(Protocol):
+    name: str
+
+
+class RawModule(Protocol):
+    def get_function(self, name: str) -> RawKernel: ...
+
+
+class Backend(Protocol):
+    name: str
+
+    def host_mapped(self, nbytes: int) -> MappedBuffer: ...
+    def device_zeros(self, nbytes: int) -> tuple[Any, int]: ...
+    def empty(self, shape: int | Sequence[int], dtype: Any) -> Any: ...
+    def zeros(self, shape: int | Sequence[int], dtype: Any) -> Any: ...
+    def to_host(self, array: Any) -> np.ndarray: ...
+    def copy_to_device(self, dst: Any, src: np.ndarray) -> None: ...
+    def compile(self, source: str, options: Sequence[str] = ()) -> RawModule: ...
+    def launch(self, kernel: RawKernel, grid: tuple[int, int, int], block: tuple[int, int, int],
+               args: Sequence[Any], shared_mem: int = 0) -> Completion: ...
+    def synchronize(self) -> None: ...
+    def close(self) -> None: ...

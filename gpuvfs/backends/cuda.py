@@ -1,0 +1,139 @@
+"""The cuda backend: CuPy's RawModule (NVRTC) compiles the device sources; kernels run on
+a non-blocking stream of the runtime's own, so the host server's copies (cache fills) can
+run beside them; the lanes are pinned host memory mapped into the device.
+"""
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import CompileError, LaunchError
+
+try:
+    import cupy
+    from cupy.cuda import runtime as cudart
+except ImportError:  # pragma: no cover - select() checks before importing this module
+    cupy = None
+
+_HOST_ALLOC_PORTABLE = 1
+_HOST_ALLOC_MAPPED = 2
+NVRTC_FLAGS = ("-std=c++17",)
+
+
+class PinnedMapped:
+    """Pinned host memory mapped into the device's address space."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+        self._ptr = cudart.hostAlloc(max(nbytes, 1), _HOST_ALLOC_MAPPED | _HOST_ALLOC_PORTABLE)
+        self.array = np.ctypeslib.as_array((ctypes.c_uint8 * max(nbytes, 1)).from_address(self._ptr))[:nbytes]
+        self.device_ptr = cudart.hostGetDevicePointer(self._ptr, 0)
+
+    def close(self) -> None:
+        if self._ptr:
+            cudart.freeHost(self._ptr)
+            self._ptr = 0
+
+
+class CudaKernel:
+    def __init__(self, raw: Any, name: str) -> None:
+        self.raw, self.name = raw, name
+
+
+class CudaModule:
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    def get_function(self, name: str) -> CudaKernel:
+        try:
+            return CudaKernel(self._raw.get_function(name), name)
+        except Exception as e:
+            raise LaunchError(f"no kernel named {name!r} in the module: declare it extern \"C\" __global__ ({e})") from None
+
+
+class _Launch:
+    def __init__(self, event: Any) -> None:
+        self._event = event
+
+    def done(self) -> bool:
+        return bool(self._event.done)
+
+    def wait(self) -> None:
+        try:
+            self._event.synchronize()
+        except Exception as e:
+            raise LaunchError(f"kernel failed on the GPU: {e}") from e
+
+
+class CudaBackend:
+    name = "cuda"
+
+    def __init__(self, device_dir: Path, **_: Any) -> None:
+        self.device_dir = Path(device_dir)
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.copy_stream = cupy.cuda.Stream(non_blocking=True)
+        self._mapped: list[PinnedMapped] = []
+        props = cudart.getDeviceProperties(cupy.cuda.Device().id)
+        self.device_name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+
+    def host_mapped(self, nbytes: int) -> PinnedMapped:
+        m = PinnedMapped(nbytes)
+        self._mapped.append(m)
+        return m
+
+    def device_zeros(self, nbytes: int) -> tuple[Any, int]:
+        a = cupy.zeros(max(nbytes, 1), dtype=cupy.uint8)
+        return a, int(a.data.ptr)
+
+    def empty(self, shape: Any, dtype: Any) -> Any:
+        return cupy.empty(shape, dtype=dtype)
+
+    def zeros(self, shape: Any, dtype: Any) -> Any:
+        return cupy.zeros(shape, dtype=dtype)
+
+    def to_host(self, array: Any) -> np.ndarray:
+        return cupy.asnumpy(array)
+
+    def copy_to_device(self, dst: Any, src: np.ndarray) -> None:
+        dst.set(np.ascontiguousarray(src).view(dst.dtype).reshape(dst.shape))
+
+    def compile(self, source: str, options: Sequence[str] = ()) -> CudaModule:
+        opts = tuple(NVRTC_FLAGS) + (f"-I{self.device_dir}",) + tuple(options)
+        try:
+            mod = cupy.RawModule(code=source, options=opts)
+            mod.compile()
+        except cupy.cuda.compiler.CompileException as e:
+            raise CompileError("compiling the kernel source failed (cuda backend, NVRTC)", str(e)) from None
+        return CudaModule(mod)
+
+    def launch(self, kernel: CudaKernel, grid: tuple[int, int, int], block: tuple[int, int, int],
+               args: Sequence[Any], shared_mem: int = 0) -> _Launch:
+        caller = cupy.cuda.get_current_stream()
+        # Order the launch after work the caller queued on its stream, and the caller's
+        # later work after the launch: stream semantics stay what a CuPy user expects.
+        self.stream.wait_event(caller.record())
+        try:
+            with self.stream:
+                kernel.raw(grid, block, tuple(args), shared_mem=shared_mem)
+        except Exception as e:
+            raise LaunchError(f"launch of {kernel.name} failed: {e}") from e
+        done = self.stream.record()
+        caller.wait_event(done)
+        return _Launch(done)
+
+    def synchronize(self) -> None:
+        try:
+            self.stream.synchronize()
+        except Exception as e:
+            raise LaunchError(f"kernel failed on the GPU: {e}") from e
+
+    def close(self) -> None:
+        try:
+            self.stream.synchronize()
+        finally:
+            for m in self._mapped:
+                m.close()
+            self._mapped.clear()

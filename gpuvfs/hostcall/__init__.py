@@ -1,0 +1,1 @@
+"""The hostcall server and its handlers (the host half of device/gvfs/hostcall.cuh)."""
