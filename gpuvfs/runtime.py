@@ -134,6 +134,13 @@ class Runtime:
     def zeros(self, shape: int | Sequence[int], dtype: Any = "uint8") -> Any:
         return self.backend.zeros(shape, dtype)
 
+    def asarray(self, array: Any) -> Any:
+        """A device copy of a host array."""
+        host = np.ascontiguousarray(array)
+        dev = self.backend.empty(host.shape, host.dtype)
+        self.backend.copy_to_device(dev, host)
+        return dev
+
     def asnumpy(self, array: Any) -> np.ndarray:
         """A host copy of a device array."""
         return self.backend.to_host(array)
