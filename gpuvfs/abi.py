@@ -28,6 +28,7 @@ class Op(enum.IntEnum):
     READ_LINE = 10
     WALLCLOCK = 11
     FILL = 12
+    LOOKUP = 13
 
 
 # open(2) flags as the device passes them (Linux values).
@@ -56,11 +57,29 @@ LANES = np.dtype(
      ("req", "<u8"), ("resp", "<u8"), ("data", "<u8"), ("lock", "<u8"), ("seq", "<u8")],
     align=True,
 )
-CTX = np.dtype(
-    [("magic", "<u4"), ("abi_version", "<u4"), ("flags", "<u4"), ("reserved", "<u4"),
-     ("lanes", LANES), ("counters", "<u8")],
+PAGETABLE = np.dtype(
+    [("nsets", "<u4"), ("ways", "<u4"), ("page_shift", "<u4"), ("reserved", "<u4"),
+     ("state", "<u8"), ("tag", "<u8"), ("ref", "<u8"), ("set_lock", "<u8"), ("hand", "<u8"), ("pool", "<u8")],
     align=True,
 )
+FILES = np.dtype(
+    [("max_fds", "<u4"), ("nnames", "<u4"), ("epoch", "<u8"), ("fd_hint", "<u8"), ("fds", "<u8"), ("names", "<u8")],
+    align=True,
+)
+CTX = np.dtype(
+    [("magic", "<u4"), ("abi_version", "<u4"), ("flags", "<u4"), ("readahead_pages", "<u4"),
+     ("lanes", LANES), ("counters", "<u8"), ("pt", PAGETABLE), ("files", FILES)],
+    align=True,
+)
+FDENT_SIZE = 48
+NAME_MAX = 224
+NAMEENT_SIZE = 272
+FD_BASE = 3
+
+# Page-table slot states (device/gvfs/pagetable.cuh): kind in bits 0..7, pins above.
+SLOT_EMPTY, SLOT_FILLING, SLOT_VALID, SLOT_DIRTY, SLOT_EVICTING = 0, 1, 2, 3, 4
+SLOT_KIND_MASK = 0xFF
+PAGE_BITS = 40
 STAT_SIZE = 24
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from . import abi, backends
 from .errors import GvfsError, LaunchError
+from .hostcall.cache import CacheFiles
 from .hostcall.files import FileHandlers
 from .hostcall.paths import Confined
 from .hostcall.server import Lanes, Server
@@ -75,19 +76,35 @@ class Runtime:
     root: directory that device paths are confined to ("/" on the device is `root`).
     backend: "auto" (cuda when CuPy imports and a GPU is present, else cpu), "cuda", "cpu".
     lanes: number of hostcall lanes (requests in flight at once).
-    lane_bytes: payload bytes per lane (the largest single hostcall transfer).
+    lane_bytes: payload bytes per lane (the largest single hostcall transfer, so also the
+        most one cache fill brings in).
     workers: threads that run blocking hostcalls (file IO) on the host.
+    cache_bytes: device memory for the page cache (0: off, every read is a hostcall).
+        Default: 1 GiB on cuda, 64 MiB on cpu.
+    page_size: bytes per cache page, a power of two from 4 KiB to 2 MiB (default 64 KiB).
+    readahead_pages: pages a sequential per-thread reader has filled with each miss.
+    max_fds: size of the device fd table; name_slots: entries of the device name cache.
     stdout, stderr, stdin: binary streams for device stdio (default: the process's own).
     """
 
     def __init__(self, root: str | os.PathLike[str] = ".", backend: str = "auto", *, lanes: int = 256,
-                 lane_bytes: int = 1 << 16, workers: int = 16,
+                 lane_bytes: int = 1 << 20, workers: int = 16, cache_bytes: int | None = None,
+                 page_size: int = 1 << 16, readahead_pages: int = 8, max_fds: int = 4096,
+                 name_slots: int = 4096,
                  stdout: BinaryIO | None = None, stderr: BinaryIO | None = None, stdin: BinaryIO | None = None,
                  backend_options: dict[str, Any] | None = None) -> None:
         try:
             self._root = Confined(root)
         except OSError as e:
             raise GvfsError(f"root {os.fspath(root)!r} is not a directory that can be used: {e.strerror}") from None
+        if page_size < 4096 or page_size > 2 << 20 or page_size & (page_size - 1):
+            raise ValueError(f"page_size must be a power of two from 4 KiB to 2 MiB, got {page_size}")
+        if max_fds < 1 or max_fds > 1 << 24:
+            raise ValueError(f"max_fds must be between 1 and {1 << 24}, got {max_fds}")
+        if name_slots < 0 or name_slots & (name_slots - 1):
+            raise ValueError(f"name_slots must be 0 or a power of two, got {name_slots}")
+        if not 0 <= readahead_pages <= 15:
+            raise ValueError(f"readahead_pages must be between 0 and 15, got {readahead_pages}")
         self.backend = backends.select(backend, **(backend_options or {}))
         self._launches: list[Any] = []
         self._launch_lock = threading.Lock()
@@ -96,6 +113,7 @@ class Runtime:
         self._counters_dev, counters_ptr = self.backend.device_zeros(8 * abi.NCOUNTERS)
         self.server = Server(self.lanes, workers=workers, in_flight=self._in_flight)
         self.files = FileHandlers(self.server, self._root)
+        self.cache_files = CacheFiles(self.server, self._root)
         self.stdio = StdioHandlers(
             self.server,
             stdout=(lambda: stdout) if stdout is not None else None,
@@ -108,6 +126,9 @@ class Runtime:
         for k, v in self.lanes.device.items():
             ctx["lanes"][k] = v
         ctx["counters"] = counters_ptr
+        ctx["readahead_pages"] = readahead_pages
+        self._init_cache(ctx, cache_bytes, page_size)
+        self._init_files(ctx, max_fds, name_slots)
         self._ctx, _ = self.backend.device_zeros(abi.CTX.itemsize)
         self.backend.copy_to_device(self._ctx, ctx.view(np.uint8))
         self.server.start()
@@ -167,6 +188,11 @@ class Runtime:
         for c in abi.Counter:
             out[c.name.lower()] = int(dev[c.value])
         out["open_files"] = len(self.files.table)
+        states = self.backend.to_host(self._slot_state).view("<u4")
+        kinds = states & abi.SLOT_KIND_MASK
+        out["pages_resident"] = int(np.count_nonzero((kinds == abi.SLOT_VALID) | (kinds == abi.SLOT_DIRTY)))
+        out["cache_bytes"] = self.cache_bytes
+        out["page_size"] = self.page_size
         return out
 
     def close(self) -> None:
@@ -179,6 +205,7 @@ class Runtime:
         finally:
             self.server.close()
             self.files.table.close_all()
+            self.cache_files.close()
             self.backend.close()
             self.lanes.close()
 
@@ -192,6 +219,44 @@ class Runtime:
         return f"<gpuvfs.Runtime root={self.root!r} backend={self.backend.name} lanes={self.lanes.count}>"
 
     # ---- internals ----
+    def _init_cache(self, ctx: np.ndarray, cache_bytes: int | None, page_size: int) -> None:
+        if cache_bytes is None:
+            cache_bytes = (1 << 30) if self.backend.name == "cuda" else (64 << 20)
+        if cache_bytes < 0:
+            raise ValueError(f"cache_bytes must be >= 0, got {cache_bytes}")
+        if cache_bytes and self.lanes.data_bytes < page_size:
+            raise ValueError(f"lane_bytes ({self.lanes.data_bytes}) must be at least page_size ({page_size}): "
+                             "a cache fill brings whole pages through one lane")
+        nslots = cache_bytes // page_size
+        ways = 16 if nslots >= 16 else max(nslots, 1)
+        nsets = 1 << max(0, (nslots // ways).bit_length() - 1) if nslots >= ways else 0
+        self.page_size = page_size
+        self.cache_bytes = nsets * ways * page_size
+        self._pt_shape = (nsets, ways)
+        pt = ctx["pt"]
+        pt["nsets"], pt["ways"], pt["page_shift"] = nsets, ways, page_size.bit_length() - 1
+        n = max(nsets * ways, 1)
+        self._slot_state, pt["state"] = self.backend.device_zeros(4 * n)
+        self._slot_tag, pt["tag"] = self.backend.device_zeros(8 * n)
+        self._slot_ref, pt["ref"] = self.backend.device_zeros(4 * n)
+        self._set_words, words = self.backend.device_zeros(8 * max(nsets, 1))
+        pt["set_lock"], pt["hand"] = words, words + 4 * max(nsets, 1)
+        self._pool, pt["pool"] = self.backend.device_zeros(max(self.cache_bytes, 1))
+
+    def _init_files(self, ctx: np.ndarray, max_fds: int, name_slots: int) -> None:
+        f = ctx["files"]
+        f["max_fds"], f["nnames"] = max_fds, name_slots
+        self._words, words = self.backend.device_zeros(8)   # epoch, fd_hint
+        f["epoch"], f["fd_hint"] = words, words + 4
+        self._fds, f["fds"] = self.backend.device_zeros(abi.FDENT_SIZE * max_fds)
+        self._names, f["names"] = self.backend.device_zeros(abi.NAMEENT_SIZE * max(name_slots, 1))
+        self._epoch = 0
+
+    def _bump_epoch(self) -> None:
+        """Every open after this confirms its file with the host once (docs/consistency.md)."""
+        self._epoch = (self._epoch + 1) & 0xFFFFFFFF
+        self.backend.write_u32(self._words, 0, self._epoch)
+
     def _check_open(self) -> None:
         if self._closed:
             raise GvfsError("this Runtime is closed")
@@ -199,6 +264,7 @@ class Runtime:
     def _launch(self, raw: Any, grid: tuple[int, int, int], block: tuple[int, int, int],
                 args: Sequence[Any], shared_mem: int) -> None:
         self._check_open()
+        self._bump_epoch()
         handle = self.backend.launch(raw, grid, block, args, shared_mem)
         with self._launch_lock:
             self._launches.append(handle)  # kept until synchronize(), which reports failures

@@ -91,7 +91,7 @@ extern "C" __global__ void long_path(gvfs_ctx *ctx, char *path, long *r) {
 
 @pytest.fixture
 def mod_rt(make_runtime, data_root):
-    rt = make_runtime(data_root, lanes=64, lane_bytes=8192)
+    rt = make_runtime(data_root, lanes=64, lane_bytes=8192, page_size=4096)
     return rt, rt.compile(KERNELS)
 
 
@@ -118,7 +118,8 @@ def test_many_threads_many_files_read_bytes_equal(mod_rt, data_root):
         assert (out[t * length + len(want):(t + 1) * length] == 0xAB).all(), f"thread {t}: wrote past its read"
     st = rt.stats()
     assert st["errors"] == 0 and st["open_files"] == 0
-    assert st["bytes_from_host"] == int(res.sum())
+    # Through the cache each page crosses from the host at most once (nothing was evicted).
+    assert st["evictions"] == 0 and 0 < st["bytes_from_host"] <= nfiles * size
 
 
 def test_many_writers_then_host_sees_bytes(mod_rt, data_root):
@@ -171,7 +172,9 @@ def test_every_call_and_its_errors(mod_rt, data_root):
     assert not os.path.exists(os.path.join(data_root, "every.txt"))
     sandbox = os.path.dirname(data_root)
     assert open(os.path.join(sandbox, "outside.txt"), "rb").read() == b"must not change"
-    assert rt.stats()["errors"] >= 9
+    # Answered -errno by the host: r[3], r[14], r[15], r[16], r[18], r[21]; the other
+    # errors (closed/unknown fds, a write to a cached read-only fd) never leave the GPU.
+    assert rt.stats()["errors"] == 6
 
 
 def test_over_long_path_refused_on_device(mod_rt):
@@ -231,7 +234,7 @@ def test_runtime_errors_are_clear(data_root, backend):
 
 def test_concurrent_launches_from_python_threads(make_runtime, data_root):
     """Two Python threads launching on one Runtime at once both get right answers."""
-    rt = make_runtime(data_root, lanes=16)
+    rt = make_runtime(data_root, lanes=16, lane_bytes=8192, page_size=4096)
     mod = rt.compile(KERNELS)
     os.makedirs(os.path.join(data_root, "in"))
     files = [write_random(os.path.join(data_root, "in", f"f{i:02d}.bin"), 4096, seed=100 + i) for i in range(3)]

@@ -297,9 +297,13 @@ extern "C" __attribute__((visibility("default"))) int gvfs_cpu_abi(unsigned long
       offsetof(gvfs_lanes, resp), offsetof(gvfs_lanes, data), offsetof(gvfs_lanes, lock),
       offsetof(gvfs_lanes, seq),
       sizeof(gvfs_ctx), offsetof(gvfs_ctx, magic), offsetof(gvfs_ctx, lanes), offsetof(gvfs_ctx, counters),
+      offsetof(gvfs_ctx, readahead_pages), offsetof(gvfs_ctx, pt), offsetof(gvfs_ctx, files),
+      sizeof(gvfs_pagetable), offsetof(gvfs_pagetable, state), offsetof(gvfs_pagetable, pool),
+      sizeof(gvfs_files), offsetof(gvfs_files, epoch), offsetof(gvfs_files, names),
+      sizeof(gvfs_fdent), sizeof(gvfs_nameent), GVFS_NAME_MAX, GVFS_FD_BASE,
       sizeof(gvfs_stat),
       GVFS_OP_NOP, GVFS_OP_OPEN, GVFS_OP_PREAD, GVFS_OP_PWRITE, GVFS_OP_FSTAT, GVFS_OP_CLOSE,
-      GVFS_OP_FSYNC, GVFS_OP_UNLINK, GVFS_OP_WRITE_LINE, GVFS_OP_READ_LINE, GVFS_OP_WALLCLOCK, GVFS_OP_FILL,
+      GVFS_OP_FSYNC, GVFS_OP_UNLINK, GVFS_OP_WRITE_LINE, GVFS_OP_READ_LINE, GVFS_OP_WALLCLOCK, GVFS_OP_FILL, GVFS_OP_LOOKUP,
       GVFS_O_WRONLY, GVFS_O_RDWR, GVFS_O_CREAT, GVFS_O_EXCL, GVFS_O_TRUNC, GVFS_O_APPEND,
   };
   int n = (int)(sizeof(v) / sizeof(v[0]));

@@ -4,6 +4,7 @@
 #pragma once
 #include "port.cuh"
 #include "hostcall.cuh"
+#include "pagetable.cuh"
 
 #define GVFS_CTX_MAGIC 0x53465647u  // "GVFS"
 
@@ -20,13 +21,56 @@ enum gvfs_counter : gvfs_u32 {
   GVFS_NCOUNTERS = 16
 };
 
+// ---- the files layer's device state (device/gvfs/files.cuh) ----
+#define GVFS_FD_BASE 3        // device fds start here: 0, 1, 2 look like stdio
+#define GVFS_NAME_MAX 224u    // path bytes (with NUL) a name-cache entry holds
+#define GVFS_FD_FREE 0u
+#define GVFS_FD_SETUP 1u
+#define GVFS_FD_OPEN 2u
+#define GVFS_FD_CACHED 1u     // read-only, answered from the page cache
+#define GVFS_FD_HOST 2u       // every call is a hostcall on the host fd
+
+struct gvfs_fdent {           // 48 bytes
+  gvfs_u32 state;             // FREE -> SETUP (CAS by the opener) -> OPEN (release) -> FREE (CAS by close)
+  gvfs_u32 kind;
+  gvfs_i32 host_fd;           // GVFS_FD_HOST: the host server's fd
+  gvfs_u32 mode;
+  gvfs_u64 file_no;           // GVFS_FD_CACHED: the file version whose pages this fd reads
+  gvfs_u64 size;
+  gvfs_u64 mtime_ns;
+  gvfs_u64 next_off;          // where the last read ended: the sequential-readahead hint
+};
+
+struct gvfs_nameent {         // 272 bytes; a seqlock: state = version << 2 | kind
+  gvfs_u32 state;             // kind: 0 empty, 1 busy (being written), 2 ready
+  gvfs_u32 epoch;             // the validation epoch its fields were last confirmed in
+  gvfs_u64 hash;              // of the path; immutable once ready
+  gvfs_u64 file_no;
+  gvfs_u64 size;
+  gvfs_u64 mtime_ns;
+  gvfs_u32 mode;
+  gvfs_u32 len;               // path length without NUL; immutable once ready
+  char path[GVFS_NAME_MAX];   // immutable once ready
+};
+
+struct gvfs_files {
+  gvfs_u32 max_fds;
+  gvfs_u32 nnames;            // power of two; 0: no name cache
+  gvfs_u32 *epoch;            // [1] bumped by the host at each launch and rt.revalidate()
+  gvfs_u32 *fd_hint;          // [1] where the next fd search starts
+  gvfs_fdent *fds;            // [max_fds]
+  gvfs_nameent *names;        // [nnames]
+};
+
 struct gvfs_ctx {
   gvfs_u32 magic;        // GVFS_CTX_MAGIC: a kernel handed something else traps early
   gvfs_u32 abi_version;  // GVFS_ABI_VERSION
   gvfs_u32 flags;        // reserved
-  gvfs_u32 reserved;
+  gvfs_u32 readahead_pages;  // bound of per-thread sequential readahead (filecache.cuh)
   gvfs_lanes lanes;
   gvfs_u64 *counters;    // [GVFS_NCOUNTERS] device memory, relaxed atomics
+  gvfs_pagetable pt;     // the page cache (pt.nsets == 0: off, every read is a hostcall)
+  gvfs_files files;
 };
 
 GVFS_FN void gvfs_count(gvfs_ctx *ctx, gvfs_u32 which, gvfs_u64 v) { gvfs_count_dev(&ctx->counters[which], v); }

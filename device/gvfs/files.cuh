@@ -1,15 +1,25 @@
 // gpuvfs files: the POSIX-like calls of the public contract (gvfs_open, gvfs_pread, ...).
 //
-// This layer turns each call into hostcalls (device/gvfs/hostcall.cuh). Every call is safe
-// from any thread of any block: the only shared state it touches is a lane, owned for
-// the length of one request. fds are the host server's (one table per Runtime, shared by
-// all threads, as a process shares its fds). Data moves through the lane's payload buffer
-// in pinned host memory, data_bytes at a time.
+// fds live in a device-side table (gvfs_files.fds, one per Runtime, shared by every thread
+// as a process shares its fds). Two kinds:
+//   CACHED  a read-only open while the page cache is on. Reads are answered from the cache
+//           (filecache.cuh); fstat and close never leave the GPU; and a repeated open of a
+//           path the name cache knows, confirmed in the current epoch, never leaves it either.
+//   HOST    anything else (writes, creation, the cache off): each call is a hostcall on the
+//           host server's fd; data moves through the lane's buffer, data_bytes at a time.
+// Name cache (gvfs_files.names): path -> file version, open addressing on a 64-bit FNV-1a
+// hash. An entry is a seqlock: writers CAS ready -> busy, write, and store-release
+// ready with the version bumped; readers take a snapshot and check the state word did not
+// move. Entries are only added during a kernel, never removed (rt.evict clears them).
+// Consistency: the host bumps `epoch` before every launch and on rt.revalidate(); an entry
+// confirmed in an older epoch is confirmed again by one hostcall (LOOKUP), which hands out
+// a new file version if the file changed (docs/consistency.md).
 #pragma once
 #include "port.cuh"
 #include "hostcall.cuh"
 #include "context.cuh"
 #include "copy.cuh"
+#include "filecache.cuh"
 
 #define GVFS_O_RDONLY 0x0
 #define GVFS_O_WRONLY 0x1
@@ -57,12 +67,13 @@ GVFS_FN gvfs_response gvfs_path_call(gvfs_ctx *ctx, gvfs_u32 opcode, const char 
   return r;
 }
 
-GVFS_FN int gvfs_open(gvfs_ctx *ctx, const char *path, int flags) {
-  return (int)gvfs_path_call(ctx, GVFS_OP_OPEN, path, (gvfs_u32)flags).result;
-}
+GVFS_FN void gvfs_name_forget(gvfs_files *F, int idx);
+GVFS_FN int gvfs_name_index(gvfs_files *F, const char *path);
 
 GVFS_FN int gvfs_unlink(gvfs_ctx *ctx, const char *path) {
-  return (int)gvfs_path_call(ctx, GVFS_OP_UNLINK, path, 0).result;
+  int r = (int)gvfs_path_call(ctx, GVFS_OP_UNLINK, path, 0).result;
+  if (r == 0) gvfs_name_forget(&ctx->files, gvfs_name_index(&ctx->files, path));
+  return r;
 }
 
 // Reads through the lanes, data_bytes at a time; a short read from the host (end of
@@ -111,28 +122,230 @@ GVFS_FN long gvfs_pwrite_hostcall(gvfs_ctx *ctx, int fd, const void *buf, unsign
   return (long)done;
 }
 
+// ---- the device fd table ----
+GVFS_FN gvfs_fdent *gvfs_fd_get(gvfs_ctx *ctx, int fd) {
+  gvfs_files *F = &ctx->files;
+  long i = (long)fd - GVFS_FD_BASE;
+  if (i < 0 || i >= (long)F->max_fds) return (gvfs_fdent *)0;
+  gvfs_fdent *e = &F->fds[i];
+  return gvfs_load_acquire_dev(&e->state) == GVFS_FD_OPEN ? e : (gvfs_fdent *)0;
+}
+
+// Takes a free entry (FREE -> SETUP by CAS), fills it, publishes it (store-release OPEN).
+GVFS_FN int gvfs_fd_alloc(gvfs_ctx *ctx, gvfs_u32 kind, gvfs_i32 host_fd, gvfs_u64 file_no, gvfs_u64 size,
+                          gvfs_u64 mtime_ns, gvfs_u32 mode) {
+  gvfs_files *F = &ctx->files;
+  gvfs_u32 start = gvfs_fetch_add_acq_rel_dev(F->fd_hint, 1u) % F->max_fds;
+  for (gvfs_u32 k = 0; k < F->max_fds; ++k) {
+    gvfs_u32 i = start + k;
+    if (i >= F->max_fds) i -= F->max_fds;
+    gvfs_fdent *e = &F->fds[i];
+    if (gvfs_load_relaxed_dev(&e->state) != GVFS_FD_FREE ||
+        gvfs_cas_acq_rel_dev(&e->state, GVFS_FD_FREE, GVFS_FD_SETUP) != GVFS_FD_FREE) continue;
+    e->kind = kind; e->host_fd = host_fd; e->mode = mode;
+    e->file_no = file_no; e->size = size; e->mtime_ns = mtime_ns;
+    gvfs_store_relaxed_u64_dev(&e->next_off, 0ull);
+    gvfs_store_release_dev(&e->state, GVFS_FD_OPEN);
+    return (int)i + GVFS_FD_BASE;
+  }
+  return -GVFS_EMFILE;
+}
+
+// ---- the name cache ----
+GVFS_FN gvfs_u64 gvfs_path_hash(const char *p, gvfs_u32 *len_out) {
+  gvfs_u64 h = 0xcbf29ce484222325ull;
+  gvfs_u32 n = 0;
+  while (n < GVFS_PATH_MAX && p[n] != 0) { h = (h ^ (gvfs_u8)p[n]) * 0x100000001b3ull; ++n; }
+  *len_out = n;
+  return h;
+}
+
+struct gvfs_name_snap { gvfs_u64 file_no, size, mtime_ns; gvfs_u32 mode, epoch; };
+
+GVFS_FN bool gvfs_name_read(gvfs_nameent *e, gvfs_name_snap *s) {
+  gvfs_u32 s1 = gvfs_load_acquire_dev(&e->state);
+  if ((s1 & 3u) != 2u) return false;
+  s->file_no = gvfs_load_relaxed_u64_dev(&e->file_no);
+  s->size = gvfs_load_relaxed_u64_dev(&e->size);
+  s->mtime_ns = gvfs_load_relaxed_u64_dev(&e->mtime_ns);
+  s->mode = gvfs_load_relaxed_dev(&e->mode);
+  s->epoch = gvfs_load_relaxed_dev(&e->epoch);
+  gvfs_fence_acquire_dev();  // the field loads above happen before the re-check below
+  return gvfs_load_relaxed_dev(&e->state) == s1;
+}
+
+GVFS_FN void gvfs_name_write_fields(gvfs_nameent *e, const gvfs_name_snap *s) {
+  gvfs_store_relaxed_u64_dev(&e->file_no, s->file_no);
+  gvfs_store_relaxed_u64_dev(&e->size, s->size);
+  gvfs_store_relaxed_u64_dev(&e->mtime_ns, s->mtime_ns);
+  gvfs_store_relaxed_dev(&e->mode, s->mode);
+  gvfs_store_relaxed_dev(&e->epoch, s->epoch);
+}
+
+#define GVFS_NAME_PROBES 32u
+
+// Finds the ready entry of `path`; -1 if none (or its slot is being written).
+// `free_slot` gets the first empty slot of the probe sequence, or -1.
+GVFS_FN int gvfs_name_find(gvfs_files *F, gvfs_u64 h, const char *path, gvfs_u32 len, int *free_slot) {
+  *free_slot = -1;
+  gvfs_u32 probes = F->nnames < GVFS_NAME_PROBES ? F->nnames : GVFS_NAME_PROBES;
+  for (gvfs_u32 k = 0; k < probes; ++k) {
+    gvfs_u32 i = (gvfs_u32)(h + k) & (F->nnames - 1u);
+    gvfs_nameent *e = &F->names[i];
+    gvfs_u32 st = gvfs_load_acquire_dev(&e->state);
+    if ((st & 3u) == 0u) { *free_slot = (int)i; return -1; }  // entries are never removed mid-kernel
+    if ((st & 3u) != 2u && (st >> 2) == 0u) continue;          // first write in progress: path not there yet
+    if (e->hash != h || e->len != len) continue;
+    bool same = true;
+    for (gvfs_u32 j = 0; j < len && same; ++j) same = e->path[j] == path[j];
+    if (same) return (int)i;
+  }
+  return -1;
+}
+
+// Records what LOOKUP said: updates the entry, or creates one. Best effort: an entry being
+// written by another thread is left to it.
+GVFS_FN void gvfs_name_store(gvfs_files *F, int idx, int free_slot, gvfs_u64 h, const char *path, gvfs_u32 len,
+                             const gvfs_name_snap *s) {
+  if (idx >= 0) {
+    gvfs_nameent *e = &F->names[idx];
+    gvfs_u32 st = gvfs_load_relaxed_dev(&e->state);
+    if ((st & 3u) != 2u || gvfs_cas_acq_rel_dev(&e->state, st, (st & ~3u) | 1u) != st) return;
+    gvfs_name_write_fields(e, s);
+    gvfs_store_release_dev(&e->state, ((st >> 2) + 1u) << 2 | 2u);
+    return;
+  }
+  if (free_slot < 0) return;  // probe window full: this path is simply not cached
+  gvfs_nameent *e = &F->names[free_slot];
+  if (gvfs_cas_acq_rel_dev(&e->state, 0u, 1u) != 0u) return;
+  e->hash = h;
+  e->len = len;
+  for (gvfs_u32 j = 0; j < len; ++j) e->path[j] = path[j];
+  e->path[len] = 0;
+  gvfs_name_write_fields(e, s);
+  gvfs_store_release_dev(&e->state, (1u << 2) | 2u);
+}
+
+GVFS_FN bool gvfs_cache_on(gvfs_ctx *ctx) { return ctx->pt.nsets != 0u; }
+
+// Marks a name-cache entry unconfirmed, so the next open of its path asks the host (which
+// hands out a new version if the file changed). Used after the device itself changes a
+// file: open for writing, pwrite, unlink.
+GVFS_FN void gvfs_name_forget(gvfs_files *F, int idx) {
+  if (idx < 0) return;
+  gvfs_nameent *e = &F->names[idx];
+  for (;;) {
+    gvfs_u32 st = gvfs_load_relaxed_dev(&e->state);
+    if ((st & 3u) == 1u) { gvfs_backoff(64); continue; }  // a writer is on it: wait, then mark
+    if ((st & 3u) != 2u) return;
+    if (gvfs_cas_acq_rel_dev(&e->state, st, (st & ~3u) | 1u) != st) continue;
+    gvfs_store_relaxed_dev(&e->epoch, gvfs_load_relaxed_dev(F->epoch) - 1u);
+    gvfs_store_release_dev(&e->state, ((st >> 2) + 1u) << 2 | 2u);
+    return;
+  }
+}
+
+// The name-cache entry of `path`, or -1.
+GVFS_FN int gvfs_name_index(gvfs_files *F, const char *path) {
+  if (F->nnames == 0u || path == NULL) return -1;
+  gvfs_u32 len;
+  gvfs_u64 h = gvfs_path_hash(path, &len);
+  int free_slot;
+  return len < GVFS_NAME_MAX ? gvfs_name_find(F, h, path, len, &free_slot) : -1;
+}
+
+GVFS_FN int gvfs_open(gvfs_ctx *ctx, const char *path, int flags) {
+  if (path == NULL) return -GVFS_EFAULT;
+  if (!gvfs_cache_on(ctx) || flags != GVFS_O_RDONLY) {
+    gvfs_response r = gvfs_path_call(ctx, GVFS_OP_OPEN, path, (gvfs_u32)flags);
+    if (r.result < 0) return (int)r.result;
+    // A HOST fd keeps its path's name-cache entry (+1; 0: none) in file_no, to forget it
+    // again after each write.
+    int idx = (flags & GVFS_O_ACCMODE) != GVFS_O_RDONLY ? gvfs_name_index(&ctx->files, path) : -1;
+    gvfs_name_forget(&ctx->files, idx);
+    int fd = gvfs_fd_alloc(ctx, GVFS_FD_HOST, (gvfs_i32)r.result, (gvfs_u64)(idx + 1), r.aux[0], r.aux[1], 0);
+    if (fd < 0) gvfs_hostcall(&ctx->lanes, GVFS_OP_CLOSE, (gvfs_i32)r.result, 0, 0, 0);
+    return fd;
+  }
+  gvfs_files *F = &ctx->files;
+  gvfs_u32 len;
+  gvfs_u64 h = gvfs_path_hash(path, &len);
+  const bool nameable = F->nnames != 0u && len < GVFS_NAME_MAX;
+  const gvfs_u32 epoch = gvfs_load_relaxed_dev(F->epoch);
+  int idx = -1, free_slot = -1;
+  gvfs_name_snap s;
+  if (nameable) {
+    idx = gvfs_name_find(F, h, path, len, &free_slot);
+    if (idx >= 0 && gvfs_name_read(&F->names[idx], &s) && s.epoch == epoch) {
+      gvfs_count(ctx, GVFS_C_OPENS_ON_DEVICE, 1);
+      return gvfs_fd_alloc(ctx, GVFS_FD_CACHED, -1, s.file_no, s.size, s.mtime_ns, s.mode);
+    }
+  }
+  gvfs_response r = gvfs_path_call(ctx, GVFS_OP_LOOKUP, path, 0);
+  if (r.result < 0) return (int)r.result;
+  s.file_no = (gvfs_u64)r.result; s.size = r.aux[0]; s.mtime_ns = r.aux[1]; s.mode = (gvfs_u32)r.aux[2];
+  s.epoch = epoch;
+  if (nameable) gvfs_name_store(F, idx, free_slot, h, path, len, &s);
+  return gvfs_fd_alloc(ctx, GVFS_FD_CACHED, -1, s.file_no, s.size, s.mtime_ns, s.mode);
+}
+
 GVFS_FN long gvfs_pread(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, unsigned long off) {
-  return gvfs_pread_hostcall(ctx, fd, buf, n, off);
+  gvfs_fdent *e = gvfs_fd_get(ctx, fd);
+  if (!e) return -GVFS_EBADF;
+  if (off > 0x7fffffffffffffffull || n > 0x7fffffffffffffffull - off) return -GVFS_EINVAL;
+  if (e->kind == GVFS_FD_CACHED) return gvfs_cache_pread(ctx, e->file_no, e->size, &e->next_off, buf, n, off);
+  return gvfs_pread_hostcall(ctx, e->host_fd, buf, n, off);
+}
+
+// Warp-collective pread: every lane of a full warp passes the same arguments and gets
+// the same result; the warp copies together and coalesces its misses (filecache.cuh).
+GVFS_FN long gvfs_pread_warp(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, unsigned long off) {
+  gvfs_fdent *e = gvfs_fd_get(ctx, fd);
+  if (!e) return -GVFS_EBADF;
+  if (off > 0x7fffffffffffffffull || n > 0x7fffffffffffffffull - off) return -GVFS_EINVAL;
+  if (e->kind == GVFS_FD_CACHED) return gvfs_cache_pread_warp(ctx, e->file_no, e->size, buf, n, off);
+  long r = 0;
+  if (gvfs_lane_id() == 0) r = gvfs_pread_hostcall(ctx, e->host_fd, buf, n, off);
+  return (long)gvfs_shfl_u64(0xffffffffu, (gvfs_u64)r, 0);
 }
 
 GVFS_FN long gvfs_pwrite(gvfs_ctx *ctx, int fd, const void *buf, unsigned long n, unsigned long off) {
-  return gvfs_pwrite_hostcall(ctx, fd, buf, n, off);
+  gvfs_fdent *e = gvfs_fd_get(ctx, fd);
+  if (!e || e->kind != GVFS_FD_HOST) return -GVFS_EBADF;  // cached fds are read-only
+  long r = gvfs_pwrite_hostcall(ctx, e->host_fd, buf, n, off);
+  if (r > 0) gvfs_name_forget(&ctx->files, (int)e->file_no - 1);
+  return r;
 }
 
 GVFS_FN int gvfs_fstat(gvfs_ctx *ctx, int fd, gvfs_stat *st) {
   if (st == NULL) return -GVFS_EFAULT;
-  gvfs_response r = gvfs_hostcall(&ctx->lanes, GVFS_OP_FSTAT, fd, 0, 0, 0);
+  gvfs_fdent *e = gvfs_fd_get(ctx, fd);
+  if (!e) return -GVFS_EBADF;
+  if (e->kind == GVFS_FD_CACHED) {
+    st->size = e->size; st->mtime_ns = e->mtime_ns; st->mode = e->mode; st->reserved = 0;
+    return 0;
+  }
+  gvfs_response r = gvfs_hostcall(&ctx->lanes, GVFS_OP_FSTAT, e->host_fd, 0, 0, 0);
   if (r.result < 0) return (int)r.result;
   st->size = r.aux[0]; st->mtime_ns = r.aux[1]; st->mode = (gvfs_u32)r.aux[2]; st->reserved = 0;
   return 0;
 }
 
 GVFS_FN int gvfs_close(gvfs_ctx *ctx, int fd) {
-  return (int)gvfs_hostcall(&ctx->lanes, GVFS_OP_CLOSE, fd, 0, 0, 0).result;
+  gvfs_fdent *e = gvfs_fd_get(ctx, fd);
+  if (!e) return -GVFS_EBADF;
+  gvfs_u32 kind = e->kind;
+  gvfs_i32 host_fd = e->host_fd;
+  if (gvfs_cas_acq_rel_dev(&e->state, GVFS_FD_OPEN, GVFS_FD_FREE) != GVFS_FD_OPEN) return -GVFS_EBADF;
+  if (kind == GVFS_FD_HOST) return (int)gvfs_hostcall(&ctx->lanes, GVFS_OP_CLOSE, host_fd, 0, 0, 0).result;
+  return 0;
 }
 
 GVFS_FN int gvfs_fsync(gvfs_ctx *ctx, int fd) {
-  return (int)gvfs_hostcall(&ctx->lanes, GVFS_OP_FSYNC, fd, 0, 0, 0).result;
+  gvfs_fdent *e = gvfs_fd_get(ctx, fd);
+  if (!e) return -GVFS_EBADF;
+  if (e->kind == GVFS_FD_CACHED) return 0;  // nothing of a read-only fd to make durable
+  return (int)gvfs_hostcall(&ctx->lanes, GVFS_OP_FSYNC, e->host_fd, 0, 0, 0).result;
 }
 
 // A hostcall that does nothing: what benchmarks and health checks time.

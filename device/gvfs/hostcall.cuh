@@ -57,7 +57,10 @@ enum gvfs_opcode : gvfs_u32 {
   GVFS_OP_WRITE_LINE = 9, // flags: 1 stdout, 2 stderr; length bytes of data: one line
   GVFS_OP_READ_LINE = 10, // length = capacity; data <- bytes of one stdin line; result: count
   GVFS_OP_WALLCLOCK = 11, // result: ns since the Unix epoch
-  GVFS_OP_FILL = 12,      // cache fill (device/gvfs/filecache.cuh): fd, offset, length, arg0 = device address
+  GVFS_OP_FILL = 12,      // arg0 = file_no, offset, length (<= data_bytes); data <- bytes; result: count
+                          //   or -ESTALE if the file changed since that version was looked up
+  GVFS_OP_LOOKUP = 13,    // data: path; opens it read-only for the page cache; result: file_no
+                          //   (a version: a changed file gets a new one); aux0 = size, aux1 = mtime_ns, aux2 = mode
   GVFS_OP_COUNT_
 };
 
@@ -107,6 +110,7 @@ struct gvfs_lanes {
 #define GVFS_ENOSYS 38
 #define GVFS_ELOOP 40
 #define GVFS_EOVERFLOW 75
+#define GVFS_ESTALE 116
 
 // ---- the device side of the protocol ----
 

@@ -59,6 +59,14 @@ GVFS_FN gvfs_u32 gvfs_fetch_add_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) {
 GVFS_FN gvfs_u32 gvfs_fetch_sub_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) {
   return gvfs_fetch_add_acq_rel_dev(p, (gvfs_u32)(0u - v));
 }
+GVFS_FN gvfs_u64 gvfs_load_relaxed_u64_dev(const gvfs_u64 *p) {
+  gvfs_u64 v; asm volatile("ld.relaxed.gpu.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory"); return v;
+}
+GVFS_FN void gvfs_store_relaxed_u64_dev(gvfs_u64 *p, gvfs_u64 v) {
+  asm volatile("st.relaxed.gpu.u64 [%0], %1;" :: "l"(p), "l"(v) : "memory");
+}
+GVFS_FN void gvfs_fence_acquire_dev() { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
+GVFS_FN void gvfs_fence_sc_dev() { asm volatile("fence.sc.gpu;" ::: "memory"); }
 // Counters: relaxed, only summed by the host after the kernel.
 GVFS_FN void gvfs_count_dev(gvfs_u64 *p, gvfs_u64 v) { atomicAdd(p, v); }
 GVFS_FN gvfs_u64 gvfs_fetch_add_u64_relaxed_dev(gvfs_u64 *p, gvfs_u64 v) { return atomicAdd(p, v); }
@@ -90,6 +98,7 @@ GVFS_FN gvfs_u32 gvfs_ballot(gvfs_u32 mask, int pred) { return __ballot_sync(mas
 GVFS_FN gvfs_u64 gvfs_shfl_u64(gvfs_u32 mask, gvfs_u64 v, int src) { return __shfl_sync(mask, v, src); }
 GVFS_FN gvfs_u32 gvfs_shfl_u32(gvfs_u32 mask, gvfs_u32 v, int src) { return __shfl_sync(mask, v, src); }
 GVFS_FN void gvfs_trap() { __trap(); }
+GVFS_FN int gvfs_ctz(gvfs_u32 v) { return __ffs((int)v) - 1; }
 
 #else
 // ======================================================================= CPU port
@@ -160,6 +169,10 @@ inline gvfs_u32 gvfs_cas_acq_rel_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 de
 }
 inline gvfs_u32 gvfs_fetch_add_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) { return gvfs_ref(p).fetch_add(v, std::memory_order_acq_rel); }
 inline gvfs_u32 gvfs_fetch_sub_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) { return gvfs_ref(p).fetch_sub(v, std::memory_order_acq_rel); }
+inline gvfs_u64 gvfs_load_relaxed_u64_dev(const gvfs_u64 *p) { return gvfs_ref(p).load(std::memory_order_relaxed); }
+inline void gvfs_store_relaxed_u64_dev(gvfs_u64 *p, gvfs_u64 v) { gvfs_ref(p).store(v, std::memory_order_relaxed); }
+inline void gvfs_fence_acquire_dev() { std::atomic_thread_fence(std::memory_order_acquire); }
+inline void gvfs_fence_sc_dev() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline void gvfs_count_dev(gvfs_u64 *p, gvfs_u64 v) { gvfs_ref(p).fetch_add(v, std::memory_order_relaxed); }
 inline gvfs_u64 gvfs_fetch_add_u64_relaxed_dev(gvfs_u64 *p, gvfs_u64 v) { return gvfs_ref(p).fetch_add(v, std::memory_order_relaxed); }
 
@@ -185,6 +198,7 @@ inline gvfs_u32 gvfs_ballot(gvfs_u32 mask, int pred) { return gvfs_cpu::ballot(m
 inline gvfs_u64 gvfs_shfl_u64(gvfs_u32 mask, gvfs_u64 v, int src) { return gvfs_cpu::warp_exchange(mask, v, src); }
 inline gvfs_u32 gvfs_shfl_u32(gvfs_u32 mask, gvfs_u32 v, int src) { return (gvfs_u32)gvfs_cpu::warp_exchange(mask, v, src); }
 inline void gvfs_trap() { __builtin_trap(); }
+inline int gvfs_ctz(gvfs_u32 v) { return __builtin_ctz(v); }
 
 // --- CUDA built-ins for user kernels on the CPU port ---
 inline void __syncthreads() { gvfs_cpu::syncthreads(); }

@@ -155,6 +155,9 @@ class CpuBackend:
     def copy_to_device(self, dst: Any, src: np.ndarray) -> None:
         np.copyto(dst, src.view(dst.dtype).reshape(dst.shape))
 
+    def write_u32(self, array: Any, index: int, value: int) -> None:
+        array.view("<u4")[index] = value
+
     # ---- compiling ----
     def _sources_digest(self) -> str:
         h = hashlib.sha256()

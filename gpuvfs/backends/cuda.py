@@ -100,6 +100,11 @@ class CudaBackend:
     def copy_to_device(self, dst: Any, src: np.ndarray) -> None:
         dst.set(np.ascontiguousarray(src).view(dst.dtype).reshape(dst.shape))
 
+    def write_u32(self, array: Any, index: int, value: int) -> None:
+        # On the kernel stream, so it lands before the next launch and after the last.
+        with self.stream:
+            array.view(cupy.uint32)[index] = value
+
     def compile(self, source: str, options: Sequence[str] = ()) -> CudaModule:
         opts = tuple(NVRTC_FLAGS) + (f"-I{self.device_dir}",) + tuple(options)
         try:

@@ -1,0 +1,273 @@
+// gpuvfs file cache: reads answered from the pool of page slots in device memory.
+//
+// Hit path: pin the slot (pagetable.cuh), copy on the GPU, unpin. Miss path: claim the slot
+// (FILLING), issue ONE hostcall (GVFS_OP_FILL) that reads the page(s) from the host file
+// into the lane's payload buffer in pinned host memory, copy them into the slot(s), mark
+// them VALID. Every other thread that wants the same page pins the FILLING slot and waits
+// for that one fill. Misses of a warp for neighbouring pages go out as one FILL (one
+// request per run of consecutive missing pages), and a per-thread sequential reader has the
+// next pages filled with its miss (readahead, bounded by readahead_pages and the lane size).
+// When every slot of a set is busy (FULL), the read goes around the cache through a FILL
+// straight into the caller's buffer: a miss never waits for cache space.
+#pragma once
+#include "port.cuh"
+#include "hostcall.cuh"
+#include "context.cuh"
+#include "copy.cuh"
+#include "pagetable.cuh"
+
+#define GVFS_MAX_READAHEAD 16u
+
+// One FILL: bytes [off, off+len) of file version `file_no` into the lane's buffer.
+// The caller holds `lane`. Returns bytes read (short at end of file) or -errno.
+GVFS_FN gvfs_i64 gvfs_fill_call(gvfs_ctx *ctx, gvfs_u32 lane, gvfs_u64 file_no, gvfs_u64 off, gvfs_u64 len) {
+  gvfs_lanes *L = &ctx->lanes;
+  gvfs_request *q = gvfs_lane_req(L, lane);
+  q->opcode = GVFS_OP_FILL; q->flags = 0; q->fd = -1; q->data_len = 0;
+  q->offset = off; q->length = len;
+  q->arg[0] = file_no; q->arg[1] = q->arg[2] = q->arg[3] = 0;
+  gvfs_lane_submit(L, lane);
+  gvfs_count(ctx, GVFS_C_FILLS, 1);
+  return gvfs_lane_wait(L, lane).result;
+}
+
+// Reads around the cache: FILLs straight into `buf`, a lane buffer at a time.
+GVFS_FN gvfs_i64 gvfs_read_around(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u8 *buf, gvfs_u64 n, gvfs_u64 off) {
+  gvfs_lanes *L = &ctx->lanes;
+  gvfs_u64 done = 0;
+  while (done < n) {
+    gvfs_u64 chunk = n - done < L->data_bytes ? n - done : L->data_bytes;
+    gvfs_u32 lane = gvfs_lane_acquire(L);
+    gvfs_i64 got = gvfs_fill_call(ctx, lane, file_no, off + done, chunk);
+    if (got > 0 && buf) gvfs_copy(buf + done, gvfs_lane_data(L, lane), (gvfs_u64)got);
+    gvfs_lane_release(L, lane);
+    if (got < 0) return done ? (gvfs_i64)done : got;
+    done += (gvfs_u64)got;
+    if ((gvfs_u64)got < chunk) break;
+  }
+  return (gvfs_i64)done;
+}
+
+// Fills the claimed slots of `npages` consecutive pages starting at `page0` with one FILL,
+// and publishes each (VALID, or EMPTY for pages the host could not supply). Returns the
+// FILL's result (bytes or -errno).
+GVFS_FN gvfs_i64 gvfs_fill_run(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, gvfs_u64 page0,
+                               const gvfs_u32 *slots, gvfs_u32 npages) {
+  gvfs_pagetable *pt = &ctx->pt;
+  gvfs_lanes *L = &ctx->lanes;
+  const gvfs_u64 psz = 1ull << pt->page_shift;
+  const gvfs_u64 off = page0 << pt->page_shift;
+  gvfs_u64 len = (gvfs_u64)npages * psz;
+  if (len > size - off) len = size - off;
+  gvfs_u32 lane = gvfs_lane_acquire(L);
+  gvfs_i64 got = gvfs_fill_call(ctx, lane, file_no, off, len);
+  for (gvfs_u32 i = 0; i < npages; ++i) {
+    gvfs_u64 start = (gvfs_u64)i * psz;
+    gvfs_u64 want = len - start < psz ? len - start : psz;
+    bool ok = got >= 0 && (gvfs_u64)got >= start + want;  // a short fill: the file shrank
+    if (ok) gvfs_copy(gvfs_pt_page(pt, slots[i]), gvfs_lane_data(L, lane) + start, want);
+    gvfs_pt_fill_done(pt, slots[i], ok);
+  }
+  gvfs_lane_release(L, lane);
+  return got;
+}
+
+// Per-thread read through the cache. `next_off` is the fd's sequential-read hint.
+GVFS_FN long gvfs_cache_pread(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, gvfs_u64 *next_off,
+                              void *buf_, unsigned long n, unsigned long off) {
+  gvfs_pagetable *pt = &ctx->pt;
+  gvfs_u8 *buf = (gvfs_u8 *)buf_;
+  if (off >= size || n == 0) return 0;
+  if (n > size - off) n = size - off;
+  const gvfs_u32 shift = pt->page_shift;
+  const gvfs_u64 psz = 1ull << shift;
+  const bool sequential = next_off && gvfs_load_relaxed_u64_dev(next_off) == off;
+  gvfs_u32 ra = ctx->readahead_pages;
+  gvfs_u32 lane_pages = (gvfs_u32)(ctx->lanes.data_bytes >> shift);
+  if (ra + 1u > lane_pages) ra = lane_pages ? lane_pages - 1u : 0u;
+  if (ra > GVFS_MAX_READAHEAD - 1u) ra = GVFS_MAX_READAHEAD - 1u;
+  unsigned long done = 0;
+  while (done < n) {
+    gvfs_u64 pos = off + done, page = pos >> shift, in = pos & (psz - 1u);
+    gvfs_u64 len = n - done < psz - in ? n - done : psz - in;
+    gvfs_u32 slot;
+    bool evicted;
+    gvfs_pt_result r = gvfs_pt_acquire(pt, gvfs_pt_key(file_no, page), &slot, &evicted);
+    if (evicted) gvfs_count(ctx, GVFS_C_EVICTIONS, 1);
+    bool readable = true;
+    if (r == GVFS_PT_MISS) {
+      gvfs_count(ctx, GVFS_C_CACHE_MISSES, 1);
+      gvfs_u32 run[GVFS_MAX_READAHEAD];
+      gvfs_u32 nrun = 1;
+      run[0] = slot;
+      if (sequential && psz <= ctx->lanes.data_bytes) {
+        for (gvfs_u32 k = 1; k <= ra && ((page + k) << shift) < size; ++k) {
+          gvfs_u32 s2;
+          gvfs_pt_result r2 = gvfs_pt_acquire(pt, gvfs_pt_key(file_no, page + k), &s2, &evicted);
+          if (evicted) gvfs_count(ctx, GVFS_C_EVICTIONS, 1);
+          if (r2 == GVFS_PT_MISS) { run[nrun++] = s2; continue; }
+          if (r2 == GVFS_PT_HIT) gvfs_pt_unpin(pt, s2);
+          break;
+        }
+        if (nrun > 1) gvfs_count(ctx, GVFS_C_READAHEADS, nrun - 1u);
+      }
+      gvfs_i64 got = gvfs_fill_run(ctx, file_no, size, page, run, nrun);
+      for (gvfs_u32 k = 1; k < nrun; ++k) gvfs_pt_unpin(pt, run[k]);
+      if (got < 0) { gvfs_pt_unpin(pt, slot); return done ? (long)done : (long)got; }
+      readable = gvfs_slot_kind(gvfs_load_acquire_dev(&pt->state[slot])) == GVFS_SLOT_VALID;
+    } else if (r == GVFS_PT_HIT) {
+      bool was_filling = gvfs_slot_kind(gvfs_load_relaxed_dev(&pt->state[slot])) == GVFS_SLOT_FILLING;
+      gvfs_count(ctx, was_filling ? GVFS_C_FILL_WAITS : GVFS_C_CACHE_HITS, 1);
+      readable = gvfs_pt_wait_filled(pt, slot);
+    } else {
+      readable = false;
+    }
+    if (!readable) {  // FULL, or a fill that failed: read this piece around the cache
+      if (r != GVFS_PT_FULL) gvfs_pt_unpin(pt, slot);
+      gvfs_i64 got = gvfs_read_around(ctx, file_no, buf ? buf + done : (gvfs_u8 *)0, len, pos);
+      if (got < 0) return done ? (long)done : (long)got;
+      done += (unsigned long)got;
+      if ((gvfs_u64)got < len) break;
+      continue;
+    }
+    if (buf) gvfs_copy(buf + done, gvfs_pt_page(pt, slot) + in, len);
+    gvfs_count(ctx, GVFS_C_BYTES_HIT, r == GVFS_PT_HIT ? len : 0);
+    gvfs_pt_unpin(pt, slot);
+    done += len;
+  }
+  if (next_off) gvfs_store_relaxed_u64_dev(next_off, off + done);
+  return (long)done;
+}
+
+// Warp-collective read through the cache: all lanes of a full warp pass the same
+// arguments. Each round takes up to 32 pages, one per lane; runs of consecutive missing
+// pages go out as one FILL each (issued by the run's first lane), and the whole warp
+// copies every page, 512 bytes per instruction.
+GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size,
+                                   void *buf_, unsigned long n, unsigned long off) {
+  gvfs_pagetable *pt = &ctx->pt;
+  gvfs_lanes *L = &ctx->lanes;
+  gvfs_u8 *buf = (gvfs_u8 *)buf_;
+  const gvfs_u32 FULL = 0xffffffffu;
+  const gvfs_u32 me = gvfs_lane_id();
+  if (off >= size || n == 0) return 0;
+  if (n > size - off) n = size - off;
+  const gvfs_u32 shift = pt->page_shift;
+  const gvfs_u64 psz = 1ull << shift;
+  gvfs_u32 maxrun = (gvfs_u32)(L->data_bytes >> shift);
+  if (maxrun == 0) maxrun = 1;  // pages larger than a lane buffer: each fills alone, in pieces
+  unsigned long done = 0;
+  gvfs_i64 err = 0;
+  while (done < n && err == 0) {
+    const gvfs_u64 pos0 = off + done;
+    const gvfs_u64 page0 = pos0 >> shift;
+    const gvfs_u64 last_page = (off + n - 1) >> shift;
+    const gvfs_u64 npages = last_page - page0 + 1 < 32 ? last_page - page0 + 1 : 32;
+    const bool mine = me < npages;
+    gvfs_u32 slot = 0;
+    gvfs_pt_result r = GVFS_PT_FULL;
+    if (mine) {
+      bool evicted;
+      r = gvfs_pt_acquire(pt, gvfs_pt_key(file_no, page0 + me), &slot, &evicted);
+      if (evicted) gvfs_count(ctx, GVFS_C_EVICTIONS, 1);
+      if (r == GVFS_PT_MISS) gvfs_count(ctx, GVFS_C_CACHE_MISSES, 1);
+    }
+    // Runs of consecutive misses, cut every maxrun pages: each run's first lane fills it.
+    gvfs_u32 miss = gvfs_ballot(FULL, mine && r == GVFS_PT_MISS);
+    gvfs_u32 run_start = me;
+    while (run_start > 0 && (miss >> (run_start - 1)) & 1u) --run_start;
+    bool leader = ((miss >> me) & 1u) && ((me - run_start) % maxrun == 0);
+    gvfs_u32 run_len = 0;
+    if (leader) {
+      while (me + run_len < 32 && run_len < maxrun && ((miss >> (me + run_len)) & 1u)) ++run_len;
+    }
+    gvfs_u32 leaders = gvfs_ballot(FULL, leader);
+    gvfs_u32 hc_lane = 0;
+    gvfs_i64 got = 0;
+    if (leader) {
+      hc_lane = gvfs_lane_acquire(L);
+      gvfs_u64 foff = (page0 + me) << shift;
+      gvfs_u64 flen = (gvfs_u64)run_len * psz;
+      if (flen > size - foff) flen = size - foff;
+      got = gvfs_fill_call(ctx, hc_lane, file_no, foff, flen);
+    }
+    gvfs_syncwarp(FULL);
+    // The whole warp copies each run's pages from the leader's lane buffer into the slots.
+    for (gvfs_u32 ls = leaders; ls != 0u; ls &= ls - 1u) {
+      const int l = gvfs_ctz(ls);
+      gvfs_u32 l_lane = gvfs_shfl_u32(FULL, hc_lane, l);
+      gvfs_i64 l_got = (gvfs_i64)gvfs_shfl_u64(FULL, (gvfs_u64)got, l);
+      gvfs_u32 l_len = gvfs_shfl_u32(FULL, run_len, l);
+      const gvfs_u8 *src = gvfs_lane_data(L, l_lane);
+      for (gvfs_u32 j = 0; j < l_len; ++j) {
+        gvfs_u32 s = gvfs_shfl_u32(FULL, slot, l + (int)j);
+        gvfs_u64 start = (gvfs_u64)j * psz;
+        gvfs_u64 page_off = (page0 + l + j) << shift;
+        gvfs_u64 want = size - page_off < psz ? size - page_off : psz;
+        if (l_got >= 0 && (gvfs_u64)l_got >= start + want) gvfs_copy_warp(gvfs_pt_page(pt, s), src + start, want, me, 32);
+      }
+    }
+    gvfs_syncwarp(FULL);  // the copies are done (and ordered) before the owners publish
+    {
+      // Each missing page's owner learns its run's FILL result and publishes its slot.
+      const gvfs_u32 my_leader = (mine && r == GVFS_PT_MISS) ? run_start + ((me - run_start) / maxrun) * maxrun : me;
+      const gvfs_i64 l_got = (gvfs_i64)gvfs_shfl_u64(FULL, (gvfs_u64)got, (int)my_leader);
+      if (mine && r == GVFS_PT_MISS) {
+        gvfs_u64 start = (gvfs_u64)(me - my_leader) * psz;
+        gvfs_u64 page_off = (page0 + me) << shift;
+        gvfs_u64 want = size - page_off < psz ? size - page_off : psz;
+        gvfs_pt_fill_done(pt, slot, l_got >= 0 && (gvfs_u64)l_got >= start + want);
+      }
+    }
+    if (leader) gvfs_lane_release(L, hc_lane);
+    // Hits wait for fills in flight elsewhere; a slot that is not readable is read around.
+    bool readable = false;
+    if (mine && r == GVFS_PT_HIT) {
+      bool was_filling = gvfs_slot_kind(gvfs_load_relaxed_dev(&pt->state[slot])) == GVFS_SLOT_FILLING;
+      gvfs_count(ctx, was_filling ? GVFS_C_FILL_WAITS : GVFS_C_CACHE_HITS, 1);
+      readable = gvfs_pt_wait_filled(pt, slot);
+    } else if (mine && r == GVFS_PT_MISS) {
+      readable = gvfs_slot_kind(gvfs_load_acquire_dev(&pt->state[slot])) == GVFS_SLOT_VALID;
+    }
+    gvfs_i64 my_err = 0;
+    gvfs_u64 my_pos = mine ? ((page0 + me) << shift) : 0;
+    gvfs_u64 my_lo = mine ? (my_pos > pos0 ? my_pos : pos0) : 0;
+    gvfs_u64 my_hi = mine ? ((my_pos + psz) < (off + n) ? (my_pos + psz) : (off + n)) : 0;
+    if (mine && !readable) {
+      if (r != GVFS_PT_FULL) { gvfs_pt_unpin(pt, slot); }
+      gvfs_i64 g = gvfs_read_around(ctx, file_no, buf ? buf + (my_lo - off) : (gvfs_u8 *)0, my_hi - my_lo, my_lo);
+      if (g < 0) my_err = g;
+      else if ((gvfs_u64)g < my_hi - my_lo) my_err = -GVFS_EIO;  // the file shrank under us
+    }
+    gvfs_u32 ok_pages = gvfs_ballot(FULL, mine && readable);
+    gvfs_syncwarp(FULL);
+    // Copy every readable page into the caller's buffer, the whole warp on each page.
+    for (gvfs_u32 k = 0; k < npages; ++k) {
+      gvfs_u32 s = gvfs_shfl_u32(FULL, slot, (int)k);
+      if (!((ok_pages >> k) & 1u)) continue;
+      gvfs_u64 p_pos = (page0 + k) << shift;
+      gvfs_u64 lo = p_pos > pos0 ? p_pos : pos0;
+      gvfs_u64 hi = p_pos + psz < off + n ? p_pos + psz : off + n;
+      if (buf) gvfs_copy_warp(buf + (lo - off), gvfs_pt_page(pt, s) + (lo - p_pos), hi - lo, me, 32);
+    }
+    gvfs_syncwarp(FULL);
+    if (mine && readable) {
+      if (r == GVFS_PT_HIT) gvfs_count(ctx, GVFS_C_BYTES_HIT, my_hi - my_lo);
+      gvfs_pt_unpin(pt, slot);
+    }
+    // Errors: the call returns what was read before the first failing page.
+    gvfs_u32 bad = gvfs_ballot(FULL, my_err != 0);
+    if (bad) {
+      int first = gvfs_ctz(bad);
+      err = (gvfs_i64)gvfs_shfl_u64(FULL, (gvfs_u64)my_err, first);
+      gvfs_u64 first_pos = ((page0 + (gvfs_u64)first) << shift);
+      if (first_pos < pos0) first_pos = pos0;
+      done = (unsigned long)(first_pos - off);
+      break;
+    }
+    gvfs_u64 end = ((page0 + npages) << shift) < off + n ? ((page0 + npages) << shift) : off + n;
+    done = (unsigned long)(end - off);
+  }
+  if (err != 0 && done == 0) return (long)err;
+  return (long)done;
+}

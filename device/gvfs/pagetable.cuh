@@ -1,0 +1,188 @@
+// gpuvfs page table: (file version, page number) -> slot in the pool of page slots.
+//
+// Layout. The pool has nsets * ways slots. A key hashes to one set; the set's `ways`
+// consecutive slots are the key's probe window (open addressing with a bounded window, so
+// there are no tombstones and a lookup reads one or two cache lines of tags). Each slot has:
+//   state[s]  u32  kind in bits 0..7 (EMPTY, FILLING, VALID, DIRTY, EVICTING),
+//                  pin count in bits 8..31 (threads that may be copying the slot's bytes)
+//   tag[s]    u64  key of the page the slot holds or is being filled with (0: none)
+//   ref[s]    u32  clock reference bit, set on every hit
+// Per set: set_lock (taken only by misses, while they claim a slot) and the clock hand.
+//
+// Keys: key = file_no << 40 | page_no. file_no names one *version* of a file (the host
+// hands out a new one when the file changes), so pages of an old version can never be
+// mixed with pages of a new one: they are simply unreachable and age out of the clock.
+//
+// Slot state machine (who moves it, and how):
+//   EMPTY,0     -> EVICTING   a miss holding set_lock: CAS (no pins, so no reader)
+//   VALID,0     -> EVICTING   a miss holding set_lock, the clock chose it: CAS
+//   EVICTING    -> FILLING,1  the same miss: writes tag = key, then store-release
+//   FILLING,n   -> VALID,n    the filler, after the bytes are in the slot: CAS (release)
+//   FILLING,n   -> EMPTY,n    the filler, when the fill failed: waiters see EMPTY and give up
+//   k,n         -> k,n+1      a reader: CAS, only for k in {FILLING, VALID, DIRTY}
+//   k,n+1       -> k,n        a reader done with the bytes: fetch-sub (release)
+//   VALID       <-> DIRTY     the write path (later work; DIRTY is never evicted)
+// Invariants:
+//   P1  a slot with pins > 0 is never evicted (eviction CASes from exactly VALID,0/EMPTY,0);
+//   P2  within a set, at most one slot holds a given key in FILLING/VALID/DIRTY: misses of
+//       one set are serialised by set_lock, and each re-looks up the key under the lock;
+//   P3  so N threads missing one page cause exactly one fill; the others pin the FILLING
+//       slot and wait for VALID;
+//   P4  a reader trusts a slot only after pinning it AND then re-reading tag == key (the
+//       pin's acquire orders the re-read after the claimer's tag store): a slot recycled
+//       between the reader's first tag read and its pin is detected and let go;
+//   P5  the bytes of a slot are written only by its filler while it is FILLING, and are
+//       read only by pinners after they saw VALID (acquire) -- the filler's release orders
+//       the bytes before VALID;
+//   P6  set_lock is held only across a bounded scan (never across a hostcall), so a miss
+//       never waits on another miss's IO.
+// The host changes states and tags only while no kernel of its Runtime runs (rt.evict).
+#pragma once
+#include "port.cuh"
+
+#define GVFS_SLOT_EMPTY 0u
+#define GVFS_SLOT_FILLING 1u
+#define GVFS_SLOT_VALID 2u
+#define GVFS_SLOT_DIRTY 3u
+#define GVFS_SLOT_EVICTING 4u
+#define GVFS_SLOT_KIND_MASK 0xffu
+#define GVFS_PIN 0x100u
+#define GVFS_PAGE_BITS 40u
+
+struct gvfs_pagetable {
+  gvfs_u32 nsets;       // power of two (0: the cache is off)
+  gvfs_u32 ways;        // slots per set
+  gvfs_u32 page_shift;  // log2(page size)
+  gvfs_u32 reserved;
+  gvfs_u32 *state;      // [nsets * ways]
+  gvfs_u64 *tag;        // [nsets * ways]
+  gvfs_u32 *ref;        // [nsets * ways]
+  gvfs_u32 *set_lock;   // [nsets]
+  gvfs_u32 *hand;       // [nsets]
+  gvfs_u8 *pool;        // [nsets * ways << page_shift]
+};
+
+enum gvfs_pt_result { GVFS_PT_HIT = 0, GVFS_PT_MISS = 1, GVFS_PT_FULL = 2 };
+
+GVFS_FN gvfs_u64 gvfs_pt_key(gvfs_u64 file_no, gvfs_u64 page) { return (file_no << GVFS_PAGE_BITS) | page; }
+GVFS_FN gvfs_u32 gvfs_slot_kind(gvfs_u32 st) { return st & GVFS_SLOT_KIND_MASK; }
+GVFS_FN gvfs_u8 *gvfs_pt_page(const gvfs_pagetable *pt, gvfs_u32 slot) {
+  return pt->pool + ((gvfs_u64)slot << pt->page_shift);
+}
+
+GVFS_FN gvfs_u32 gvfs_pt_set_of(const gvfs_pagetable *pt, gvfs_u64 key) {
+  // splitmix64 finaliser: neighbouring pages of a file land in unrelated sets.
+  gvfs_u64 z = key + 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  return (gvfs_u32)z & (pt->nsets - 1u);
+}
+
+// Pins `slot` if it is readable (FILLING/VALID/DIRTY) and holds `key` (P4).
+GVFS_FN bool gvfs_pt_try_pin(gvfs_pagetable *pt, gvfs_u32 slot, gvfs_u64 key) {
+  gvfs_u32 st = gvfs_load_relaxed_dev(&pt->state[slot]);
+  for (;;) {
+    gvfs_u32 k = gvfs_slot_kind(st);
+    if (k != GVFS_SLOT_FILLING && k != GVFS_SLOT_VALID && k != GVFS_SLOT_DIRTY) return false;
+    gvfs_u32 seen = gvfs_cas_acq_rel_dev(&pt->state[slot], st, st + GVFS_PIN);
+    if (seen == st) break;
+    st = seen;
+  }
+  if (gvfs_load_relaxed_u64_dev(&pt->tag[slot]) == key) {
+    if (gvfs_load_relaxed_dev(&pt->ref[slot]) == 0u) gvfs_store_relaxed_dev(&pt->ref[slot], 1u);
+    return true;
+  }
+  gvfs_fetch_sub_acq_rel_dev(&pt->state[slot], GVFS_PIN);  // recycled under us: let go
+  return false;
+}
+
+GVFS_FN void gvfs_pt_unpin(gvfs_pagetable *pt, gvfs_u32 slot) { gvfs_fetch_sub_acq_rel_dev(&pt->state[slot], GVFS_PIN); }
+
+// Looks the key up in its set; returns a pinned slot or -1.
+GVFS_FN int gvfs_pt_lookup(gvfs_pagetable *pt, gvfs_u64 key) {
+  gvfs_u32 base = gvfs_pt_set_of(pt, key) * pt->ways;
+  for (gvfs_u32 w = 0; w < pt->ways; ++w) {
+    gvfs_u32 s = base + w;
+    if (gvfs_load_relaxed_u64_dev(&pt->tag[s]) == key && gvfs_pt_try_pin(pt, s, key)) return (int)s;
+  }
+  return -1;
+}
+
+GVFS_FN void gvfs_pt_lock_set(gvfs_pagetable *pt, gvfs_u32 set) {
+  gvfs_u32 ns = 32;
+  while (gvfs_load_relaxed_dev(&pt->set_lock[set]) != 0u || gvfs_cas_acq_rel_dev(&pt->set_lock[set], 0u, 1u) != 0u) {
+    gvfs_backoff(ns);
+    if (ns < 1024u) ns *= 2u;
+  }
+}
+GVFS_FN void gvfs_pt_unlock_set(gvfs_pagetable *pt, gvfs_u32 set) { gvfs_store_release_dev(&pt->set_lock[set], 0u); }
+
+// Finds the page or claims a slot for it. On HIT or MISS *slot is pinned by the caller;
+// on MISS the caller is the filler and must call gvfs_pt_fill_done. FULL: every slot of
+// the set is pinned, filling or dirty; the caller reads around the cache.
+// `evicted` is set when a VALID page was evicted to make room.
+GVFS_FN gvfs_pt_result gvfs_pt_acquire(gvfs_pagetable *pt, gvfs_u64 key, gvfs_u32 *slot, bool *evicted) {
+  *evicted = false;
+  int s = gvfs_pt_lookup(pt, key);
+  if (s >= 0) { *slot = (gvfs_u32)s; return GVFS_PT_HIT; }
+  const gvfs_u32 set = gvfs_pt_set_of(pt, key);
+  const gvfs_u32 base = set * pt->ways;
+  gvfs_pt_lock_set(pt, set);
+  s = gvfs_pt_lookup(pt, key);  // P2: another miss may have claimed it while we waited
+  if (s >= 0) { gvfs_pt_unlock_set(pt, set); *slot = (gvfs_u32)s; return GVFS_PT_HIT; }
+  int victim = -1;
+  for (gvfs_u32 w = 0; w < pt->ways && victim < 0; ++w) {
+    if (gvfs_load_relaxed_dev(&pt->state[base + w]) == GVFS_SLOT_EMPTY &&
+        gvfs_cas_acq_rel_dev(&pt->state[base + w], GVFS_SLOT_EMPTY, GVFS_SLOT_EVICTING) == GVFS_SLOT_EMPTY)
+      victim = (int)(base + w);
+  }
+  if (victim < 0) {
+    // Clock (second chance) over the set: a referenced page loses its bit and is passed
+    // over once; the first unreferenced, unpinned VALID page is taken (P1).
+    gvfs_u32 hand = gvfs_load_relaxed_dev(&pt->hand[set]);
+    for (gvfs_u32 step = 0; step < 2u * pt->ways && victim < 0; ++step) {
+      gvfs_u32 s2 = base + (hand + step) % pt->ways;
+      if (gvfs_load_relaxed_dev(&pt->state[s2]) != GVFS_SLOT_VALID) continue;  // pinned, filling, dirty
+      if (gvfs_load_relaxed_dev(&pt->ref[s2]) != 0u) { gvfs_store_relaxed_dev(&pt->ref[s2], 0u); continue; }
+      if (gvfs_cas_acq_rel_dev(&pt->state[s2], GVFS_SLOT_VALID, GVFS_SLOT_EVICTING) == GVFS_SLOT_VALID) {
+        victim = (int)s2;
+        *evicted = true;
+        gvfs_store_relaxed_dev(&pt->hand[set], (hand + step + 1u) % pt->ways);
+      }
+    }
+  }
+  if (victim < 0) { gvfs_pt_unlock_set(pt, set); return GVFS_PT_FULL; }
+  gvfs_store_relaxed_u64_dev(&pt->tag[victim], key);
+  gvfs_store_relaxed_dev(&pt->ref[victim], 1u);
+  // Release: the tag is visible before anyone can pin the slot as FILLING (P4).
+  gvfs_store_release_dev(&pt->state[victim], GVFS_SLOT_FILLING | GVFS_PIN);
+  gvfs_pt_unlock_set(pt, set);
+  *slot = (gvfs_u32)victim;
+  return GVFS_PT_MISS;
+}
+
+// The filler publishes its slot: VALID (the bytes are in), or EMPTY (the fill failed).
+// Pins are kept: waiters still hold theirs, and the filler keeps its own.
+GVFS_FN void gvfs_pt_fill_done(gvfs_pagetable *pt, gvfs_u32 slot, bool ok) {
+  if (!ok) gvfs_store_relaxed_u64_dev(&pt->tag[slot], 0ull);
+  gvfs_u32 st = gvfs_load_relaxed_dev(&pt->state[slot]);
+  for (;;) {
+    gvfs_u32 next = (st & ~GVFS_SLOT_KIND_MASK) | (ok ? GVFS_SLOT_VALID : GVFS_SLOT_EMPTY);
+    gvfs_u32 seen = gvfs_cas_acq_rel_dev(&pt->state[slot], st, next);  // release: P5
+    if (seen == st) return;
+    st = seen;  // a pin came or went meanwhile
+  }
+}
+
+// A pinner of a FILLING slot waits for the fill; true when the bytes are readable.
+GVFS_FN bool gvfs_pt_wait_filled(gvfs_pagetable *pt, gvfs_u32 slot) {
+  gvfs_u32 ns = 64;
+  for (;;) {
+    gvfs_u32 k = gvfs_slot_kind(gvfs_load_acquire_dev(&pt->state[slot]));
+    if (k == GVFS_SLOT_VALID || k == GVFS_SLOT_DIRTY) return true;
+    if (k != GVFS_SLOT_FILLING) return false;
+    gvfs_backoff(ns);
+    if (ns < 4096u) ns *= 2u;
+  }
+}

@@ -1,0 +1,127 @@
+"""Host handlers of the page cache's opcodes: LOOKUP (open a file for the cache) and FILL
+(read bytes of one file version into a lane).
+
+A *file version* (file_no) names a file as it was when looked up: (device, inode, size,
+mtime). The device keys its pages by version, so when the host sees that a file changed
+(a LOOKUP finds another size or mtime) it hands out a new version, and the old version's
+pages can never be mixed with the new one's. A FILL for a version whose file has changed
+since is answered -ESTALE rather than with bytes of the new file (docs/consistency.md).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import abi
+from .files import read_path
+from .paths import Confined
+from .server import Server
+
+MAX_OFFSET = (1 << 63) - 1
+MAX_FILE_NO = (1 << (64 - abi.PAGE_BITS)) - 1
+
+
+@dataclass
+class Version:
+    file_no: int
+    path: bytes
+    osfd: int
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    mode: int
+    users: int = 0
+    retired: bool = False
+
+
+class CacheFiles:
+    """The registry of file versions the device caches pages of."""
+
+    def __init__(self, server: Server, root: Confined) -> None:
+        self.lanes = server.lanes
+        self.counters = server.counters
+        self.root = root
+        self._lock = threading.Lock()
+        self._current: dict[tuple[int, int], Version] = {}  # (dev, ino) -> newest version
+        self._by_no: dict[int, Version] = {}
+        self._next_no = 1
+        server.register(abi.Op.LOOKUP, self.lookup, blocking=True)
+        server.register(abi.Op.FILL, self.fill, blocking=True)
+
+    # ---- versions ----
+    def _retire(self, v: Version) -> None:
+        """Called with the lock held: the version can no longer be filled."""
+        if not v.retired:
+            v.retired = True
+            self._by_no.pop(v.file_no, None)
+            if self._current.get((v.dev, v.ino)) is v:
+                del self._current[(v.dev, v.ino)]
+            if v.users == 0:
+                os.close(v.osfd)
+
+    def versions_of(self, path: bytes) -> list[int]:
+        """file_nos of every live version whose file was looked up by `path`."""
+        with self._lock:
+            return [v.file_no for v in self._by_no.values() if v.path == path]
+
+    def all_versions(self) -> list[int]:
+        with self._lock:
+            return list(self._by_no)
+
+    def close(self) -> None:
+        with self._lock:
+            for v in list(self._by_no.values()):
+                self._retire(v)
+
+    # ---- handlers ----
+    def lookup(self, lane: int, q: np.void) -> tuple[int, int, int, int]:
+        path = read_path(self.lanes, lane, q)
+        osfd = self.root.open(path, os.O_RDONLY)
+        st = os.fstat(osfd)
+        key = (st.st_dev, st.st_ino)
+        with self._lock:
+            cur = self._current.get(key)
+            if cur is not None and cur.size == st.st_size and cur.mtime_ns == st.st_mtime_ns:
+                os.close(osfd)
+                return cur.file_no, cur.size, cur.mtime_ns, cur.mode
+            if cur is not None:
+                self._retire(cur)
+            if self._next_no > MAX_FILE_NO:
+                os.close(osfd)
+                raise OSError(errno.ENFILE, "file versions exhausted")
+            v = Version(self._next_no, path, osfd, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
+            self._next_no += 1
+            self._current[key] = v
+            self._by_no[v.file_no] = v
+            return v.file_no, v.size, v.mtime_ns, v.mode
+
+    def fill(self, lane: int, q: np.void) -> int:
+        file_no, n, off = int(q["arg"][0]), int(q["length"]), int(q["offset"])
+        if n > self.lanes.data_bytes:
+            raise OSError(errno.EINVAL, "length larger than the lane's buffer")
+        if off > MAX_OFFSET or off + n > MAX_OFFSET:
+            raise OSError(errno.EINVAL, "offset out of range")
+        with self._lock:
+            v = self._by_no.get(file_no)
+            if v is None:
+                raise OSError(errno.ESTALE, "unknown or retired file version")
+            v.users += 1
+        try:
+            st = os.fstat(v.osfd)
+            if st.st_size != v.size or st.st_mtime_ns != v.mtime_ns:
+                with self._lock:
+                    self._retire(v)
+                raise OSError(errno.ESTALE, "the file changed since this version was looked up")
+            got = os.preadv(v.osfd, [memoryview(self.lanes.data[lane, :n])], off) if n else 0
+        finally:
+            with self._lock:
+                v.users -= 1
+                if v.retired and v.users == 0:
+                    os.close(v.osfd)
+        self.counters.add(bytes_from_host=got)
+        return got
