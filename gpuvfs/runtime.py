@@ -52,7 +52,12 @@ class Kernel:
     def __call__(self, grid: Any, block: Any, args: Sequence[Any], *, shared_mem: int = 0) -> None:
         if not isinstance(args, (tuple, list)):
             raise TypeError("args must be a tuple of kernel arguments")
-        self._rt._launch(self._raw, _dim3(grid, "grid"), _dim3(block, "block"), args, shared_mem)
+        self._rt._launch(self._raw, _dim3(grid, "grid"), _dim3(block, "block"), args, shared_mem, True)
+
+    def _launch_same_epoch(self, grid: Any, block: Any, args: Sequence[Any]) -> None:
+        # For the runtime's own follow-up launches: opens stay confirmed by the launch
+        # just before (rt.read confirms the file once, then reads it).
+        self._rt._launch(self._raw, _dim3(grid, "grid"), _dim3(block, "block"), args, 0, False)
 
     def __repr__(self) -> str:
         return f"<gpuvfs.Kernel {self.name}>"
@@ -66,6 +71,54 @@ class Module:
 
     def get_function(self, name: str) -> Kernel:
         return Kernel(self._rt, self._raw.get_function(name))
+
+
+INTERNAL_KERNELS = r"""
+#include <gpuvfs.cuh>
+
+// Opens `path` once (so later opens of it are answered from the name cache) and reports
+// fd and size.
+extern "C" __global__ void gvfs_internal_stat(gvfs_ctx *ctx, const char *path, long long *out) {
+  int fd = gvfs_open(ctx, path, GVFS_O_RDONLY);
+  out[0] = fd;
+  if (fd < 0) return;
+  gvfs_stat st;
+  out[1] = gvfs_fstat(ctx, fd, &st) == 0 ? (long long)st.size : -1;
+  gvfs_close(ctx, fd);
+}
+
+// Every warp reads chunks w, w + nwarps, ... of [off, off + n) with gvfs_pread_warp, into
+// out (or only into the cache when out is NULL). status[0] gets the first error.
+extern "C" __global__ void gvfs_internal_read(gvfs_ctx *ctx, const char *path, unsigned char *out,
+                                              unsigned long long off, unsigned long long n,
+                                              unsigned long long chunk, long long *status) {
+  const unsigned long long gtid = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
+  const unsigned long long warp = gtid / 32, nwarps = (gridDim.x * (unsigned long long)blockDim.x) / 32;
+  const bool lead = (threadIdx.x & 31u) == 0;
+  int fd = 0;
+  if (lead) fd = gvfs_open(ctx, path, GVFS_O_RDONLY);
+  fd = (int)gvfs_shfl_u32(0xffffffffu, (gvfs_u32)fd, 0);
+  if (fd < 0) { if (lead) atomicCAS((unsigned long long *)status, 0ull, (unsigned long long)(long long)fd); return; }
+  for (unsigned long long c = warp; c * chunk < n; c += nwarps) {
+    unsigned long long len = n - c * chunk < chunk ? n - c * chunk : chunk;
+    long got = gvfs_pread_warp(ctx, fd, out ? out + c * chunk : (unsigned char *)0, len, off + c * chunk);
+    if (got != (long)len && lead) {
+      long long e = got < 0 ? (long long)got : -(long long)GVFS_EIO;  // short: the file shrank
+      atomicCAS((unsigned long long *)status, 0ull, (unsigned long long)e);
+    }
+  }
+  if (lead) gvfs_close(ctx, fd);
+}
+"""
+
+
+def _device_path(path: str | bytes | os.PathLike[str]) -> bytes:
+    p = os.fsencode(path)
+    if not p.startswith(b"/"):
+        p = b"/" + p
+    if b"\0" in p:
+        raise ValueError("a path cannot contain NUL bytes")
+    return p
 
 
 class Runtime:
@@ -129,6 +182,8 @@ class Runtime:
         ctx["readahead_pages"] = readahead_pages
         self._init_cache(ctx, cache_bytes, page_size)
         self._init_files(ctx, max_fds, name_slots)
+        self._internal_module: Module | None = None
+        self._max_blocks = 1024 if self.backend.name == "cuda" else 4
         self._ctx, _ = self.backend.device_zeros(abi.CTX.itemsize)
         self.backend.copy_to_device(self._ctx, ctx.view(np.uint8))
         self.server.start()
@@ -179,6 +234,62 @@ class Runtime:
         self.backend.synchronize()
         if err is not None:
             raise err
+
+    # ---- the page cache from the host ----
+    def read(self, path: str | os.PathLike[str], offset: int = 0, size: int | None = None) -> Any:
+        """Reads `size` bytes of `path` (a runtime path; default: to the end) from `offset`
+        into a new device uint8 array, through the page cache: warps of an internal kernel
+        fill the cache with coalesced requests and copy on the GPU."""
+        self._check_open()
+        if offset < 0 or (size is not None and size < 0):
+            raise ValueError("offset and size must be >= 0")
+        dpath = self.asarray(np.frombuffer(_device_path(path) + b"\0", dtype=np.uint8))
+        file_size = self._stat_on_device(dpath, path)
+        end = file_size if size is None else min(file_size, offset + size)
+        n = max(0, end - offset)
+        out = self.empty(n, "uint8")
+        if n:
+            self._read_range(dpath, out, offset, n, path)
+        return out
+
+    def prefetch(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> None:
+        """Brings whole files into the page cache (and their names into the name cache)."""
+        self._check_open()
+        if isinstance(paths, (str, bytes, os.PathLike)):
+            paths = [paths]
+        for path in paths:
+            dpath = self.asarray(np.frombuffer(_device_path(path) + b"\0", dtype=np.uint8))
+            size = self._stat_on_device(dpath, path)
+            if size and self._pt_shape[0]:
+                self._read_range(dpath, None, 0, size, path)
+
+    def evict(self, path: str | os.PathLike[str] | None = None) -> int:
+        """Drops every cached page (or those of `path`); returns how many. Waits for running
+        kernels first: pages are only ever dropped while no kernel can be reading them."""
+        self._check_open()
+        self.synchronize()
+        xp = self.backend.xp
+        states = self._slot_state.view(xp.uint32)
+        tags = self._slot_tag.view(xp.uint64)
+        kinds = states & abi.SLOT_KIND_MASK
+        held = (kinds == abi.SLOT_VALID) | (kinds == abi.SLOT_DIRTY)
+        if path is not None:
+            versions = self.cache_files.versions_of(_device_path(path))
+            held &= xp.isin(tags >> abi.PAGE_BITS, xp.asarray(np.array(versions, dtype=np.uint64)))
+        n = int(held.sum())
+        states[held] = abi.SLOT_EMPTY
+        tags[held] = 0
+        self._slot_ref.view(xp.uint32)[held] = 0
+        counters = self._counters_dev.view(xp.uint64)
+        counters[abi.Counter.EVICTIONS] += n
+        self.backend.synchronize()
+        return n
+
+    def revalidate(self) -> None:
+        """Makes every later open confirm its file with the host once, so changes the host
+        made before this call are seen, also by kernels already running."""
+        self._check_open()
+        self._bump_epoch(concurrent=True)
 
     def stats(self) -> dict[str, int]:
         """Counters of this Runtime: hostcalls, bytes_from_host, bytes_to_host, errors, and
@@ -252,19 +363,50 @@ class Runtime:
         self._names, f["names"] = self.backend.device_zeros(abi.NAMEENT_SIZE * max(name_slots, 1))
         self._epoch = 0
 
-    def _bump_epoch(self) -> None:
-        """Every open after this confirms its file with the host once (docs/consistency.md)."""
-        self._epoch = (self._epoch + 1) & 0xFFFFFFFF
-        self.backend.write_u32(self._words, 0, self._epoch)
+    def _bump_epoch(self, concurrent: bool = False) -> None:
+        """Every open after this confirms its file with the host once (docs/consistency.md).
+        `concurrent`: now, beside running kernels (else ordered before the next launch)."""
+        with self._launch_lock:
+            self._epoch = (self._epoch + 1) & 0xFFFFFFFF
+            self.backend.write_u32(self._words, 0, self._epoch, concurrent=concurrent)
+
+    def _internal(self, name: str) -> Kernel:
+        if self._internal_module is None:
+            self._internal_module = self.compile(INTERNAL_KERNELS)
+        return self._internal_module.get_function(name)
+
+    def _stat_on_device(self, dpath: Any, path: object) -> int:
+        out = self.zeros(2, "int64")
+        self._internal("gvfs_internal_stat")((1,), (1,), (self.ctx, dpath, out))
+        self.synchronize()
+        fd, size = (int(v) for v in self.asnumpy(out))
+        if fd < 0:
+            raise OSError(-fd, os.strerror(-fd), os.fspath(path))  # type: ignore[arg-type]
+        return size
+
+    def _read_range(self, dpath: Any, out: Any, offset: int, n: int, path: object) -> None:
+        chunk = 32 * self.page_size if self._pt_shape[0] else self.lanes.data_bytes
+        warps = -(-n // chunk)
+        threads = 256
+        blocks = max(1, min(-(-warps * 32 // threads), self._max_blocks))
+        status = self.zeros(1, "int64")
+        self._internal("gvfs_internal_read")._launch_same_epoch((blocks,), (threads,), (
+            self.ctx, dpath, out if out is not None else np.uint64(0) if self.backend.name == "cuda" else None,
+            np.uint64(offset), np.uint64(n), np.uint64(chunk), status))
+        self.synchronize()
+        err = int(self.asnumpy(status)[0])
+        if err:
+            raise OSError(-err, os.strerror(-err), os.fspath(path))  # type: ignore[arg-type]
 
     def _check_open(self) -> None:
         if self._closed:
             raise GvfsError("this Runtime is closed")
 
     def _launch(self, raw: Any, grid: tuple[int, int, int], block: tuple[int, int, int],
-                args: Sequence[Any], shared_mem: int) -> None:
+                args: Sequence[Any], shared_mem: int, new_epoch: bool) -> None:
         self._check_open()
-        self._bump_epoch()
+        if new_epoch:
+            self._bump_epoch()
         handle = self.backend.launch(raw, grid, block, args, shared_mem)
         with self._launch_lock:
             self._launches.append(handle)  # kept until synchronize(), which reports failures

@@ -81,7 +81,9 @@ def pack_args(args: Sequence[Any]) -> tuple[Any, Any, list[Any]]:
     values = (ctypes.c_ulonglong * max(n, 1))()
     keep: list[Any] = []
     for i, a in enumerate(args):
-        if isinstance(a, np.ndarray):
+        if a is None:
+            codes[i], values[i] = 0, 0
+        elif isinstance(a, np.ndarray):
             codes[i], values[i] = 0, a.ctypes.data
             keep.append(a)
         elif isinstance(a, np.generic):
@@ -120,6 +122,7 @@ class _Launch:
 
 class CpuBackend:
     name = "cpu"
+    xp = np
 
     def __init__(self, device_dir: Path, *, max_threads: int = 1024, cxx: str | None = None,
                  stack_bytes: int = 1 << 20) -> None:
@@ -155,7 +158,7 @@ class CpuBackend:
     def copy_to_device(self, dst: Any, src: np.ndarray) -> None:
         np.copyto(dst, src.view(dst.dtype).reshape(dst.shape))
 
-    def write_u32(self, array: Any, index: int, value: int) -> None:
+    def write_u32(self, array: Any, index: int, value: int, concurrent: bool = False) -> None:
         array.view("<u4")[index] = value
 
     # ---- compiling ----

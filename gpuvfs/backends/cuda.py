@@ -70,6 +70,7 @@ class _Launch:
 
 class CudaBackend:
     name = "cuda"
+    xp = cupy
 
     def __init__(self, device_dir: Path, **_: Any) -> None:
         self.device_dir = Path(device_dir)
@@ -100,10 +101,14 @@ class CudaBackend:
     def copy_to_device(self, dst: Any, src: np.ndarray) -> None:
         dst.set(np.ascontiguousarray(src).view(dst.dtype).reshape(dst.shape))
 
-    def write_u32(self, array: Any, index: int, value: int) -> None:
-        # On the kernel stream, so it lands before the next launch and after the last.
-        with self.stream:
+    def write_u32(self, array: Any, index: int, value: int, concurrent: bool = False) -> None:
+        # Normally on the kernel stream, so it lands after the last launch and before the
+        # next; `concurrent`: on the copy stream, beside a running kernel, and waited for.
+        stream = self.copy_stream if concurrent else self.stream
+        with stream:
             array.view(cupy.uint32)[index] = value
+        if concurrent:
+            stream.synchronize()
 
     def compile(self, source: str, options: Sequence[str] = ()) -> CudaModule:
         opts = tuple(NVRTC_FLAGS) + (f"-I{self.device_dir}",) + tuple(options)
