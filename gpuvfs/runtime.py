@@ -224,13 +224,17 @@ class Runtime:
     def synchronize(self) -> None:
         """Waits for every kernel launched through this Runtime; raises LaunchError on failure."""
         with self._launch_lock:
-            launches, self._launches = self._launches, []
+            launches = list(self._launches)
         err: BaseException | None = None
         for l in launches:
             try:
                 l.wait()
             except BaseException as e:  # wait for the rest, then report the first failure
                 err = err or e
+        # Only now off the list: while we wait, the server must see them in flight (else it
+        # naps between sweeps and every hostcall after a quiet spell waits up to 50 ms).
+        with self._launch_lock:
+            self._launches = [l for l in self._launches if all(l is not w for w in launches)]
         self.backend.synchronize()
         if err is not None:
             raise err
