@@ -160,11 +160,26 @@ GVFS_FN gvfs_u64 gvfs_path_hash(const char *p, gvfs_u32 *len_out) {
   return h;
 }
 
+// Name-cache entry states: kind in bits 0..1, a version above (bumped by every write, so
+// a reader's snapshot can tell it raced a writer: a seqlock).
+//   EMPTY    -> CLAIMED  an opener of a new path (CAS); it then writes hash/len/path
+//   CLAIMED  -> BUSY     the same opener, store-release: from now on the path is readable
+//   READY    -> BUSY     an opener that found the entry unconfirmed in this epoch (CAS), or
+//                        gvfs_name_forget
+//   BUSY     -> READY    the owner, after writing the fields (store-release, version + 1)
+// Whoever holds CLAIMED/BUSY does the one LOOKUP; other openers of the path wait for READY
+// (the name-cache twin of one fill per page). A LOOKUP that failed is kept as a negative
+// entry (file_no 0, mode = errno) for the rest of the epoch.
+#define GVFS_NAME_EMPTY 0u
+#define GVFS_NAME_CLAIMED 1u
+#define GVFS_NAME_READY 2u
+#define GVFS_NAME_BUSY 3u
+
 struct gvfs_name_snap { gvfs_u64 file_no, size, mtime_ns; gvfs_u32 mode, epoch; };
 
 GVFS_FN bool gvfs_name_read(gvfs_nameent *e, gvfs_name_snap *s) {
   gvfs_u32 s1 = gvfs_load_acquire_dev(&e->state);
-  if ((s1 & 3u) != 2u) return false;
+  if ((s1 & 3u) != GVFS_NAME_READY) return false;
   s->file_no = gvfs_load_relaxed_u64_dev(&e->file_no);
   s->size = gvfs_load_relaxed_u64_dev(&e->size);
   s->mtime_ns = gvfs_load_relaxed_u64_dev(&e->mtime_ns);
@@ -174,18 +189,22 @@ GVFS_FN bool gvfs_name_read(gvfs_nameent *e, gvfs_name_snap *s) {
   return gvfs_load_relaxed_dev(&e->state) == s1;
 }
 
-GVFS_FN void gvfs_name_write_fields(gvfs_nameent *e, const gvfs_name_snap *s) {
+// The owner (CLAIMED or BUSY) writes the fields and publishes READY.
+GVFS_FN void gvfs_name_publish(gvfs_nameent *e, const gvfs_name_snap *s) {
+  gvfs_u32 st = gvfs_load_relaxed_dev(&e->state);
   gvfs_store_relaxed_u64_dev(&e->file_no, s->file_no);
   gvfs_store_relaxed_u64_dev(&e->size, s->size);
   gvfs_store_relaxed_u64_dev(&e->mtime_ns, s->mtime_ns);
   gvfs_store_relaxed_dev(&e->mode, s->mode);
   gvfs_store_relaxed_dev(&e->epoch, s->epoch);
+  gvfs_store_release_dev(&e->state, ((st >> 2) + 1u) << 2 | GVFS_NAME_READY);
 }
 
 #define GVFS_NAME_PROBES 32u
 
-// Finds the ready entry of `path`; -1 if none (or its slot is being written).
-// `free_slot` gets the first empty slot of the probe sequence, or -1.
+// Finds the entry of `path` (ready or busy: its path is readable); -1 if none. Waits out
+// entries whose path is still being written. `free_slot`: the first empty slot of the
+// probe sequence (where the path would go), or -1 if the window is full.
 GVFS_FN int gvfs_name_find(gvfs_files *F, gvfs_u64 h, const char *path, gvfs_u32 len, int *free_slot) {
   *free_slot = -1;
   gvfs_u32 probes = F->nnames < GVFS_NAME_PROBES ? F->nnames : GVFS_NAME_PROBES;
@@ -193,37 +212,14 @@ GVFS_FN int gvfs_name_find(gvfs_files *F, gvfs_u64 h, const char *path, gvfs_u32
     gvfs_u32 i = (gvfs_u32)(h + k) & (F->nnames - 1u);
     gvfs_nameent *e = &F->names[i];
     gvfs_u32 st = gvfs_load_acquire_dev(&e->state);
-    if ((st & 3u) == 0u) { *free_slot = (int)i; return -1; }  // entries are never removed mid-kernel
-    if ((st & 3u) != 2u && (st >> 2) == 0u) continue;          // first write in progress: path not there yet
+    while ((st & 3u) == GVFS_NAME_CLAIMED) { gvfs_backoff(32); st = gvfs_load_acquire_dev(&e->state); }
+    if ((st & 3u) == GVFS_NAME_EMPTY) { *free_slot = (int)i; return -1; }  // never removed mid-kernel
     if (e->hash != h || e->len != len) continue;
     bool same = true;
     for (gvfs_u32 j = 0; j < len && same; ++j) same = e->path[j] == path[j];
     if (same) return (int)i;
   }
   return -1;
-}
-
-// Records what LOOKUP said: updates the entry, or creates one. Best effort: an entry being
-// written by another thread is left to it.
-GVFS_FN void gvfs_name_store(gvfs_files *F, int idx, int free_slot, gvfs_u64 h, const char *path, gvfs_u32 len,
-                             const gvfs_name_snap *s) {
-  if (idx >= 0) {
-    gvfs_nameent *e = &F->names[idx];
-    gvfs_u32 st = gvfs_load_relaxed_dev(&e->state);
-    if ((st & 3u) != 2u || gvfs_cas_acq_rel_dev(&e->state, st, (st & ~3u) | 1u) != st) return;
-    gvfs_name_write_fields(e, s);
-    gvfs_store_release_dev(&e->state, ((st >> 2) + 1u) << 2 | 2u);
-    return;
-  }
-  if (free_slot < 0) return;  // probe window full: this path is simply not cached
-  gvfs_nameent *e = &F->names[free_slot];
-  if (gvfs_cas_acq_rel_dev(&e->state, 0u, 1u) != 0u) return;
-  e->hash = h;
-  e->len = len;
-  for (gvfs_u32 j = 0; j < len; ++j) e->path[j] = path[j];
-  e->path[len] = 0;
-  gvfs_name_write_fields(e, s);
-  gvfs_store_release_dev(&e->state, (1u << 2) | 2u);
 }
 
 GVFS_FN bool gvfs_cache_on(gvfs_ctx *ctx) { return ctx->pt.nsets != 0u; }
@@ -236,11 +232,10 @@ GVFS_FN void gvfs_name_forget(gvfs_files *F, int idx) {
   gvfs_nameent *e = &F->names[idx];
   for (;;) {
     gvfs_u32 st = gvfs_load_relaxed_dev(&e->state);
-    if ((st & 3u) == 1u) { gvfs_backoff(64); continue; }  // a writer is on it: wait, then mark
-    if ((st & 3u) != 2u) return;
-    if (gvfs_cas_acq_rel_dev(&e->state, st, (st & ~3u) | 1u) != st) continue;
+    if ((st & 3u) != GVFS_NAME_READY) { gvfs_backoff(64); continue; }  // an owner is on it: wait
+    if (gvfs_cas_acq_rel_dev(&e->state, st, (st & ~3u) | GVFS_NAME_BUSY) != st) continue;
     gvfs_store_relaxed_dev(&e->epoch, gvfs_load_relaxed_dev(F->epoch) - 1u);
-    gvfs_store_release_dev(&e->state, ((st >> 2) + 1u) << 2 | 2u);
+    gvfs_store_release_dev(&e->state, ((st >> 2) + 1u) << 2 | GVFS_NAME_READY);
     return;
   }
 }
@@ -254,39 +249,85 @@ GVFS_FN int gvfs_name_index(gvfs_files *F, const char *path) {
   return len < GVFS_NAME_MAX ? gvfs_name_find(F, h, path, len, &free_slot) : -1;
 }
 
-GVFS_FN int gvfs_open(gvfs_ctx *ctx, const char *path, int flags) {
-  if (path == NULL) return -GVFS_EFAULT;
-  if (!gvfs_cache_on(ctx) || flags != GVFS_O_RDONLY) {
-    gvfs_response r = gvfs_path_call(ctx, GVFS_OP_OPEN, path, (gvfs_u32)flags);
-    if (r.result < 0) return (int)r.result;
-    // A HOST fd keeps its path's name-cache entry (+1; 0: none) in file_no, to forget it
-    // again after each write.
-    int idx = (flags & GVFS_O_ACCMODE) != GVFS_O_RDONLY ? gvfs_name_index(&ctx->files, path) : -1;
-    gvfs_name_forget(&ctx->files, idx);
-    int fd = gvfs_fd_alloc(ctx, GVFS_FD_HOST, (gvfs_i32)r.result, (gvfs_u64)(idx + 1), r.aux[0], r.aux[1], 0);
-    if (fd < 0) gvfs_hostcall(&ctx->lanes, GVFS_OP_CLOSE, (gvfs_i32)r.result, 0, 0, 0);
-    return fd;
-  }
+GVFS_FN gvfs_name_snap gvfs_lookup_call(gvfs_ctx *ctx, const char *path, gvfs_u32 epoch) {
+  gvfs_response r = gvfs_path_call(ctx, GVFS_OP_LOOKUP, path, 0);
+  gvfs_name_snap s;
+  s.epoch = epoch;
+  if (r.result < 0) { s.file_no = 0; s.size = 0; s.mtime_ns = 0; s.mode = (gvfs_u32)(-r.result); return s; }
+  s.file_no = (gvfs_u64)r.result; s.size = r.aux[0]; s.mtime_ns = r.aux[1]; s.mode = (gvfs_u32)r.aux[2];
+  return s;
+}
+
+// An fd for a looked-up version (or the negative entry's error).
+GVFS_FN int gvfs_fd_for(gvfs_ctx *ctx, const gvfs_name_snap *s) {
+  if (s->file_no == 0) return -(int)s->mode;
+  return gvfs_fd_alloc(ctx, GVFS_FD_CACHED, -1, s->file_no, s->size, s->mtime_ns, s->mode);
+}
+
+// Read-only open through the name cache: answered on the GPU when the path was confirmed
+// in this epoch; otherwise exactly one opener asks the host and the others wait for it.
+GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, const char *path) {
   gvfs_files *F = &ctx->files;
   gvfs_u32 len;
   gvfs_u64 h = gvfs_path_hash(path, &len);
-  const bool nameable = F->nnames != 0u && len < GVFS_NAME_MAX;
   const gvfs_u32 epoch = gvfs_load_relaxed_dev(F->epoch);
-  int idx = -1, free_slot = -1;
-  gvfs_name_snap s;
-  if (nameable) {
-    idx = gvfs_name_find(F, h, path, len, &free_slot);
-    if (idx >= 0 && gvfs_name_read(&F->names[idx], &s) && s.epoch == epoch) {
-      gvfs_count(ctx, GVFS_C_OPENS_ON_DEVICE, 1);
-      return gvfs_fd_alloc(ctx, GVFS_FD_CACHED, -1, s.file_no, s.size, s.mtime_ns, s.mode);
-    }
+  if (F->nnames == 0u || len >= GVFS_NAME_MAX) {
+    gvfs_name_snap s = gvfs_lookup_call(ctx, path, epoch);
+    return gvfs_fd_for(ctx, &s);
   }
-  gvfs_response r = gvfs_path_call(ctx, GVFS_OP_LOOKUP, path, 0);
+  gvfs_u32 ns = 64;
+  for (;;) {
+    int free_slot;
+    int idx = gvfs_name_find(F, h, path, len, &free_slot);
+    gvfs_name_snap s;
+    if (idx >= 0) {
+      gvfs_nameent *e = &F->names[idx];
+      if (gvfs_name_read(e, &s)) {
+        if (s.epoch == epoch) {
+          gvfs_count(ctx, GVFS_C_OPENS_ON_DEVICE, 1);
+          return gvfs_fd_for(ctx, &s);
+        }
+        gvfs_u32 st = gvfs_load_relaxed_dev(&e->state);
+        if ((st & 3u) == GVFS_NAME_READY &&
+            gvfs_cas_acq_rel_dev(&e->state, st, (st & ~3u) | GVFS_NAME_BUSY) == st) {
+          s = gvfs_lookup_call(ctx, path, epoch);   // we confirm it for everybody
+          gvfs_name_publish(e, &s);
+          return gvfs_fd_for(ctx, &s);
+        }
+      }
+      gvfs_backoff(ns);                             // another opener is confirming it
+      if (ns < 4096u) ns *= 2u;
+      continue;
+    }
+    if (free_slot < 0) {                            // probe window full: not cached
+      s = gvfs_lookup_call(ctx, path, epoch);
+      return gvfs_fd_for(ctx, &s);
+    }
+    gvfs_nameent *e = &F->names[free_slot];
+    if (gvfs_cas_acq_rel_dev(&e->state, GVFS_NAME_EMPTY, GVFS_NAME_CLAIMED) != GVFS_NAME_EMPTY) continue;
+    e->hash = h;
+    e->len = len;
+    for (gvfs_u32 j = 0; j < len; ++j) e->path[j] = path[j];
+    e->path[len] = 0;
+    gvfs_store_release_dev(&e->state, GVFS_NAME_BUSY);  // the path is readable from here on
+    s = gvfs_lookup_call(ctx, path, epoch);
+    gvfs_name_publish(e, &s);
+    return gvfs_fd_for(ctx, &s);
+  }
+}
+
+GVFS_FN int gvfs_open(gvfs_ctx *ctx, const char *path, int flags) {
+  if (path == NULL) return -GVFS_EFAULT;
+  if (gvfs_cache_on(ctx) && flags == GVFS_O_RDONLY) return gvfs_open_cached(ctx, path);
+  gvfs_response r = gvfs_path_call(ctx, GVFS_OP_OPEN, path, (gvfs_u32)flags);
   if (r.result < 0) return (int)r.result;
-  s.file_no = (gvfs_u64)r.result; s.size = r.aux[0]; s.mtime_ns = r.aux[1]; s.mode = (gvfs_u32)r.aux[2];
-  s.epoch = epoch;
-  if (nameable) gvfs_name_store(F, idx, free_slot, h, path, len, &s);
-  return gvfs_fd_alloc(ctx, GVFS_FD_CACHED, -1, s.file_no, s.size, s.mtime_ns, s.mode);
+  // A HOST fd keeps its path's name-cache entry (+1; 0: none) in file_no, to forget it
+  // again after each write.
+  int idx = (flags & GVFS_O_ACCMODE) != GVFS_O_RDONLY ? gvfs_name_index(&ctx->files, path) : -1;
+  gvfs_name_forget(&ctx->files, idx);
+  int fd = gvfs_fd_alloc(ctx, GVFS_FD_HOST, (gvfs_i32)r.result, (gvfs_u64)(idx + 1), r.aux[0], r.aux[1], 0);
+  if (fd < 0) gvfs_hostcall(&ctx->lanes, GVFS_OP_CLOSE, (gvfs_i32)r.result, 0, 0, 0);
+  return fd;
 }
 
 GVFS_FN long gvfs_pread(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, unsigned long off) {

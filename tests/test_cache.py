@@ -1,0 +1,229 @@
+"""The device page cache, name cache and fd table (device/gvfs/pagetable.cuh,
+filecache.cuh, files.cuh) on every backend: bytes always equal the file's."""
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+import numpy as np
+import pytest
+
+from conftest import write_random
+
+KERNELS = r"""
+#include <gpuvfs.cuh>
+
+// Thread t reads req_len[t] bytes at req_off[t] of file (t % nfiles), per thread or
+// (warp != 0) warp-collectively with the request of the warp's first lane.
+extern "C" __global__ void reads(gvfs_ctx *ctx, int nfiles, const long *req_off, const long *req_len,
+                                 unsigned char *out, long stride, long *res, int warp) {
+  long t = blockIdx.x * (long)blockDim.x + threadIdx.x;
+  char path[16] = "/c/f00.bin";
+  long src = warp ? (t & ~31L) : t;
+  int f = (int)(src % nfiles);
+  path[4] = (char)('0' + f / 10); path[5] = (char)('0' + f % 10);
+  int fd = gvfs_open(ctx, path, GVFS_O_RDONLY);
+  if (fd < 0) { res[t] = fd; return; }
+  long got;
+  if (warp) got = gvfs_pread_warp(ctx, fd, out + src * stride, req_len[src], req_off[src]);
+  else got = gvfs_pread(ctx, fd, out + t * stride, req_len[t], req_off[t]);
+  res[t] = got;
+  gvfs_close(ctx, fd);
+}
+
+// Every thread reads the same page at once.
+extern "C" __global__ void same_page(gvfs_ctx *ctx, unsigned char *out, long len, long *res) {
+  long t = blockIdx.x * (long)blockDim.x + threadIdx.x;
+  int fd = gvfs_open(ctx, "/c/f00.bin", GVFS_O_RDONLY);
+  res[t] = fd < 0 ? fd : gvfs_pread(ctx, fd, out + t * len, len, 0);
+  if (fd >= 0) gvfs_close(ctx, fd);
+}
+
+// One thread opens a path twice: the second open is answered on the GPU.
+extern "C" __global__ void open_twice(gvfs_ctx *ctx, long *res) {
+  for (int i = 0; i < 2; ++i) {
+    int fd = gvfs_open(ctx, "/c/f00.bin", GVFS_O_RDONLY);
+    res[i] = fd;
+    if (fd >= 0) gvfs_close(ctx, fd);
+  }
+}
+"""
+
+
+def _files(root: str, n: int, size: int, seed: int = 0) -> list[np.ndarray]:
+    os.makedirs(os.path.join(root, "c"), exist_ok=True)
+    return [write_random(os.path.join(root, "c", f"f{i:02d}.bin"), size + 977 * i, seed + i) for i in range(n)]
+
+
+def _run_reads(rt, mod, files, offs, lens, stride, blocks, threads, warp):
+    n = blocks * threads
+    out = rt.asarray(np.full(n * stride, 0xCD, dtype=np.uint8))   # poisoned
+    res = rt.asarray(np.full(n, -12345, dtype=np.int64))
+    mod.get_function("reads")((blocks,), (threads,), (rt.ctx, np.int32(len(files)), rt.asarray(offs),
+                              rt.asarray(lens), out, np.int64(stride), res, np.int32(warp)))
+    rt.synchronize()
+    out, res = rt.asnumpy(out), rt.asnumpy(res)
+    for t in range(n):
+        src = (t & ~31) if warp else t
+        data = files[src % len(files)]
+        want = data[offs[src]:offs[src] + lens[src]]
+        assert res[t] == len(want), f"thread {t}: got {res[t]}, want {len(want)}"
+        region = out[src * stride:(src + 1) * stride]
+        assert np.array_equal(region[:len(want)], want), f"thread {t}: bytes differ"
+        assert (region[len(want):] == 0xCD).all(), f"thread {t}: wrote past the end of its read"
+
+
+@pytest.mark.parametrize("warp", [0, 1], ids=["per-thread", "warp"])
+def test_random_reads_cross_pages_and_file_end(make_runtime, data_root, warp):
+    rt = make_runtime(data_root, page_size=4096, cache_bytes=4 << 20, lane_bytes=32768, lanes=64)
+    mod = rt.compile(KERNELS)
+    files = _files(data_root, 5, 60_000)
+    rng = np.random.default_rng(7 + warp)
+    blocks, threads, stride = 4, 64, 20_000
+    n = blocks * threads
+    sizes = np.array([len(files[(t if not warp else t & ~31) % 5]) for t in range(n)])
+    offs = (rng.random(n) * (sizes + 3000)).astype(np.int64)        # some start past the end
+    lens = rng.integers(1, stride, n).astype(np.int64)
+    offs[:8] = [0, 4095, 4096, 4097, sizes[4] - 1, sizes[5] - 5, 12287, 3]   # page edges
+    for rep in range(2):                   # cold, then warm
+        _run_reads(rt, mod, files, offs, lens, stride, blocks, threads, warp)
+    st = rt.stats()
+    assert st["cache_misses"] > 0 and st["cache_hits"] > 0 and st["errors"] == 0
+    assert st["opens_on_device"] > 0
+
+
+@pytest.mark.parametrize("warp", [0, 1], ids=["per-thread", "warp"])
+def test_working_set_four_times_the_cache(make_runtime, data_root, warp):
+    cache = 256 * 1024
+    rt = make_runtime(data_root, page_size=4096, cache_bytes=cache, lane_bytes=16384, lanes=32)
+    assert rt.stats()["cache_bytes"] == cache
+    mod = rt.compile(KERNELS)
+    files = _files(data_root, 4, cache, seed=40)           # 4x the cache in all
+    rng = np.random.default_rng(11)
+    blocks, threads, stride = 4, 64, 9000 if not warp else 40_000   # a warp reads one request
+    n = blocks * threads
+    sizes = np.array([len(f) for f in files])
+    offs = (rng.random(n) * sizes[np.arange(n) % 4]).astype(np.int64)
+    lens = rng.integers(1, stride, n).astype(np.int64)
+    for _ in range(3 if not warp else 8):
+        offs = np.roll(offs, 17)
+        if warp:
+            idx = np.arange(n) & ~31
+            offs = (rng.random(n) * sizes[idx % 4]).astype(np.int64)
+        _run_reads(rt, mod, files, offs, lens, stride, blocks, threads, warp)
+    st = rt.stats()
+    assert st["evictions"] > 0, st
+    assert st["pages_resident"] <= cache // 4096
+
+
+def test_one_fill_for_many_threads_missing_one_page(make_runtime, data_root):
+    rt = make_runtime(data_root, page_size=65536, cache_bytes=1 << 20, readahead_pages=0)
+    mod = rt.compile(KERNELS)
+    files = _files(data_root, 1, 200_000, seed=3)
+    blocks, threads, length = 4, 64, 3000
+    n = blocks * threads
+    out = rt.zeros(n * length, "uint8")
+    res = rt.zeros(n, "int64")
+    mod.get_function("same_page")((blocks,), (threads,), (rt.ctx, out, np.int64(length), res))
+    rt.synchronize()
+    out, res = rt.asnumpy(out), rt.asnumpy(res)
+    assert (res == length).all()
+    assert np.array_equal(out.reshape(n, length), np.broadcast_to(files[0][:length], (n, length)))
+    st = rt.stats()
+    assert st["fills"] == 1 and st["cache_misses"] == 1, st
+    assert st["cache_hits"] + st["fill_waits"] == n - 1, st
+
+
+def test_host_rewrite_between_launches_is_seen(make_runtime, data_root):
+    rt = make_runtime(data_root, page_size=4096, cache_bytes=1 << 20)
+    mod = rt.compile(KERNELS)
+    files = _files(data_root, 1, 50_000, seed=5)
+    n, stride = 64, 50_000
+    offs = np.zeros(n, dtype=np.int64)
+    lens = np.full(n, 50_000, dtype=np.int64)
+    _run_reads(rt, mod, files, offs, lens, stride, 1, n, 0)
+    path = os.path.join(data_root, "c", "f00.bin")
+    new = np.random.default_rng(99).integers(0, 256, len(files[0]), dtype=np.uint8)
+    mtime = os.stat(path).st_mtime_ns
+    new.tofile(path)                                   # same size, new bytes
+    os.utime(path, ns=(mtime + 1_000_000, mtime + 1_000_000))  # even on a coarse clock
+    _run_reads(rt, mod, [new], offs, lens, stride, 1, n, 0)
+    shorter = new[:30_001].copy()
+    shorter.tofile(path)                               # and a different size
+    _run_reads(rt, mod, [shorter], offs, lens, stride, 1, n, 0)
+
+
+def test_repeated_open_is_answered_on_the_gpu(make_runtime, data_root):
+    rt = make_runtime(data_root)
+    mod = rt.compile(KERNELS)
+    _files(data_root, 1, 1000)
+    res = rt.zeros(2, "int64")
+    mod.get_function("open_twice")((1,), (1,), (rt.ctx, res))
+    rt.synchronize()
+    assert (rt.asnumpy(res) >= 3).all()
+    st = rt.stats()
+    assert st["opens_on_device"] == 1
+    # Only the first open asked the host (plus nothing else: close of a cached fd is local).
+    assert st["hostcalls"] == 1
+
+
+def test_cache_off_every_read_is_a_hostcall(make_runtime, data_root):
+    rt = make_runtime(data_root, cache_bytes=0, lane_bytes=8192)
+    mod = rt.compile(KERNELS)
+    files = _files(data_root, 3, 30_000, seed=21)
+    rng = np.random.default_rng(2)
+    n, stride = 64, 12_000
+    sizes = np.array([len(files[t % 3]) for t in range(n)])
+    offs = (rng.random(n) * sizes).astype(np.int64)
+    lens = rng.integers(1, stride, n).astype(np.int64)
+    _run_reads(rt, mod, files, offs, lens, stride, 2, 32, 0)
+    st = rt.stats()
+    assert st["cache_misses"] == 0 and st["cache_hits"] == 0 and st["pages_resident"] == 0
+    assert st["bytes_from_host"] > 0
+
+
+def test_rt_read_prefetch_evict(make_runtime, data_root):
+    rt = make_runtime(data_root, page_size=4096, cache_bytes=8 << 20, lane_bytes=65536)
+    files = _files(data_root, 2, 700_001, seed=31)
+    got = rt.asnumpy(rt.read("c/f00.bin"))
+    assert np.array_equal(got, files[0])
+    part = rt.asnumpy(rt.read("/c/f01.bin", offset=4095, size=123_457))
+    assert np.array_equal(part, files[1][4095:4095 + 123_457])
+    assert rt.asnumpy(rt.read("/c/f01.bin", offset=10**9)).size == 0
+    with pytest.raises(FileNotFoundError):
+        rt.read("/c/missing.bin")
+    with pytest.raises(PermissionError):
+        rt.read("/../outside.txt")
+    assert rt.evict() > 0 and rt.stats()["pages_resident"] == 0
+    rt.prefetch(["c/f00.bin"])
+    resident = rt.stats()["pages_resident"]
+    assert resident == -(-len(files[0]) // 4096)
+    misses = rt.stats()["cache_misses"]
+    assert np.array_equal(rt.asnumpy(rt.read("c/f00.bin", size=300_000)), files[0][:300_000])
+    assert rt.stats()["cache_misses"] == misses          # all hits after the prefetch
+    rt.prefetch("c/f01.bin")
+    n1 = rt.evict("c/f01.bin")
+    assert n1 == -(-len(files[1]) // 4096) and rt.stats()["pages_resident"] == resident
+
+
+def test_stale_version_fill_is_refused(make_runtime, data_root):
+    """A FILL for a version of a file that changed since answers -ESTALE, never new bytes."""
+    rt = make_runtime(data_root)
+    _files(data_root, 1, 10_000)
+    lanes = rt.lanes
+    path = b"/c/f00.bin\0"
+    lanes.data[0, :len(path)] = np.frombuffer(path, dtype=np.uint8)
+    q = np.zeros(1, dtype=lanes.req.dtype)[0]
+    q["opcode"], q["data_len"] = 13, len(path)
+    file_no, size, _, _ = rt.cache_files.lookup(0, q)
+    assert size == 10_000
+    fill = np.zeros(1, dtype=lanes.req.dtype)[0]
+    fill["opcode"], fill["length"], fill["arg"][0] = 12, 4096, file_no
+    assert rt.cache_files.fill(1, fill) == 4096
+    time.sleep(0.01)
+    with open(os.path.join(data_root, "c", "f00.bin"), "ab") as f:
+        f.write(b"more")
+    with pytest.raises(OSError) as ei:
+        rt.cache_files.fill(1, fill)
+    assert ei.value.errno == errno.ESTALE
