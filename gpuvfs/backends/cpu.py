@@ -40,6 +40,16 @@ def _cache_dir() -> Path:
     return Path(base) / "cpu"
 
 
+def sources_digest(device_dir: Path) -> str:
+    """A hash of every device source file: part of each compiled module's cache key."""
+    h = hashlib.sha256()
+    for p in sorted(Path(device_dir).rglob("*")):
+        if p.suffix in (".cuh", ".h", ".cpp") and p.is_file():
+            h.update(str(p.relative_to(device_dir)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
 class HostBuffer:
     """Page-aligned host memory; on this backend the device addresses it directly."""
 
@@ -163,12 +173,7 @@ class CpuBackend:
 
     # ---- compiling ----
     def _sources_digest(self) -> str:
-        h = hashlib.sha256()
-        for p in sorted(self.device_dir.rglob("*")):
-            if p.suffix in (".cuh", ".h", ".cpp") and p.is_file():
-                h.update(str(p.relative_to(self.device_dir)).encode())
-                h.update(p.read_bytes())
-        return h.hexdigest()
+        return sources_digest(self.device_dir)
 
     def _run(self, cmd: list[str], what: str) -> None:
         r = subprocess.run(cmd, capture_output=True, text=True)

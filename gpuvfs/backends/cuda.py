@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import CompileError, LaunchError
+from .cpu import sources_digest
 
 try:
     import cupy
@@ -112,6 +113,9 @@ class CudaBackend:
 
     def compile(self, source: str, options: Sequence[str] = ()) -> CudaModule:
         opts = tuple(NVRTC_FLAGS) + (f"-I{self.device_dir}",) + tuple(options)
+        # CuPy caches compiled modules by source text only: name the headers' digest in the
+        # source, so a changed header is never answered with a stale binary.
+        source = f"// gpuvfs device headers {sources_digest(self.device_dir)}\n{source}"
         try:
             mod = cupy.RawModule(code=source, options=opts)
             mod.compile()
