@@ -31,7 +31,10 @@ class PinnedMapped:
         self.nbytes = nbytes
         self._ptr = cudart.hostAlloc(max(nbytes, 1), _HOST_ALLOC_MAPPED | _HOST_ALLOC_PORTABLE)
         self.array = np.ctypeslib.as_array((ctypes.c_uint8 * max(nbytes, 1)).from_address(self._ptr))[:nbytes]
-        self.device_ptr = cudart.hostGetDevicePointer(self._ptr, 0)
+        # With unified addressing (every 64-bit Linux system) the device sees mapped pinned
+        # memory at its host address; ask the runtime where this CuPy exposes the call.
+        get = getattr(cudart, "hostGetDevicePointer", None)
+        self.device_ptr = int(get(self._ptr, 0)) if get is not None else int(self._ptr)
 
     def close(self) -> None:
         if self._ptr:
