@@ -135,6 +135,9 @@ class CudaBackend:
         try:
             with self.stream:
                 kernel.raw(grid, block, tuple(args), shared_mem=shared_mem)
+        except TypeError as e:  # CuPy's word for an argument it cannot pack
+            raise TypeError(f"cannot pass that argument to {kernel.name}: {e} "
+                            "(use CuPy arrays and NumPy scalars)") from None
         except Exception as e:
             raise LaunchError(f"launch of {kernel.name} failed: {e}") from e
         done = self.stream.record()
