@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test tsan gpu-check bundle bench clean
+.PHONY: setup demo test tsan gpu-check bundle clean
 
 $(STAMP): pyproject.toml
 	@bash scripts/setup-system.sh
@@ -29,7 +29,7 @@ test: $(STAMP)
 tsan:
 	bash tests/native/run-tsan.sh
 
-# On a GPU host: the gpu suite and the benchmarks' quick mode (see docs/gpu-check.md).
+# On a GPU host: the gpu suite and the benchmarks' quick mode (see docs/benchmarks.md).
 gpu-check:
 	bash scripts/gpu-check.sh
 
