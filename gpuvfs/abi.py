@@ -68,7 +68,8 @@ FILES = np.dtype(
 )
 CTX = np.dtype(
     [("magic", "<u4"), ("abi_version", "<u4"), ("flags", "<u4"), ("readahead_pages", "<u4"),
-     ("lanes", LANES), ("counters", "<u8"), ("pt", PAGETABLE), ("files", FILES)],
+     ("lanes", LANES), ("counters", "<u8"), ("pt", PAGETABLE), ("files", FILES),
+     ("stdio", "<u8")],  # gvfs_stdio_state *: the wall-clock cache (gpuvfs/hostcall/stdio.py)
     align=True,
 )
 FDENT_SIZE = 48

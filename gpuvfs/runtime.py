@@ -179,6 +179,7 @@ class Runtime:
         for k, v in self.lanes.device.items():
             ctx["lanes"][k] = v
         ctx["counters"] = counters_ptr
+        ctx["stdio"] = self.stdio.attach_device(self.backend)  # the wall-clock cache (stdio.cuh)
         ctx["readahead_pages"] = readahead_pages
         self._init_cache(ctx, cache_bytes, page_size)
         self._init_files(ctx, max_fds, name_slots)

@@ -8,6 +8,8 @@
 
 #define GVFS_CTX_MAGIC 0x53465647u  // "GVFS"
 
+struct gvfs_stdio_state;  // device/gvfs/stdio.cuh
+
 // Device-side counters, summed into rt.stats(). Index names mirror gpuvfs/abi.py.
 enum gvfs_counter : gvfs_u32 {
   GVFS_C_CACHE_HITS = 0,
@@ -71,6 +73,7 @@ struct gvfs_ctx {
   gvfs_u64 *counters;    // [GVFS_NCOUNTERS] device memory, relaxed atomics
   gvfs_pagetable pt;     // the page cache (pt.nsets == 0: off, every read is a hostcall)
   gvfs_files files;
+  gvfs_stdio_state *stdio;  // device memory: the wall-clock cache (device/gvfs/stdio.cuh)
 };
 
 GVFS_FN void gvfs_count(gvfs_ctx *ctx, gvfs_u32 which, gvfs_u64 v) { gvfs_count_dev(&ctx->counters[which], v); }
