@@ -450,16 +450,19 @@ def test_wallclock_within_a_small_bound_of_the_hosts(rt_out, host_only: bool) ->
 
 def test_wallclock_cache_answers_on_the_device_and_refreshes(rt_out) -> None:
     rt, mod, _, _ = rt_out()
-    # A lifetime longer than the kernel and a round-trip bound a busy 2-core CI box meets.
-    rt.stdio.configure_wallclock_cache(5_000_000_000, 1_000_000_000)
+    # A lifetime longer than the kernel and a round-trip bound a busy 2-core CI box meets;
+    # an entry is then within max_rtt / 2 of the host's clock.
+    max_rtt = 100_000_000
+    rt.stdio.configure_wallclock_cache(5_000_000_000, max_rtt)
     before = rt.server.counters.by_opcode.get("wallclock", 0)
     v, t0, t1, _ = _run_clocks(rt, mod, 2, 32, 50, False)
     calls = rt.server.counters.by_opcode.get("wallclock", 0) - before
     assert calls < v.shape[0] * v.shape[1] // 4, "the cache answered almost nothing"
     st = rt.stdio.wallclock_cache_state()
-    assert st["seq"] >= 2 and st["seq"] % 2 == 0 and 0 < st["rtt_ns"] <= 1_000_000_000
+    assert st["seq"] >= 2 and st["seq"] % 2 == 0 and 0 < st["rtt_ns"] <= max_rtt
     w = v[:, :, 1]
-    assert (w >= t0 - 2_000_000).all() and (w <= t1 + 2_000_000).all()
+    slack = max_rtt // 2 + 2_000_000
+    assert (w >= t0 - slack).all() and (w <= t1 + slack).all()
     # Off: every call is a hostcall.
     rt.stdio.configure_wallclock_cache(0)
     before = rt.server.counters.by_opcode.get("wallclock", 0)

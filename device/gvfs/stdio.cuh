@@ -755,8 +755,17 @@ GVFS_FN gvfs_i64 gvfs_wallclock_ns(gvfs_ctx *ctx) {
   if (life && w > 0 && t1 - t0 <= st->max_rtt_ns && t1 - t0 < 0xffffffffull) {
     // The host read its clock somewhere in [t0, t1]: take the middle.
     const gvfs_u64 off = (gvfs_u64)w - (t0 + (t1 - t0) / 2u);
-    const gvfs_u32 s = gvfs_load_relaxed_dev(&st->seq);
-    if ((s & 1u) == 0 && gvfs_cas_acq_rel_dev(&st->seq, s, s + 1u) == s) {  // else: someone else refreshes
+    const gvfs_u32 s = gvfs_load_acquire_dev(&st->seq);
+    // Replace the entry when it is empty or old, or when this measurement is tighter (threads
+    // that all found it old refresh together: the entry ends as the best of them). A racy
+    // read of the current entry only decides whether to try; the CAS decides who writes.
+    bool better = s == 0;
+    if (!better && (s & 1u) == 0) {
+      const gvfs_u32 cur_rtt = gvfs_load_acquire_dev(&st->rtt_ns);
+      const gvfs_u64 at = (gvfs_u64)gvfs_load_acquire_dev(&st->at_lo) | ((gvfs_u64)gvfs_load_acquire_dev(&st->at_hi) << 32);
+      better = (gvfs_i64)(t1 - at) >= (gvfs_i64)life || (t1 - t0) < cur_rtt;
+    }
+    if (better && (s & 1u) == 0 && gvfs_cas_acq_rel_dev(&st->seq, s, s + 1u) == s) {  // else: someone else refreshes
       gvfs_store_release_dev(&st->rtt_ns, (gvfs_u32)(t1 - t0));
       gvfs_store_release_dev(&st->off_lo, (gvfs_u32)off);
       gvfs_store_release_dev(&st->off_hi, (gvfs_u32)(off >> 32));
