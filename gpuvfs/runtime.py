@@ -164,7 +164,10 @@ class Runtime:
         self._closed = False
         self.lanes = Lanes(self.backend, lanes, lane_bytes)
         self._counters_dev, counters_ptr = self.backend.device_zeros(8 * abi.NCOUNTERS)
-        self.server = Server(self.lanes, workers=workers, in_flight=self._in_flight)
+        # Beside a GPU the server spins on a core of its own; on the cpu backend the device
+        # threads need the cores, so it naps between empty sweeps.
+        self.server = Server(self.lanes, workers=workers, in_flight=self._in_flight,
+                             spin_yield=self.backend.name != "cpu")
         self.files = FileHandlers(self.server, self._root)
         self.cache_files = CacheFiles(self.server, self._root)
         self.stdio = StdioHandlers(

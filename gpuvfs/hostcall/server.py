@@ -104,11 +104,12 @@ class Counters:
         self._v = dict.fromkeys(self.FIELDS, 0)
         self.hostcalls = 0
         self.ops: dict[int, int] = {}   # opcode -> requests taken (polling thread only)
+        self.nops = 0                   # NOPs, counted apart on the hot path
 
     @property
     def by_opcode(self) -> dict[str, int]:
         """Requests taken per opcode, by name ("unknown" for opcodes no handler knows)."""
-        out: dict[str, int] = {}
+        out: dict[str, int] = {"nop": self.nops} if self.nops else {}
         for op, n in list(self.ops.items()):
             name = abi.Op(op).name.lower() if op in abi.Op._value2member_map_ else "unknown"
             out[name] = out.get(name, 0) + n
@@ -128,7 +129,7 @@ class Server:
     """Polls the lanes and answers requests; see the module docstring."""
 
     def __init__(self, lanes: Lanes, *, workers: int = 16, in_flight: Callable[[], bool] = lambda: False,
-                 spin_seconds: float = 0.002) -> None:
+                 spin_seconds: float = 0.002, spin_yield: bool = True) -> None:
         self.lanes = lanes
         self.counters = Counters()
         self._routes: dict[int, _Route] = {}
@@ -136,12 +137,16 @@ class Server:
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="gpuvfs-io")
         self._in_flight = in_flight
         self._spin_seconds = spin_seconds
+        self._spin_yield = spin_yield
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
         self._busy_pool = 0
         self._busy_lock = threading.Lock()
         self.register(abi.Op.NOP, lambda lane, q: 0)  # answered vectorised in sweep()
+        # Views for the hot path (strided views into the lanes: no copies).
+        self._req_opcode = lanes.req["opcode"]
+        self._resp_result = lanes.resp["result"]
 
     # ---- configuration ----
     def register(self, op: int, handler: Handler, *, blocking: bool = False) -> None:
@@ -183,41 +188,60 @@ class Server:
                 self._busy_pool -= 1
 
     def sweep(self) -> int:
-        """One pass over every lane; returns how many requests it took."""
+        """One pass over every lane; returns how many requests it took.
+
+        The hot path is a handful of NumPy calls whatever the number of lanes: one compare
+        finds the pending lanes; NOPs are answered in three vectorised stores; one pending
+        lane (the latency-bound case) is handled with scalar reads of prebuilt views."""
         L = self.lanes
-        seqs_now = L.req_seq.copy()          # read the sequence words first (I2)
-        pending = np.flatnonzero(seqs_now != self._taken)
-        if pending.size == 0:
+        # Read the sequence words first (I2); x86 keeps the later loads of the requests
+        # after this one. A pending lane's word cannot move until we answer it.
+        pending = np.flatnonzero(L.req_seq != self._taken)
+        n = pending.size
+        if n == 0:
             return 0
-        seqs = seqs_now[pending]
+        self.counters.hostcalls += n
+        if n == 1:
+            lane = int(pending[0])
+            seq = int(L.req_seq[lane])
+            self._taken[lane] = seq
+            if self._req_opcode[lane] == abi.Op.NOP:
+                self._resp_result[lane] = 0
+                L.resp_seq[lane] = seq
+                self.counters.nops += 1
+                return 1
+            self._dispatch(lane, seq, L.req[lane].copy())
+            return 1
+        seqs = L.req_seq[pending]
         self._taken[pending] = seqs
-        reqs = L.req[pending]                # then the requests (x86 keeps loads in order)
-        ops = reqs["opcode"]
-        self.counters.hostcalls += int(pending.size)
+        ops = self._req_opcode[pending]
         nop = ops == abi.Op.NOP
-        if nop.any():
-            idx = pending[nop]
-            L.resp["result"][idx] = 0
-            L.resp["aux"][idx] = 0
-            L.resp_seq[idx] = seqs[nop]
-            n_nop = int(idx.size)
-            self.counters.ops[abi.Op.NOP] = self.counters.ops.get(abi.Op.NOP, 0) + n_nop
-            if n_nop == pending.size:
-                return n_nop
+        n_nop = int(np.count_nonzero(nop))
+        if n_nop:
+            idx = pending if n_nop == n else pending[nop]
+            self._resp_result[idx] = 0
+            L.resp_seq[idx] = seqs if n_nop == n else seqs[nop]
+            self.counters.nops += n_nop
+            if n_nop == n:
+                return n
+        rest = np.flatnonzero(~nop)
+        reqs = L.req[pending[rest]]           # copies: handlers see a snapshot
+        for j, i in enumerate(rest.tolist()):
+            self._dispatch(int(pending[i]), int(seqs[i]), reqs[j])
+        return n
+
+    def _dispatch(self, lane: int, seq: int, q: np.void) -> None:
+        op = int(q["opcode"])
+        route = self._routes.get(op)
+        key = op if route is not None else -1  # untrusted: unknown opcodes share one count
         op_counts = self.counters.ops
-        for i in np.flatnonzero(~nop).tolist():
-            lane, seq, q = int(pending[i]), int(seqs[i]), reqs[i]
-            op = int(q["opcode"])
-            route = self._routes.get(op)
-            key = op if route is not None else -1  # untrusted: unknown opcodes share one count
-            op_counts[key] = op_counts.get(key, 0) + 1
-            if route is not None and route.blocking:
-                with self._busy_lock:
-                    self._busy_pool += 1
-                self._pool.submit(self._run_pooled, lane, seq, q)
-            else:
-                self._run_one(lane, seq, q)
-        return int(pending.size)
+        op_counts[key] = op_counts.get(key, 0) + 1
+        if route is not None and route.blocking:
+            with self._busy_lock:
+                self._busy_pool += 1
+            self._pool.submit(self._run_pooled, lane, seq, q)
+        else:
+            self._run_one(lane, seq, q)
 
     # ---- the polling thread ----
     def start(self) -> None:
@@ -256,7 +280,13 @@ class Server:
                 self._wake.clear()
                 continue
             if now - last_work < self._spin_seconds:
-                time.sleep(0)          # spin, but let other threads (and the GIL) through
+                # Spin, letting the pool's threads have the GIL and the core. (sleep(0)
+                # sleeps for the timer slack, ~50 us on Linux: right where device threads
+                # share our few cores (the cpu backend), too slow beside a GPU.)
+                if self._spin_yield:
+                    os.sched_yield()
+                else:
+                    time.sleep(0)
             else:
                 time.sleep(0.00005)    # a kernel is running but quiet: poll every 50 us
 
