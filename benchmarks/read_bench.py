@@ -626,13 +626,15 @@ def kvikio_configure(kv: Any, threads: int, task: int) -> tuple[int, int]:
 
 def kvikio_settings(kv: Any) -> tuple[int, int]:
     d = kv.defaults
-    get_threads = getattr(d, "num_threads", None) or getattr(d, "get_num_threads")
-    return int(get_threads()), int(d.task_size())
+    if hasattr(d, "get"):  # KvikIO >= 25.02: defaults.get(name)
+        return int(d.get("num_threads")), int(d.get("task_size"))
+    return int(d.num_threads()), int(d.task_size())
 
 
 def kvikio_compat(kv: Any) -> str:
     try:
-        return str(kv.defaults.compat_mode())
+        d = kv.defaults
+        return str(d.get("compat_mode") if hasattr(d, "get") else d.compat_mode())
     except Exception as e:
         return f"? ({e})"
 
