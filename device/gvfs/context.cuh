@@ -59,7 +59,7 @@ struct gvfs_files {
   gvfs_u32 max_fds;
   gvfs_u32 nnames;            // power of two; 0: no name cache
   gvfs_u32 *epoch;            // [1] bumped by the host at each launch and rt.revalidate()
-  gvfs_u32 *fd_hint;          // [1] where the next fd search starts
+  gvfs_u32 *fd_hint;          // [1] reserved (fds are searched from a per-thread start)
   gvfs_fdent *fds;            // [max_fds]
   gvfs_nameent *names;        // [nnames]
 };

@@ -28,7 +28,7 @@ GVFS_FN gvfs_i64 gvfs_fill_call(gvfs_ctx *ctx, gvfs_u32 lane, gvfs_u64 file_no, 
   q->arg[0] = file_no; q->arg[1] = q->arg[2] = q->arg[3] = 0;
   gvfs_lane_submit(L, lane);
   gvfs_count(ctx, GVFS_C_FILLS, 1);
-  return gvfs_lane_wait(L, lane).result;
+  return gvfs_lane_wait_result(L, lane);
 }
 
 // Reads around the cache: FILLs straight into `buf`, a lane buffer at a time.

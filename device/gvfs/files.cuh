@@ -90,12 +90,12 @@ GVFS_FN long gvfs_pread_hostcall(gvfs_ctx *ctx, int fd, void *buf, unsigned long
     q->offset = off + done; q->length = chunk;
     q->arg[0] = q->arg[1] = q->arg[2] = q->arg[3] = 0;
     gvfs_lane_submit(L, lane);
-    gvfs_response r = gvfs_lane_wait(L, lane);
-    if (r.result > 0) gvfs_copy((gvfs_u8 *)buf + done, gvfs_lane_data(L, lane), (gvfs_u64)r.result);
+    gvfs_i64 got = gvfs_lane_wait_result(L, lane);
+    if (got > 0) gvfs_copy((gvfs_u8 *)buf + done, gvfs_lane_data(L, lane), (gvfs_u64)got);
     gvfs_lane_release(L, lane);
-    if (r.result < 0) return done ? (long)done : (long)r.result;
-    done += (unsigned long)r.result;
-    if ((gvfs_u64)r.result < chunk) break;
+    if (got < 0) return done ? (long)done : (long)got;
+    done += (unsigned long)got;
+    if ((gvfs_u64)got < chunk) break;
   } while (done < n);
   return (long)done;
 }
@@ -113,11 +113,11 @@ GVFS_FN long gvfs_pwrite_hostcall(gvfs_ctx *ctx, int fd, const void *buf, unsign
     q->offset = off + done; q->length = chunk;
     q->arg[0] = q->arg[1] = q->arg[2] = q->arg[3] = 0;
     gvfs_lane_submit(L, lane);
-    gvfs_response r = gvfs_lane_wait(L, lane);
+    gvfs_i64 put = gvfs_lane_wait_result(L, lane);
     gvfs_lane_release(L, lane);
-    if (r.result < 0) return done ? (long)done : (long)r.result;
-    done += (unsigned long)r.result;
-    if ((gvfs_u64)r.result < chunk) break;
+    if (put < 0) return done ? (long)done : (long)put;
+    done += (unsigned long)put;
+    if ((gvfs_u64)put < chunk) break;
   } while (done < n);
   return (long)done;
 }
@@ -135,7 +135,9 @@ GVFS_FN gvfs_fdent *gvfs_fd_get(gvfs_ctx *ctx, int fd) {
 GVFS_FN int gvfs_fd_alloc(gvfs_ctx *ctx, gvfs_u32 kind, gvfs_i32 host_fd, gvfs_u64 file_no, gvfs_u64 size,
                           gvfs_u64 mtime_ns, gvfs_u32 mode) {
   gvfs_files *F = &ctx->files;
-  gvfs_u32 start = gvfs_fetch_add_acq_rel_dev(F->fd_hint, 1u) % F->max_fds;
+  // Each thread starts at its own place (no shared counter to contend on); a thread that
+  // opens and closes in a loop finds its last entry free again at the first try.
+  gvfs_u32 start = (gvfs_u32)((gvfs_global_tid() * 0x9E3779B97F4A7C15ull) >> 32) % F->max_fds;
   for (gvfs_u32 k = 0; k < F->max_fds; ++k) {
     gvfs_u32 i = start + k;
     if (i >= F->max_fds) i -= F->max_fds;
@@ -152,12 +154,33 @@ GVFS_FN int gvfs_fd_alloc(gvfs_ctx *ctx, gvfs_u32 kind, gvfs_i32 host_fd, gvfs_u
 }
 
 // ---- the name cache ----
-GVFS_FN gvfs_u64 gvfs_path_hash(const char *p, gvfs_u32 *len_out) {
-  gvfs_u64 h = 0xcbf29ce484222325ull;
+// A path as the name cache compares it: hash, length, and (when it fits an entry) its
+// bytes packed into 8-byte words, NUL and zero padding included, so that a comparison with
+// an entry is a few independent word loads rather than a loop of dependent byte loads.
+#define GVFS_NAME_WORDS (GVFS_NAME_MAX / 8u)
+struct gvfs_pathkey {
+  gvfs_u64 h;
+  gvfs_u32 len;
+  gvfs_u32 nwords;   // words holding the path and its NUL (0 when it does not fit an entry)
+  gvfs_u64 w[GVFS_NAME_WORDS];
+};
+
+GVFS_FN void gvfs_pathkey_make(gvfs_pathkey *k, const char *p) {
+  gvfs_u64 h = 0xcbf29ce484222325ull, cur = 0;
   gvfs_u32 n = 0;
-  while (n < GVFS_PATH_MAX && p[n] != 0) { h = (h ^ (gvfs_u8)p[n]) * 0x100000001b3ull; ++n; }
-  *len_out = n;
-  return h;
+  while (n < GVFS_PATH_MAX && p[n] != 0) {
+    gvfs_u8 c = (gvfs_u8)p[n];
+    h = (h ^ c) * 0x100000001b3ull;
+    if (n < GVFS_NAME_MAX) {
+      cur |= (gvfs_u64)c << (8u * (n & 7u));
+      if ((n & 7u) == 7u) { k->w[n >> 3] = cur; cur = 0; }
+    }
+    ++n;
+  }
+  k->h = h;
+  k->len = n;
+  if (n < GVFS_NAME_MAX) { k->w[n >> 3] = cur; k->nwords = (n >> 3) + 1u; }
+  else k->nwords = 0;
 }
 
 // Name-cache entry states: kind in bits 0..1, a version above (bumped by every write, so
@@ -177,18 +200,6 @@ GVFS_FN gvfs_u64 gvfs_path_hash(const char *p, gvfs_u32 *len_out) {
 
 struct gvfs_name_snap { gvfs_u64 file_no, size, mtime_ns; gvfs_u32 mode, epoch; };
 
-GVFS_FN bool gvfs_name_read(gvfs_nameent *e, gvfs_name_snap *s) {
-  gvfs_u32 s1 = gvfs_load_acquire_dev(&e->state);
-  if ((s1 & 3u) != GVFS_NAME_READY) return false;
-  s->file_no = gvfs_load_relaxed_u64_dev(&e->file_no);
-  s->size = gvfs_load_relaxed_u64_dev(&e->size);
-  s->mtime_ns = gvfs_load_relaxed_u64_dev(&e->mtime_ns);
-  s->mode = gvfs_load_relaxed_dev(&e->mode);
-  s->epoch = gvfs_load_relaxed_dev(&e->epoch);
-  gvfs_fence_acquire_dev();  // the field loads above happen before the re-check below
-  return gvfs_load_relaxed_dev(&e->state) == s1;
-}
-
 // The owner (CLAIMED or BUSY) writes the fields and publishes READY.
 GVFS_FN void gvfs_name_publish(gvfs_nameent *e, const gvfs_name_snap *s) {
   gvfs_u32 st = gvfs_load_relaxed_dev(&e->state);
@@ -202,22 +213,36 @@ GVFS_FN void gvfs_name_publish(gvfs_nameent *e, const gvfs_name_snap *s) {
 
 #define GVFS_NAME_PROBES 32u
 
-// Finds the entry of `path` (ready or busy: its path is readable); -1 if none. Waits out
+// Finds the entry of the path (ready or busy: its path is readable); -1 if none. Waits out
 // entries whose path is still being written. `free_slot`: the first empty slot of the
-// probe sequence (where the path would go), or -1 if the window is full.
-GVFS_FN int gvfs_name_find(gvfs_files *F, gvfs_u64 h, const char *path, gvfs_u32 len, int *free_slot) {
+// probe sequence (where the path would go), or -1 if the window is full. When the entry is
+// READY, `snap` gets its fields and *snap_ok says whether that snapshot is consistent.
+GVFS_FN int gvfs_name_find(gvfs_files *F, const gvfs_pathkey *k, int *free_slot, gvfs_name_snap *snap,
+                           bool *snap_ok) {
   *free_slot = -1;
+  *snap_ok = false;
   gvfs_u32 probes = F->nnames < GVFS_NAME_PROBES ? F->nnames : GVFS_NAME_PROBES;
-  for (gvfs_u32 k = 0; k < probes; ++k) {
-    gvfs_u32 i = (gvfs_u32)(h + k) & (F->nnames - 1u);
+  for (gvfs_u32 p = 0; p < probes; ++p) {
+    gvfs_u32 i = (gvfs_u32)(k->h + p) & (F->nnames - 1u);
     gvfs_nameent *e = &F->names[i];
     gvfs_u32 st = gvfs_load_acquire_dev(&e->state);
     while ((st & 3u) == GVFS_NAME_CLAIMED) { gvfs_backoff(32); st = gvfs_load_acquire_dev(&e->state); }
     if ((st & 3u) == GVFS_NAME_EMPTY) { *free_slot = (int)i; return -1; }  // never removed mid-kernel
-    if (e->hash != h || e->len != len) continue;
-    bool same = true;
-    for (gvfs_u32 j = 0; j < len && same; ++j) same = e->path[j] == path[j];
-    if (same) return (int)i;
+    if (e->hash != k->h || e->len != k->len) continue;
+    const gvfs_u64 *ew = (const gvfs_u64 *)e->path;
+    gvfs_u64 diff = 0;
+    for (gvfs_u32 j = 0; j < k->nwords; ++j) diff |= ew[j] ^ k->w[j];  // independent loads
+    if (diff != 0) continue;
+    if ((st & 3u) == GVFS_NAME_READY) {
+      snap->file_no = gvfs_load_relaxed_u64_dev(&e->file_no);
+      snap->size = gvfs_load_relaxed_u64_dev(&e->size);
+      snap->mtime_ns = gvfs_load_relaxed_u64_dev(&e->mtime_ns);
+      snap->mode = gvfs_load_relaxed_dev(&e->mode);
+      snap->epoch = gvfs_load_relaxed_dev(&e->epoch);
+      gvfs_fence_acquire_dev();  // the field loads above happen before the re-check below
+      *snap_ok = gvfs_load_relaxed_dev(&e->state) == st;
+    }
+    return (int)i;
   }
   return -1;
 }
@@ -243,10 +268,12 @@ GVFS_FN void gvfs_name_forget(gvfs_files *F, int idx) {
 // The name-cache entry of `path`, or -1.
 GVFS_FN int gvfs_name_index(gvfs_files *F, const char *path) {
   if (F->nnames == 0u || path == NULL) return -1;
-  gvfs_u32 len;
-  gvfs_u64 h = gvfs_path_hash(path, &len);
+  gvfs_pathkey k;
+  gvfs_pathkey_make(&k, path);
   int free_slot;
-  return len < GVFS_NAME_MAX ? gvfs_name_find(F, h, path, len, &free_slot) : -1;
+  gvfs_name_snap snap;
+  bool ok;
+  return k.nwords ? gvfs_name_find(F, &k, &free_slot, &snap, &ok) : -1;
 }
 
 GVFS_FN gvfs_name_snap gvfs_lookup_call(gvfs_ctx *ctx, const char *path, gvfs_u32 epoch) {
@@ -268,21 +295,22 @@ GVFS_FN int gvfs_fd_for(gvfs_ctx *ctx, const gvfs_name_snap *s) {
 // in this epoch; otherwise exactly one opener asks the host and the others wait for it.
 GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, const char *path) {
   gvfs_files *F = &ctx->files;
-  gvfs_u32 len;
-  gvfs_u64 h = gvfs_path_hash(path, &len);
   const gvfs_u32 epoch = gvfs_load_relaxed_dev(F->epoch);
-  if (F->nnames == 0u || len >= GVFS_NAME_MAX) {
+  gvfs_pathkey k;
+  gvfs_pathkey_make(&k, path);
+  if (F->nnames == 0u || k.nwords == 0u) {
     gvfs_name_snap s = gvfs_lookup_call(ctx, path, epoch);
     return gvfs_fd_for(ctx, &s);
   }
   gvfs_u32 ns = 64;
   for (;;) {
     int free_slot;
-    int idx = gvfs_name_find(F, h, path, len, &free_slot);
+    bool ok;
     gvfs_name_snap s;
+    int idx = gvfs_name_find(F, &k, &free_slot, &s, &ok);
     if (idx >= 0) {
       gvfs_nameent *e = &F->names[idx];
-      if (gvfs_name_read(e, &s)) {
+      if (ok) {
         if (s.epoch == epoch) {
           gvfs_count(ctx, GVFS_C_OPENS_ON_DEVICE, 1);
           return gvfs_fd_for(ctx, &s);
@@ -305,10 +333,10 @@ GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, const char *path) {
     }
     gvfs_nameent *e = &F->names[free_slot];
     if (gvfs_cas_acq_rel_dev(&e->state, GVFS_NAME_EMPTY, GVFS_NAME_CLAIMED) != GVFS_NAME_EMPTY) continue;
-    e->hash = h;
-    e->len = len;
-    for (gvfs_u32 j = 0; j < len; ++j) e->path[j] = path[j];
-    e->path[len] = 0;
+    e->hash = k.h;
+    e->len = k.len;
+    gvfs_u64 *ew = (gvfs_u64 *)e->path;
+    for (gvfs_u32 j = 0; j < k.nwords; ++j) ew[j] = k.w[j];
     gvfs_store_release_dev(&e->state, GVFS_NAME_BUSY);  // the path is readable from here on
     s = gvfs_lookup_call(ctx, path, epoch);
     gvfs_name_publish(e, &s);
@@ -378,7 +406,7 @@ GVFS_FN int gvfs_close(gvfs_ctx *ctx, int fd) {
   gvfs_u32 kind = e->kind;
   gvfs_i32 host_fd = e->host_fd;
   if (gvfs_cas_acq_rel_dev(&e->state, GVFS_FD_OPEN, GVFS_FD_FREE) != GVFS_FD_OPEN) return -GVFS_EBADF;
-  if (kind == GVFS_FD_HOST) return (int)gvfs_hostcall(&ctx->lanes, GVFS_OP_CLOSE, host_fd, 0, 0, 0).result;
+  if (kind == GVFS_FD_HOST) return (int)gvfs_hostcall_result(&ctx->lanes, GVFS_OP_CLOSE, host_fd, 0, 0, 0);
   return 0;
 }
 
@@ -386,8 +414,8 @@ GVFS_FN int gvfs_fsync(gvfs_ctx *ctx, int fd) {
   gvfs_fdent *e = gvfs_fd_get(ctx, fd);
   if (!e) return -GVFS_EBADF;
   if (e->kind == GVFS_FD_CACHED) return 0;  // nothing of a read-only fd to make durable
-  return (int)gvfs_hostcall(&ctx->lanes, GVFS_OP_FSYNC, e->host_fd, 0, 0, 0).result;
+  return (int)gvfs_hostcall_result(&ctx->lanes, GVFS_OP_FSYNC, e->host_fd, 0, 0, 0);
 }
 
 // A hostcall that does nothing: what benchmarks and health checks time.
-GVFS_FN long gvfs_nop(gvfs_ctx *ctx) { return (long)gvfs_hostcall(&ctx->lanes, GVFS_OP_NOP, -1, 0, 0, 0).result; }
+GVFS_FN long gvfs_nop(gvfs_ctx *ctx) { return (long)gvfs_hostcall_result(&ctx->lanes, GVFS_OP_NOP, -1, 0, 0, 0); }

@@ -149,13 +149,23 @@ GVFS_FN void gvfs_lane_submit(gvfs_lanes *L, gvfs_u32 lane) {
 
 // PENDING -> ANSWERED, seen by the owner. The acquire at system scope orders the reads of
 // resp[lane] and data[lane] after the read that saw the host's resp_seq store.
-GVFS_FN gvfs_response gvfs_lane_wait(gvfs_lanes *L, gvfs_u32 lane) {
+GVFS_FN void gvfs_lane_await(gvfs_lanes *L, gvfs_u32 lane) {
   const gvfs_u32 s = L->seq[lane];
   gvfs_u32 spins = 0, ns = 32;
   while (gvfs_load_acquire_sys(&L->resp_seq[lane]) != s) {
     // The first polls go straight back out: a PCIe read already takes ~1 us on the GPU.
-    if (++spins > 4u) { gvfs_backoff(ns); if (ns < 2048u) ns *= 2u; }
+    if (++spins > 4u) { gvfs_backoff(ns); if (ns < 1024u) ns *= 2u; }
   }
+}
+
+// The answer's result word alone: one read over PCIe where the aux words are not needed.
+GVFS_FN gvfs_i64 gvfs_lane_wait_result(gvfs_lanes *L, gvfs_u32 lane) {
+  gvfs_lane_await(L, lane);
+  return ((const volatile gvfs_response *)&L->resp[lane])->result;
+}
+
+GVFS_FN gvfs_response gvfs_lane_wait(gvfs_lanes *L, gvfs_u32 lane) {
+  gvfs_lane_await(L, lane);
   gvfs_response r;
   const volatile gvfs_response *vr = &L->resp[lane];
   r.result = vr->result;
@@ -171,15 +181,28 @@ GVFS_FN void gvfs_lane_release(gvfs_lanes *L, gvfs_u32 lane) { gvfs_store_releas
 
 // A whole call for requests whose input fits in the request words: claim, fill, submit,
 // wait, release. Calls that move data through data[lane] use the steps above.
-GVFS_FN gvfs_response gvfs_hostcall(gvfs_lanes *L, gvfs_u32 opcode, gvfs_i32 fd, gvfs_u32 flags,
-                                    gvfs_u64 offset, gvfs_u64 length) {
+GVFS_FN gvfs_u32 gvfs_hostcall_submit(gvfs_lanes *L, gvfs_u32 opcode, gvfs_i32 fd, gvfs_u32 flags,
+                                      gvfs_u64 offset, gvfs_u64 length) {
   gvfs_u32 lane = gvfs_lane_acquire(L);
   gvfs_request *q = gvfs_lane_req(L, lane);
   q->opcode = opcode; q->flags = flags; q->fd = fd; q->data_len = 0;
   q->offset = offset; q->length = length;
   q->arg[0] = q->arg[1] = q->arg[2] = q->arg[3] = 0;
   gvfs_lane_submit(L, lane);
+  return lane;
+}
+GVFS_FN gvfs_response gvfs_hostcall(gvfs_lanes *L, gvfs_u32 opcode, gvfs_i32 fd, gvfs_u32 flags,
+                                    gvfs_u64 offset, gvfs_u64 length) {
+  gvfs_u32 lane = gvfs_hostcall_submit(L, opcode, fd, flags, offset, length);
   gvfs_response r = gvfs_lane_wait(L, lane);
+  gvfs_lane_release(L, lane);
+  return r;
+}
+// The same, for calls whose answer is the result word alone.
+GVFS_FN gvfs_i64 gvfs_hostcall_result(gvfs_lanes *L, gvfs_u32 opcode, gvfs_i32 fd, gvfs_u32 flags,
+                                      gvfs_u64 offset, gvfs_u64 length) {
+  gvfs_u32 lane = gvfs_hostcall_submit(L, opcode, fd, flags, offset, length);
+  gvfs_i64 r = gvfs_lane_wait_result(L, lane);
   gvfs_lane_release(L, lane);
   return r;
 }

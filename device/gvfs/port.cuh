@@ -98,6 +98,7 @@ GVFS_FN gvfs_u32 gvfs_ballot(gvfs_u32 mask, int pred) { return __ballot_sync(mas
 GVFS_FN gvfs_u64 gvfs_shfl_u64(gvfs_u32 mask, gvfs_u64 v, int src) { return __shfl_sync(mask, v, src); }
 GVFS_FN gvfs_u32 gvfs_shfl_u32(gvfs_u32 mask, gvfs_u32 v, int src) { return __shfl_sync(mask, v, src); }
 GVFS_FN void gvfs_trap() { __trap(); }
+#define GVFS_UNROLL _Pragma("unroll")
 GVFS_FN int gvfs_ctz(gvfs_u32 v) { return __ffs((int)v) - 1; }
 
 #else
@@ -198,6 +199,7 @@ inline gvfs_u32 gvfs_ballot(gvfs_u32 mask, int pred) { return gvfs_cpu::ballot(m
 inline gvfs_u64 gvfs_shfl_u64(gvfs_u32 mask, gvfs_u64 v, int src) { return gvfs_cpu::warp_exchange(mask, v, src); }
 inline gvfs_u32 gvfs_shfl_u32(gvfs_u32 mask, gvfs_u32 v, int src) { return (gvfs_u32)gvfs_cpu::warp_exchange(mask, v, src); }
 inline void gvfs_trap() { __builtin_trap(); }
+#define GVFS_UNROLL
 inline int gvfs_ctz(gvfs_u32 v) { return __builtin_ctz(v); }
 
 // --- CUDA built-ins for user kernels on the CPU port ---

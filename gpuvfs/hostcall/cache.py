@@ -22,6 +22,8 @@ from .paths import Confined
 from .server import Server
 
 MAX_OFFSET = (1 << 63) - 1
+INLINE_FILL_MAX = 256 << 10     # the polling thread answers fills up to this size itself
+HAVE_NOWAIT = hasattr(os, "RWF_NOWAIT")
 MAX_FILE_NO = (1 << (64 - abi.PAGE_BITS)) - 1
 
 
@@ -51,7 +53,7 @@ class CacheFiles:
         self._by_no: dict[int, Version] = {}
         self._next_no = 1
         server.register(abi.Op.LOOKUP, self.lookup, blocking=True)
-        server.register(abi.Op.FILL, self.fill, blocking=True)
+        server.register(abi.Op.FILL, self.fill, blocking=True, inline=self.fill_nowait)
 
     # ---- versions ----
     def _retire(self, v: Version) -> None:
@@ -101,6 +103,16 @@ class CacheFiles:
             return v.file_no, v.size, v.mtime_ns, v.mode
 
     def fill(self, lane: int, q: np.void) -> int:
+        return self._fill(lane, q, nowait=False)  # type: ignore[return-value]
+
+    def fill_nowait(self, lane: int, q: np.void) -> int | None:
+        """The polling thread's try: a small fill whose bytes are all in the host's page
+        cache is answered at once (RWF_NOWAIT); anything else goes to the pool."""
+        if int(q["length"]) > INLINE_FILL_MAX or not HAVE_NOWAIT:
+            return None
+        return self._fill(lane, q, nowait=True)
+
+    def _fill(self, lane: int, q: np.void, nowait: bool) -> int | None:
         file_no, n, off = int(q["arg"][0]), int(q["length"]), int(q["offset"])
         if n > self.lanes.data_bytes:
             raise OSError(errno.EINVAL, "length larger than the lane's buffer")
@@ -117,7 +129,20 @@ class CacheFiles:
                 with self._lock:
                     self._retire(v)
                 raise OSError(errno.ESTALE, "the file changed since this version was looked up")
-            got = os.preadv(v.osfd, [memoryview(self.lanes.data[lane, :n])], off) if n else 0
+            buf = [memoryview(self.lanes.data[lane, :n])]
+            if nowait:
+                try:
+                    got = os.preadv(v.osfd, buf, off, os.RWF_NOWAIT) if n else 0
+                except BlockingIOError:
+                    return None
+                except OSError as e:
+                    if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # no RWF_NOWAIT on this file system
+                        return None
+                    raise
+                if got < n and off + got < v.size:  # partly cached: the pool reads it whole
+                    return None
+            else:
+                got = os.preadv(v.osfd, buf, off) if n else 0
         finally:
             with self._lock:
                 v.users -= 1

@@ -20,6 +20,7 @@ from .server import Counters, Lanes, Server
 
 MAX_OFFSET = (1 << 63) - 1
 FIRST_FD = 3  # 0, 1, 2 stay free, so a device fd never looks like stdio
+INLINE_READ_MAX = 256 << 10  # the polling thread answers reads up to this size itself
 
 
 def _err(code: int, what: str = "") -> OSError:
@@ -125,9 +126,9 @@ class FileHandlers:
         self.lanes = server.lanes
         self.counters: Counters = server.counters
         self.root = root
-        self.table = table or FileTable()
+        self.table = table if table is not None else FileTable()  # not `or`: an empty table is falsy
         server.register(abi.Op.OPEN, self.open, blocking=True)
-        server.register(abi.Op.PREAD, self.pread, blocking=True)
+        server.register(abi.Op.PREAD, self.pread, blocking=True, inline=self.pread_nowait)
         server.register(abi.Op.PWRITE, self.pwrite, blocking=True)
         server.register(abi.Op.FSTAT, self.fstat, blocking=True)
         server.register(abi.Op.CLOSE, self.close, blocking=False)
@@ -166,12 +167,36 @@ class FileHandlers:
         return fd, st.st_size, st.st_mtime_ns, file_id(st)
 
     def pread(self, lane: int, q: np.void) -> int:
+        return self._pread(lane, q, nowait=False)  # type: ignore[return-value]
+
+    def pread_nowait(self, lane: int, q: np.void) -> int | None:
+        """The polling thread's try: a small read all in the page cache, else the pool."""
+        if int(q["length"]) > INLINE_READ_MAX or not hasattr(os, "RWF_NOWAIT"):
+            return None
+        return self._pread(lane, q, nowait=True)
+
+    def _pread(self, lane: int, q: np.void, nowait: bool) -> int | None:
         n, off = self._io_args(q)
         f = self.table.use(self._fd(q))
         try:
             if not f.readable:
                 raise _err(errno.EBADF, "fd not open for reading")
-            got = os.preadv(f.osfd, [memoryview(self.lanes.data[lane, :n])], off) if n else 0
+            buf = [memoryview(self.lanes.data[lane, :n])]
+            if not n:
+                got = 0
+            elif nowait:
+                try:
+                    got = os.preadv(f.osfd, buf, off, os.RWF_NOWAIT)
+                except BlockingIOError:
+                    return None
+                except OSError as e:
+                    if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                        return None
+                    raise
+                if got < n:  # part not cached, or the end of the file: the pool decides
+                    return None
+            else:
+                got = os.preadv(f.osfd, buf, off)
         finally:
             self.table.done(f)
         self.counters.add(bytes_from_host=got)

@@ -87,10 +87,16 @@ class Lanes:
 Handler = Callable[[int, np.void], "int | tuple[int, int, int, int]"]
 
 
+# A handler's fast form: answers without blocking, or returns None to hand the request
+# to the pool (e.g. a read whose bytes are not in the page cache).
+InlineHandler = Callable[[int, np.void], "int | tuple[int, int, int, int] | None"]
+
+
 @dataclass
 class _Route:
     handler: Handler
     blocking: bool
+    inline: InlineHandler | None = None
 
 
 class Counters:
@@ -149,11 +155,14 @@ class Server:
         self._resp_result = lanes.resp["result"]
 
     # ---- configuration ----
-    def register(self, op: int, handler: Handler, *, blocking: bool = False) -> None:
+    def register(self, op: int, handler: Handler, *, blocking: bool = False,
+                 inline: InlineHandler | None = None) -> None:
         """Routes opcode `op` to `handler(lane, request) -> result | (result, aux0, aux1, aux2)`.
 
-        A handler raises OSError for a -errno answer; `blocking` handlers run on the pool."""
-        self._routes[int(op)] = _Route(handler, blocking)
+        A handler raises OSError for a -errno answer; `blocking` handlers run on the pool.
+        `inline`, if given, is tried first on the polling thread: it must not block, and
+        returns None when the request has to go to the pool after all."""
+        self._routes[int(op)] = _Route(handler, blocking, inline)
 
     # ---- answering ----
     def answer(self, lane: int, seq: int, result: int, aux: tuple[int, int, int] = (0, 0, 0)) -> None:
@@ -165,12 +174,16 @@ class Server:
             self.counters.add(errors=1)
         self.lanes.resp_seq[lane] = seq
 
-    def _run_one(self, lane: int, seq: int, q: np.void) -> None:
+    def _run_one(self, lane: int, seq: int, q: np.void, fast: bool = False) -> bool:
+        """Answers one request; with `fast`, only through the route's inline form, and
+        returns False (answering nothing) when that declines."""
         route = self._routes.get(int(q["opcode"]))
         try:
             if route is None:
                 raise OSError(errno.ENOSYS, f"unknown opcode {int(q['opcode'])}")
-            out = route.handler(lane, q)
+            out = route.inline(lane, q) if fast and route.inline else route.handler(lane, q)
+            if out is None:
+                return False
             result, *aux = out if isinstance(out, tuple) else (out, 0, 0, 0)
             aux = tuple(int(a) & 0xFFFFFFFFFFFFFFFF for a in aux) + (0,) * (3 - len(aux))
             self.answer(lane, seq, int(result), aux[:3])  # type: ignore[arg-type]
@@ -179,6 +192,7 @@ class Server:
         except Exception:  # a bug in a handler: log it, answer EIO, keep serving
             log.exception("hostcall handler for opcode %s failed", int(q["opcode"]))
             self.answer(lane, seq, -errno.EIO)
+        return True
 
     def _run_pooled(self, lane: int, seq: int, q: np.void) -> None:
         try:
@@ -237,6 +251,8 @@ class Server:
         op_counts = self.counters.ops
         op_counts[key] = op_counts.get(key, 0) + 1
         if route is not None and route.blocking:
+            if route.inline is not None and self._run_one(lane, seq, q, fast=True):
+                return
             with self._busy_lock:
                 self._busy_pool += 1
             self._pool.submit(self._run_pooled, lane, seq, q)
@@ -280,10 +296,12 @@ class Server:
                 self._wake.clear()
                 continue
             if now - last_work < self._spin_seconds:
-                # Spin, letting the pool's threads have the GIL and the core. (sleep(0)
-                # sleeps for the timer slack, ~50 us on Linux: right where device threads
-                # share our few cores (the cpu backend), too slow beside a GPU.)
-                if self._spin_yield:
+                # Spin. sched_yield releases the GIL but takes it straight back, so pool
+                # threads waiting for the GIL would wait for Python's switch interval: while
+                # the pool has work, nap for real instead (sleep(0) sleeps the timer slack,
+                # ~50 us), and the requests that arrive meanwhile are taken in one sweep.
+                # On the cpu backend the device threads need our core: always nap.
+                if self._spin_yield and not self._busy_pool:
                     os.sched_yield()
                 else:
                     time.sleep(0)
