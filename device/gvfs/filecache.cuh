@@ -135,7 +135,8 @@ GVFS_FN long gvfs_cache_pread(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, gv
     gvfs_pt_unpin(pt, slot);
     done += len;
   }
-  if (next_off) gvfs_store_relaxed_u64_dev(next_off, off + done);
+  // The hint is shared by every thread reading through the fd: write it only when it moves.
+  if (next_off && gvfs_load_relaxed_u64_dev(next_off) != off + done) gvfs_store_relaxed_u64_dev(next_off, off + done);
   return (long)done;
 }
 

@@ -67,8 +67,21 @@ GVFS_FN void gvfs_store_relaxed_u64_dev(gvfs_u64 *p, gvfs_u64 v) {
 }
 GVFS_FN void gvfs_fence_acquire_dev() { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
 GVFS_FN void gvfs_fence_sc_dev() { asm volatile("fence.sc.gpu;" ::: "memory"); }
-// Counters: relaxed, only summed by the host after the kernel.
-GVFS_FN void gvfs_count_dev(gvfs_u64 *p, gvfs_u64 v) { atomicAdd(p, v); }
+// Counters: relaxed, only summed by the host after the kernel. The lanes of a warp that
+// count into the same word at once add their sum with one atomic: every read counts, and
+// 32 atomics per warp instruction on one address would serialise the hit path.
+GVFS_FN void gvfs_count_dev(gvfs_u64 *p, gvfs_u64 v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const gvfs_u32 mask = __activemask();
+  const gvfs_u32 peers = __match_any_sync(mask, (unsigned long long)p);
+  if (__any_sync(peers, v > 0xffffffffull)) { atomicAdd(p, v); return; }
+  const gvfs_u32 total = __reduce_add_sync(peers, (gvfs_u32)v);
+  gvfs_u32 lane; asm("mov.u32 %0, %%laneid;" : "=r"(lane));
+  if (lane == (gvfs_u32)(__ffs((int)peers) - 1)) atomicAdd(p, (gvfs_u64)total);
+#else
+  atomicAdd(p, v);
+#endif
+}
 GVFS_FN gvfs_u64 gvfs_fetch_add_u64_relaxed_dev(gvfs_u64 *p, gvfs_u64 v) { return atomicAdd(p, v); }
 
 // --- system-scope operations (mailbox words in pinned host memory) ---
