@@ -66,7 +66,13 @@ class Confined:
                     links += 1
                     if links > MAX_SYMLINKS:
                         raise PathError(errno.ELOOP, path)
-                    target = os.readlink(name, dir_fd=fds[-1])
+                    try:
+                        target = os.readlink(name, dir_fd=fds[-1])
+                    except OSError as e:
+                        if e.errno not in (errno.EINVAL, errno.ENOENT):
+                            raise
+                        todo.insert(0, name)  # replaced since the stat (no longer a link): look again
+                        continue
                     if target.startswith(b"/"):
                         # An absolute link is followed only if it points back inside root.
                         if target != self._root_b and not target.startswith(self._root_b + b"/"):
