@@ -227,3 +227,39 @@ def test_stale_version_fill_is_refused(make_runtime, data_root):
     with pytest.raises(OSError) as ei:
         rt.cache_files.fill(1, fill)
     assert ei.value.errno == errno.ESTALE
+
+
+@pytest.mark.timeout(120)
+def test_warp_reads_with_few_lanes_do_not_deadlock(make_runtime, data_root):
+    """Warps with several runs to fill and fewer lanes than they need at once: a warp never
+    holds a lane while it waits for another (a hold-and-wait that once hung rt.read)."""
+    rt = make_runtime(data_root, lanes=8, page_size=65536, lane_bytes=1 << 20, cache_bytes=96 << 20)
+    data = _files(data_root, 1, 64 << 20, seed=77)[0]   # 32 warps, each with 2 runs to fill
+    got = rt.asnumpy(rt.read("c/f00.bin"))
+    assert np.array_equal(got, data)
+    st = rt.stats()
+    assert st["fills"] >= len(data) // (1 << 20) and st["errors"] == 0
+
+
+CREATE_KERNEL = r"""
+#include <gpuvfs.cuh>
+extern "C" __global__ void create_after_miss(gvfs_ctx *ctx, long *r) {
+  r[0] = gvfs_open(ctx, "/made.txt", GVFS_O_RDONLY);                  // -ENOENT, remembered
+  int fd = gvfs_open(ctx, "/made.txt", GVFS_O_RDONLY | GVFS_O_CREAT);  // the device creates it
+  r[1] = fd;
+  if (fd >= 0) gvfs_close(ctx, fd);
+  fd = gvfs_open(ctx, "/made.txt", GVFS_O_RDONLY);                     // must see it now
+  r[2] = fd;
+  if (fd >= 0) gvfs_close(ctx, fd);
+}
+"""
+
+
+def test_device_create_clears_a_negative_name_entry(make_runtime, data_root):
+    rt = make_runtime(data_root)
+    r = rt.zeros(3, "int64")
+    rt.compile(CREATE_KERNEL).get_function("create_after_miss")((1,), (1,), (rt.ctx, r))
+    rt.synchronize()
+    r = rt.asnumpy(r)
+    assert r[0] == -errno.ENOENT and r[1] >= 3 and r[2] >= 3, r
+    assert os.path.exists(os.path.join(data_root, "made.txt"))

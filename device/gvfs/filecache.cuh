@@ -81,6 +81,8 @@ GVFS_FN long gvfs_cache_pread(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, gv
   if (n > size - off) n = size - off;
   const gvfs_u32 shift = pt->page_shift;
   const gvfs_u64 psz = 1ull << shift;
+  // Page numbers are 40 bits of the key: pages beyond (petabytes in) are read around.
+  if (((off + n - 1) >> shift) >> GVFS_PAGE_BITS) return (long)gvfs_read_around(ctx, file_no, buf, n, off);
   const bool sequential = next_off && gvfs_load_relaxed_u64_dev(next_off) == off;
   gvfs_u32 ra = ctx->readahead_pages;
   gvfs_u32 lane_pages = (gvfs_u32)(ctx->lanes.data_bytes >> shift);
@@ -155,8 +157,13 @@ GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 siz
   if (n > size - off) n = size - off;
   const gvfs_u32 shift = pt->page_shift;
   const gvfs_u64 psz = 1ull << shift;
+  if (((off + n - 1) >> shift) >> GVFS_PAGE_BITS) {  // beyond 40-bit page numbers: around the cache
+    long r = 0;
+    if (me == 0) r = (long)gvfs_read_around(ctx, file_no, buf, n, off);
+    return (long)gvfs_shfl_u64(FULL, (gvfs_u64)r, 0);
+  }
   gvfs_u32 maxrun = (gvfs_u32)(L->data_bytes >> shift);
-  if (maxrun == 0) maxrun = 1;  // pages larger than a lane buffer: each fills alone, in pieces
+  if (maxrun == 0) maxrun = 1;  // (the runtime keeps lane_bytes >= page_size)
   unsigned long done = 0;
   gvfs_i64 err = 0;
   while (done < n && err == 0) {
@@ -182,45 +189,57 @@ GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 siz
     if (leader) {
       while (me + run_len < 32 && run_len < maxrun && ((miss >> (me + run_len)) & 1u)) ++run_len;
     }
-    gvfs_u32 leaders = gvfs_ballot(FULL, leader);
-    gvfs_u32 hc_lane = 0;
-    gvfs_i64 got = 0;
-    if (leader) {
-      hc_lane = gvfs_lane_acquire(L);
-      gvfs_u64 foff = (page0 + me) << shift;
-      gvfs_u64 flen = (gvfs_u64)run_len * psz;
-      if (flen > size - foff) flen = size - foff;
-      got = gvfs_fill_call(ctx, hc_lane, file_no, foff, flen);
-    }
-    gvfs_syncwarp(FULL);
-    // The whole warp copies each run's pages from the leader's lane buffer into the slots.
-    for (gvfs_u32 ls = leaders; ls != 0u; ls &= ls - 1u) {
-      const int l = gvfs_ctz(ls);
-      gvfs_u32 l_lane = gvfs_shfl_u32(FULL, hc_lane, l);
-      gvfs_i64 l_got = (gvfs_i64)gvfs_shfl_u64(FULL, (gvfs_u64)got, l);
-      gvfs_u32 l_len = gvfs_shfl_u32(FULL, run_len, l);
-      const gvfs_u8 *src = gvfs_lane_data(L, l_lane);
-      for (gvfs_u32 j = 0; j < l_len; ++j) {
-        gvfs_u32 s = gvfs_shfl_u32(FULL, slot, l + (int)j);
-        gvfs_u64 start = (gvfs_u64)j * psz;
-        gvfs_u64 page_off = (page0 + l + j) << shift;
-        gvfs_u64 want = size - page_off < psz ? size - page_off : psz;
-        if (l_got >= 0 && (gvfs_u64)l_got >= start + want) gvfs_copy_warp(gvfs_pt_page(pt, s), src + start, want, me, 32);
+    // The runs are filled in batches: in each, the leaders that could take a lane WITHOUT
+    // waiting fill their runs, the warp copies them, the owners publish, the lanes go back.
+    // A leader never holds a lane while the warp waits for another leader to find one (that
+    // hold-and-wait across warps could take every lane and deadlock).
+    const gvfs_u32 my_leader = (mine && r == GVFS_PT_MISS) ? run_start + ((me - run_start) / maxrun) * maxrun : me;
+    gvfs_u32 todo = gvfs_ballot(FULL, leader);
+    gvfs_u32 wait_ns = 64;
+    while (todo != 0u) {
+      gvfs_u32 hc_lane = 0;
+      bool have = ((todo >> me) & 1u) && gvfs_lane_try_acquire(L, &hc_lane);
+      const gvfs_u32 batch = gvfs_ballot(FULL, have);
+      if (batch == 0u) {  // every lane busy: wait holding none
+        gvfs_backoff(wait_ns);
+        if (wait_ns < 8192u) wait_ns *= 2u;
+        continue;
       }
-    }
-    gvfs_syncwarp(FULL);  // the copies are done (and ordered) before the owners publish
-    {
-      // Each missing page's owner learns its run's FILL result and publishes its slot.
-      const gvfs_u32 my_leader = (mine && r == GVFS_PT_MISS) ? run_start + ((me - run_start) / maxrun) * maxrun : me;
+      gvfs_i64 got = 0;
+      if (have) {
+        gvfs_u64 foff = (page0 + me) << shift;
+        gvfs_u64 flen = (gvfs_u64)run_len * psz;
+        if (flen > size - foff) flen = size - foff;
+        got = gvfs_fill_call(ctx, hc_lane, file_no, foff, flen);
+      }
+      gvfs_syncwarp(FULL);  // the leaders' acquire of their answers, before anyone reads them
+      // The whole warp copies each run of the batch from its leader's lane buffer into the slots.
+      for (gvfs_u32 ls = batch; ls != 0u; ls &= ls - 1u) {
+        const int l = gvfs_ctz(ls);
+        gvfs_u32 l_lane = gvfs_shfl_u32(FULL, hc_lane, l);
+        gvfs_i64 l_got = (gvfs_i64)gvfs_shfl_u64(FULL, (gvfs_u64)got, l);
+        gvfs_u32 l_len = gvfs_shfl_u32(FULL, run_len, l);
+        const gvfs_u8 *src = gvfs_lane_data(L, l_lane);
+        for (gvfs_u32 j = 0; j < l_len; ++j) {
+          gvfs_u32 s = gvfs_shfl_u32(FULL, slot, l + (int)j);
+          gvfs_u64 start = (gvfs_u64)j * psz;
+          gvfs_u64 page_off = (page0 + l + j) << shift;
+          gvfs_u64 want = size - page_off < psz ? size - page_off : psz;
+          if (l_got >= 0 && (gvfs_u64)l_got >= start + want) gvfs_copy_warp(gvfs_pt_page(pt, s), src + start, want, me, 32);
+        }
+      }
+      gvfs_syncwarp(FULL);  // the copies are done (and ordered) before the owners publish
+      // Each missing page of this batch: its owner learns the run's result and publishes.
       const gvfs_i64 l_got = (gvfs_i64)gvfs_shfl_u64(FULL, (gvfs_u64)got, (int)my_leader);
-      if (mine && r == GVFS_PT_MISS) {
+      if (mine && r == GVFS_PT_MISS && ((batch >> my_leader) & 1u)) {
         gvfs_u64 start = (gvfs_u64)(me - my_leader) * psz;
         gvfs_u64 page_off = (page0 + me) << shift;
         gvfs_u64 want = size - page_off < psz ? size - page_off : psz;
         gvfs_pt_fill_done(pt, slot, l_got >= 0 && (gvfs_u64)l_got >= start + want);
       }
+      if (have) gvfs_lane_release(L, hc_lane);
+      todo &= ~batch;
     }
-    if (leader) gvfs_lane_release(L, hc_lane);
     // Hits wait for fills in flight elsewhere; a slot that is not readable is read around.
     bool readable = false;
     if (mine && r == GVFS_PT_HIT) {

@@ -10,7 +10,7 @@
 // Name cache (gvfs_files.names): path -> file version, open addressing on a 64-bit FNV-1a
 // hash. An entry is a seqlock: writers CAS ready -> busy, write, and store-release
 // ready with the version bumped; readers take a snapshot and check the state word did not
-// move. Entries are only added during a kernel, never removed (rt.evict clears them).
+// move. Entries are only added, never removed (for the Runtime's life).
 // Consistency: the host bumps `epoch` before every launch and on rt.revalidate(); an entry
 // confirmed in an older epoch is confirmed again by one hostcall (LOOKUP), which hands out
 // a new file version if the file changed (docs/consistency.md).
@@ -202,6 +202,9 @@ struct gvfs_name_snap { gvfs_u64 file_no, size, mtime_ns; gvfs_u32 mode, epoch; 
 
 // The owner (CLAIMED or BUSY) writes the fields and publishes READY.
 GVFS_FN void gvfs_name_publish(gvfs_nameent *e, const gvfs_name_snap *s) {
+  // Seqlock writer: the fence orders the BUSY state (set by the owner's CAS) before the
+  // field stores, so a reader that saw any new field also sees the state move.
+  gvfs_fence_acq_rel_dev();
   gvfs_u32 st = gvfs_load_relaxed_dev(&e->state);
   gvfs_store_relaxed_u64_dev(&e->file_no, s->file_no);
   gvfs_store_relaxed_u64_dev(&e->size, s->size);
@@ -239,7 +242,7 @@ GVFS_FN int gvfs_name_find(gvfs_files *F, const gvfs_pathkey *k, int *free_slot,
       snap->mtime_ns = gvfs_load_relaxed_u64_dev(&e->mtime_ns);
       snap->mode = gvfs_load_relaxed_dev(&e->mode);
       snap->epoch = gvfs_load_relaxed_dev(&e->epoch);
-      gvfs_fence_acquire_dev();  // the field loads above happen before the re-check below
+      gvfs_fence_acq_rel_dev();  // the field loads above happen before the re-check below
       *snap_ok = gvfs_load_relaxed_dev(&e->state) == st;
     }
     return (int)i;
@@ -259,6 +262,7 @@ GVFS_FN void gvfs_name_forget(gvfs_files *F, int idx) {
     gvfs_u32 st = gvfs_load_relaxed_dev(&e->state);
     if ((st & 3u) != GVFS_NAME_READY) { gvfs_backoff(64); continue; }  // an owner is on it: wait
     if (gvfs_cas_acq_rel_dev(&e->state, st, (st & ~3u) | GVFS_NAME_BUSY) != st) continue;
+    gvfs_fence_acq_rel_dev();  // seqlock writer: BUSY before the field store
     gvfs_store_relaxed_dev(&e->epoch, gvfs_load_relaxed_dev(F->epoch) - 1u);
     gvfs_store_release_dev(&e->state, ((st >> 2) + 1u) << 2 | GVFS_NAME_READY);
     return;
@@ -280,7 +284,15 @@ GVFS_FN gvfs_name_snap gvfs_lookup_call(gvfs_ctx *ctx, const char *path, gvfs_u3
   gvfs_response r = gvfs_path_call(ctx, GVFS_OP_LOOKUP, path, 0);
   gvfs_name_snap s;
   s.epoch = epoch;
-  if (r.result < 0) { s.file_no = 0; s.size = 0; s.mtime_ns = 0; s.mode = (gvfs_u32)(-r.result); return s; }
+  if (r.result < 0) {
+    s.file_no = 0; s.size = 0; s.mtime_ns = 0; s.mode = (gvfs_u32)(-r.result);
+    // Only answers about the path itself are remembered for the epoch; a passing failure
+    // (EMFILE, EIO, ...) leaves the entry unconfirmed, so the next open asks again.
+    gvfs_i64 e = -r.result;
+    if (e != GVFS_ENOENT && e != GVFS_ENOTDIR && e != GVFS_EACCES && e != GVFS_EISDIR && e != GVFS_ELOOP &&
+        e != GVFS_ENAMETOOLONG && e != GVFS_EINVAL) s.epoch = epoch - 1u;
+    return s;
+  }
   s.file_no = (gvfs_u64)r.result; s.size = r.aux[0]; s.mtime_ns = r.aux[1]; s.mode = (gvfs_u32)r.aux[2];
   return s;
 }
@@ -351,7 +363,7 @@ GVFS_FN int gvfs_open(gvfs_ctx *ctx, const char *path, int flags) {
   if (r.result < 0) return (int)r.result;
   // A HOST fd keeps its path's name-cache entry (+1; 0: none) in file_no, to forget it
   // again after each write.
-  int idx = (flags & GVFS_O_ACCMODE) != GVFS_O_RDONLY ? gvfs_name_index(&ctx->files, path) : -1;
+  int idx = (flags & (GVFS_O_ACCMODE | GVFS_O_CREAT | GVFS_O_TRUNC)) != 0 ? gvfs_name_index(&ctx->files, path) : -1;
   gvfs_name_forget(&ctx->files, idx);
   int fd = gvfs_fd_alloc(ctx, GVFS_FD_HOST, (gvfs_i32)r.result, (gvfs_u64)(idx + 1), r.aux[0], r.aux[1], 0);
   if (fd < 0) gvfs_hostcall(&ctx->lanes, GVFS_OP_CLOSE, (gvfs_i32)r.result, 0, 0, 0);
@@ -369,13 +381,25 @@ GVFS_FN long gvfs_pread(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, unsig
 // Warp-collective pread: every lane of a full warp passes the same arguments and gets
 // the same result; the warp copies together and coalesces its misses (filecache.cuh).
 GVFS_FN long gvfs_pread_warp(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, unsigned long off) {
-  gvfs_fdent *e = gvfs_fd_get(ctx, fd);
-  if (!e) return -GVFS_EBADF;
+  // Lane 0 reads the fd entry and the warp takes its view, so every lane takes the same
+  // path even if the fd is closed meanwhile (the collectives below need the whole warp).
+  const gvfs_u32 FULL = 0xffffffffu;
+  gvfs_u32 kind = 0, host_fd = 0;
+  gvfs_u64 file_no = 0, size = 0;
+  if (gvfs_lane_id() == 0) {
+    gvfs_fdent *e = gvfs_fd_get(ctx, fd);
+    if (e) { kind = e->kind; host_fd = (gvfs_u32)e->host_fd; file_no = e->file_no; size = e->size; }
+  }
+  kind = gvfs_shfl_u32(FULL, kind, 0);
+  host_fd = gvfs_shfl_u32(FULL, host_fd, 0);
+  file_no = gvfs_shfl_u64(FULL, file_no, 0);
+  size = gvfs_shfl_u64(FULL, size, 0);
+  if (kind == 0) return -GVFS_EBADF;
   if (off > 0x7fffffffffffffffull || n > 0x7fffffffffffffffull - off) return -GVFS_EINVAL;
-  if (e->kind == GVFS_FD_CACHED) return gvfs_cache_pread_warp(ctx, e->file_no, e->size, buf, n, off);
+  if (kind == GVFS_FD_CACHED) return gvfs_cache_pread_warp(ctx, file_no, size, buf, n, off);
   long r = 0;
-  if (gvfs_lane_id() == 0) r = gvfs_pread_hostcall(ctx, e->host_fd, buf, n, off);
-  return (long)gvfs_shfl_u64(0xffffffffu, (gvfs_u64)r, 0);
+  if (gvfs_lane_id() == 0) r = gvfs_pread_hostcall(ctx, (int)host_fd, buf, n, off);
+  return (long)gvfs_shfl_u64(FULL, (gvfs_u64)r, 0);
 }
 
 GVFS_FN long gvfs_pwrite(gvfs_ctx *ctx, int fd, const void *buf, unsigned long n, unsigned long off) {

@@ -135,6 +135,23 @@ GVFS_FN gvfs_u32 gvfs_lane_acquire(gvfs_lanes *L) {
   }
 }
 
+// One sweep of probes, no waiting: true and *lane when a lane was claimed. For callers that
+// must not wait for a lane while holding another resource (the warp read path).
+GVFS_FN bool gvfs_lane_try_acquire(gvfs_lanes *L, gvfs_u32 *lane) {
+  const gvfs_u32 n = L->count;
+  const gvfs_u32 start = (gvfs_u32)(gvfs_global_tid() % n);
+  const gvfs_u32 probes = n < 32u ? n : 32u;
+  for (gvfs_u32 k = 0; k < probes; ++k) {
+    gvfs_u32 i = start + k;
+    if (i >= n) i -= n;
+    if (gvfs_load_relaxed_dev(&L->lock[i]) == 0u && gvfs_cas_acq_rel_dev(&L->lock[i], 0u, 1u) == 0u) {
+      *lane = i;
+      return true;
+    }
+  }
+  return false;
+}
+
 GVFS_FN gvfs_request *gvfs_lane_req(gvfs_lanes *L, gvfs_u32 lane) { return &L->req[lane]; }
 GVFS_FN gvfs_u8 *gvfs_lane_data(gvfs_lanes *L, gvfs_u32 lane) { return L->data + (gvfs_u64)lane * L->data_bytes; }
 

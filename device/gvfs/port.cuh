@@ -65,7 +65,7 @@ GVFS_FN gvfs_u64 gvfs_load_relaxed_u64_dev(const gvfs_u64 *p) {
 GVFS_FN void gvfs_store_relaxed_u64_dev(gvfs_u64 *p, gvfs_u64 v) {
   asm volatile("st.relaxed.gpu.u64 [%0], %1;" :: "l"(p), "l"(v) : "memory");
 }
-GVFS_FN void gvfs_fence_acquire_dev() { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
+GVFS_FN void gvfs_fence_acq_rel_dev() { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
 GVFS_FN void gvfs_fence_sc_dev() { asm volatile("fence.sc.gpu;" ::: "memory"); }
 // Counters: relaxed, only summed by the host after the kernel. The lanes of a warp that
 // count into the same word at once add their sum with one atomic: every read counts, and
@@ -97,7 +97,7 @@ GVFS_FN void gvfs_backoff(gvfs_u32 ns) { __nanosleep(ns); }
 GVFS_FN gvfs_u64 gvfs_globaltimer_ns() {
   gvfs_u64 t; asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); return t;
 }
-GVFS_FN gvfs_u32 gvfs_lane_id() { return threadIdx.x & 31u; }  // (with 1-D blocks; see gvfs_linear_tid)
+GVFS_FN gvfs_u32 gvfs_lane_id() { gvfs_u32 l; asm("mov.u32 %0, %%laneid;" : "=r"(l)); return l; }
 GVFS_FN gvfs_u32 gvfs_linear_tid() {
   return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
 }
@@ -185,7 +185,7 @@ inline gvfs_u32 gvfs_fetch_add_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) { return gvf
 inline gvfs_u32 gvfs_fetch_sub_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) { return gvfs_ref(p).fetch_sub(v, std::memory_order_acq_rel); }
 inline gvfs_u64 gvfs_load_relaxed_u64_dev(const gvfs_u64 *p) { return gvfs_ref(p).load(std::memory_order_relaxed); }
 inline void gvfs_store_relaxed_u64_dev(gvfs_u64 *p, gvfs_u64 v) { gvfs_ref(p).store(v, std::memory_order_relaxed); }
-inline void gvfs_fence_acquire_dev() { std::atomic_thread_fence(std::memory_order_acquire); }
+inline void gvfs_fence_acq_rel_dev() { std::atomic_thread_fence(std::memory_order_acq_rel); }
 inline void gvfs_fence_sc_dev() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline void gvfs_count_dev(gvfs_u64 *p, gvfs_u64 v) { gvfs_ref(p).fetch_add(v, std::memory_order_relaxed); }
 inline gvfs_u64 gvfs_fetch_add_u64_relaxed_dev(gvfs_u64 *p, gvfs_u64 v) { return gvfs_ref(p).fetch_add(v, std::memory_order_relaxed); }
