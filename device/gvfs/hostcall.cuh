@@ -43,6 +43,9 @@
 #define GVFS_ABI_VERSION 1u
 #define GVFS_PATH_MAX 4096u    // bytes, including the terminating NUL
 #define GVFS_LANE_DATA_MIN 4096u
+#ifndef GVFS_WAIT_MAX_NS
+#define GVFS_WAIT_MAX_NS 16384u  // longest pause between two polls of an answer
+#endif
 
 enum gvfs_opcode : gvfs_u32 {
   GVFS_OP_NOP = 1,        // answers 0; used by benchmarks and health checks
@@ -171,7 +174,9 @@ GVFS_FN void gvfs_lane_await(gvfs_lanes *L, gvfs_u32 lane) {
   gvfs_u32 spins = 0, ns = 32;
   while (gvfs_load_acquire_sys(&L->resp_seq[lane]) != s) {
     // The first polls go straight back out: a PCIe read already takes ~1 us on the GPU.
-    if (++spins > 4u) { gvfs_backoff(ns); if (ns < 1024u) ns *= 2u; }
+    // Then the wait grows to GVFS_WAIT_MAX_NS: each poll is a read across PCIe, and
+    // hundreds of lanes polling every microsecond take bandwidth from the data.
+    if (++spins > 4u) { gvfs_backoff(ns); if (ns < GVFS_WAIT_MAX_NS) ns *= 2u; }
   }
 }
 
