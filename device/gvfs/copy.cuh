@@ -6,19 +6,21 @@
 #pragma once
 #include "port.cuh"
 
-#define GVFS_COPY_BATCH 8
+#define GVFS_COPY_BATCH 8        // per thread
+#define GVFS_COPY_BATCH_WARP 16  // per lane of a warp copy: 8 KiB in flight per warp
 
 struct gvfs_v16 { gvfs_u64 a, b; };
 
-// Copies `count` 16-byte units, unit i of this thread being first + i * step.
+// Copies `count` 16-byte units, unit i of this thread being first + i * step, B loads at a time.
+template <int B>
 GVFS_FN void gvfs_copy_units(gvfs_v16 *d, const gvfs_v16 *s, gvfs_u64 first, gvfs_u64 count, gvfs_u64 step) {
   gvfs_u64 i = first;
-  for (; i + (GVFS_COPY_BATCH - 1) * step < count; i += GVFS_COPY_BATCH * step) {
-    gvfs_v16 t[GVFS_COPY_BATCH];
+  for (; i + (B - 1) * step < count; i += B * step) {
+    gvfs_v16 t[B];
     GVFS_UNROLL
-    for (int u = 0; u < GVFS_COPY_BATCH; ++u) t[u] = s[i + u * step];
+    for (int u = 0; u < B; ++u) t[u] = s[i + u * step];
     GVFS_UNROLL
-    for (int u = 0; u < GVFS_COPY_BATCH; ++u) d[i + u * step] = t[u];
+    for (int u = 0; u < B; ++u) d[i + u * step] = t[u];
   }
   for (; i < count; i += step) d[i] = s[i];
 }
@@ -28,7 +30,7 @@ GVFS_FN void gvfs_copy(void *dst_, const void *src_, gvfs_u64 n) {
   const gvfs_u8 *src = (const gvfs_u8 *)src_;
   gvfs_u64 i = 0;
   if ((((gvfs_u64)dst | (gvfs_u64)src) & 15u) == 0) {
-    gvfs_copy_units((gvfs_v16 *)dst, (const gvfs_v16 *)src, 0, n / 16u, 1);
+    gvfs_copy_units<GVFS_COPY_BATCH>((gvfs_v16 *)dst, (const gvfs_v16 *)src, 0, n / 16u, 1);
     i = n & ~(gvfs_u64)15u;
   } else if ((((gvfs_u64)dst | (gvfs_u64)src) & 7u) == 0) {
     for (; i + 8 <= n; i += 8) *(gvfs_u64 *)(dst + i) = *(const gvfs_u64 *)(src + i);
@@ -46,7 +48,7 @@ GVFS_FN void gvfs_copy_warp(void *dst_, const void *src_, gvfs_u64 n, gvfs_u32 l
     if (head > n) head = n;
     for (gvfs_u64 i = lane; i < head; i += nlanes) dst[i] = src[i];
     gvfs_u64 body = (n - head) / 16u;
-    gvfs_copy_units((gvfs_v16 *)(dst + head), (const gvfs_v16 *)(src + head), lane, body, nlanes);
+    gvfs_copy_units<GVFS_COPY_BATCH_WARP>((gvfs_v16 *)(dst + head), (const gvfs_v16 *)(src + head), lane, body, nlanes);
     for (gvfs_u64 i = head + body * 16u + lane; i < n; i += nlanes) dst[i] = src[i];
   } else {
     for (gvfs_u64 i = lane; i < n; i += nlanes) dst[i] = src[i];
