@@ -248,7 +248,7 @@ class Harness:
         self.stdio = StdioHandlers(self.server, stdout=lambda: self.out, stderr=lambda: self.err,
                                    stdin=lambda: self.inp)
         # What this server answers; anything else must be -ENOSYS. (The cache's LOOKUP/FILL
-        # handlers are not registered: FILL writes to a device address taken from the request.)
+        # handlers are not registered here: tests/test_fuzz_cache.py fuzzes them.)
         self.registered = frozenset(self.server._routes)
         self.answers: Counter[tuple[int, int]] = Counter()  # (lane, seq) -> times answered
         self._answers_lock = threading.Lock()

@@ -1,0 +1,865 @@
+// ThreadSanitizer harness for the page cache (device/gvfs/pagetable.cuh, filecache.cuh) and
+// the device fd table and name cache built on it (device/gvfs/files.cuh).
+//
+// Built and run by tests/native/run-tsan.sh:
+//   g++ -std=c++20 -O1 -g -fsanitize=thread -I device -pthread tests/native/tsan_pagetable.cpp -lffi
+// (the CPU port's launcher, device/cpu/launcher.cpp, is compiled into this file: it supplies
+// the warp intrinsics and runs the warp-collective read path as a real kernel launch).
+//
+// A small pool (by default 4 sets x 8 ways of 256-byte pages) and a few "files" whose pages
+// are several times the pool, so reads evict, sets fill up (FULL: reads go around the
+// cache), threads wait on FILLING slots, and sequential readers claim readahead runs.
+// Everything a kernel would receive (lanes, counters, page table, pool, fd table, name
+// cache) is a host array here.
+//
+// One or two "server" threads stand in for gpuvfs/hostcall/cache.py: FILL (file_no, offset,
+// length) writes pat(file_no, byte offset) into the lane's data and returns length (the
+// device never asks past the file's size: checked), publishing resp_seq with a release store
+// after the data; LOOKUP hands out file versions of a few paths (a version names its path).
+// The server counts every FILL per page, so "one fill per page" is checked exactly.
+//
+// Phases (each checks every byte a call returns against the pattern, and canary bytes past
+// the buffer; any failed check prints a line and exits 1; any TSan report exits 66):
+//   unit    deterministic: a set whose ways are all pinned is FULL and a read goes around
+//           the cache (one FILL, right bytes, no slot taken); a failed fill leaves EMPTY; a
+//           miss fills once and the next read hits.
+//   same    rounds in which every device thread reads inside ONE page of a never-read file at
+//           once: exactly one FILL per round (P3). Every other round (pool emptied first) all
+//           read the same 4-page range with a shared sequential hint: each page filled exactly
+//           once, and with readahead >= 3 one FILL in all (the first miss claims the rest of
+//           the range as readahead before anyone else can reach it).
+//   random  per-thread gvfs_cache_pread at random offsets/lengths (and sequential runs sharing
+//           a per-file hint, so readahead claims race with other readers), pages past 2^40
+//           (read around the cache), and name-cache traffic: gvfs_open / gvfs_fstat /
+//           gvfs_pread / gvfs_close on a few paths while a "forget" thread calls
+//           gvfs_name_forget, bumps *files.epoch, and makes files change (new versions; the
+//           server answers FILLs of a retired version -ESTALE). Every fd's file_no must be a
+//           version the server handed out for that path. Meanwhile a kernel launch of warps
+//           (gvfs_cache_pread_warp, through the CPU launcher) reads the same files.
+//   fail    the same, with the server answering some FILLs -EIO: every page p % 4 == 1 of
+//           files 2 and 5, and 1 in 10 other FILLs. Callers must get -EIO or a correct
+//           prefix that stops before the first bad page; never wrong bytes; nothing hangs.
+//   recover every byte of every file reads back whole (failed fills were not cached).
+// A watchdog fails the run if no read completes for 60 s (a lost wakeup or a slot left
+// FILLING). After each phase: no slot pinned or mid-fill, each VALID slot in its key's set,
+// holding its page's bytes, no key twice (P2), no set lock or lane held, no fd left open.
+// Counts come from the server (FILLs per page and per file) and the device counters (the
+// warp kernel gets a ctx of its own with its own counters, so per-thread read-arounds of
+// FULL sets are counted exactly: FILLs - miss runs - reads past page 2^40).
+//
+// Not seen by TSan: atomic_thread_fence (gcc -Wtsan: TSan does not model fences). Only the
+// name-cache seqlock relies on fences (files.cuh), and only to order relaxed atomics, so
+// TSan's blindness to them can neither hide nor invent a race on a plain access; what the
+// fences guarantee (whole snapshots) is checked by value instead: an fd's size, mtime and
+// mode must be those of its file_no.
+//
+// Built with -DGVFS_TSAN_SELFTEST_PT, `--selftest=MODE` breaks the page table on purpose,
+// through macro hooks defined HERE (device/ is untouched), so that run-tsan.sh can prove
+// TSan catches a race in this code:
+//   relaxed  gvfs_pt_fill_done publishes VALID with a relaxed CAS (P5's release is missing:
+//            the filler's copy into the slot is not ordered before readers' copies out);
+//   wait     gvfs_pt_wait_filled sees VALID with a relaxed load (P5's acquire is missing);
+//   unpin    gvfs_pt_unpin drops the pin with a relaxed fetch_sub (the reader's copy out is
+//            not ordered before the evictor's refill of the slot: P1's ordering is missing).
+#include "gvfs/port.cuh"
+#include "gvfs/hostcall.cuh"
+#include "gvfs/pagetable.cuh"
+
+#include <atomic>
+#include <chrono>
+#include <cinttypes>
+#include <condition_variable>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+struct Config {
+  unsigned sets = 4, ways = 8;
+  unsigned lanes = 4;
+  unsigned servers = 1;
+  unsigned threads = 12;   // per-thread device threads (blocks of 4)
+  unsigned iters = 1500;   // calls per device thread in the random phase (half in the fail phase)
+  unsigned warps = 2;      // warps of the concurrent kernel launch (0: none)
+  unsigned witers = 60;    // calls per warp and phase
+  unsigned rounds = 24;    // rounds of the `same` phase
+  unsigned ra = 3;         // ctx.readahead_pages
+  unsigned seed = 1;
+  std::string selftest;    // "", "relaxed", "wait", "unpin"
+};
+Config cfg;
+}  // namespace
+
+#ifdef GVFS_TSAN_SELFTEST_PT
+// ---------------------------------------------------------------- deliberately broken hooks
+// pagetable.cuh is already included (#pragma once): filecache.cuh and files.cuh, included
+// below, call these in place of the real functions. Only the chosen mode is broken.
+namespace {
+template <class T> std::atomic_ref<T> hook_ref(T *p) { return std::atomic_ref<T>(*p); }
+}  // namespace
+inline void harness_pt_fill_done(gvfs_pagetable *pt, gvfs_u32 slot, bool ok) {
+  if (cfg.selftest != "relaxed" || !ok) { gvfs_pt_fill_done(pt, slot, ok); return; }
+  gvfs_u32 st = hook_ref(&pt->state[slot]).load(std::memory_order_relaxed);
+  while (!hook_ref(&pt->state[slot]).compare_exchange_weak(st, (st & ~GVFS_SLOT_KIND_MASK) | GVFS_SLOT_VALID,
+                                                           std::memory_order_relaxed)) {}
+}
+inline bool harness_pt_wait_filled(gvfs_pagetable *pt, gvfs_u32 slot) {
+  if (cfg.selftest != "wait") return gvfs_pt_wait_filled(pt, slot);
+  for (;;) {
+    gvfs_u32 k = gvfs_slot_kind(hook_ref(&pt->state[slot]).load(std::memory_order_relaxed));
+    if (k == GVFS_SLOT_VALID || k == GVFS_SLOT_DIRTY) return true;
+    if (k != GVFS_SLOT_FILLING) return false;
+    sched_yield();
+  }
+}
+inline void harness_pt_unpin(gvfs_pagetable *pt, gvfs_u32 slot) {
+  if (cfg.selftest != "unpin") { gvfs_pt_unpin(pt, slot); return; }
+  hook_ref(&pt->state[slot]).fetch_sub(GVFS_PIN, std::memory_order_relaxed);
+}
+#define gvfs_pt_fill_done harness_pt_fill_done
+#define gvfs_pt_wait_filled harness_pt_wait_filled
+#define gvfs_pt_unpin harness_pt_unpin
+#endif
+
+#include "gpuvfs.cuh"
+#include "cpu/launcher.cpp"  // warp intrinsics + gvfs_cpu_launch (link with -lffi)
+
+namespace {
+// ---------------------------------------------------------------- failing loudly
+[[noreturn]] void die(const char *fmt, ...) {
+  std::va_list ap;
+  va_start(ap, fmt);
+  std::fprintf(stderr, "tsan_pagetable: check failed: ");
+  std::vfprintf(stderr, fmt, ap);
+  std::fputc('\n', stderr);
+  va_end(ap);
+  std::fflush(stderr);
+  // A broken build may copy stale bytes before the racing write happens: give TSan the
+  // moment it needs to see that write and report the race itself.
+  if (!cfg.selftest.empty()) std::this_thread::sleep_for(std::chrono::seconds(1));
+  std::_Exit(1);
+}
+#define CHECK(cond, ...) do { if (!(cond)) die(__VA_ARGS__); } while (0)
+
+typedef unsigned long long ull;
+
+// ---------------------------------------------------------------- the files
+constexpr gvfs_u32 PAGE_SHIFT = 8;
+constexpr gvfs_u64 PSZ = 1ull << PAGE_SHIFT;
+constexpr int NSTATIC = 6;                   // file_no 1..6: the random phase's files
+constexpr gvfs_u64 STATIC_SIZE[NSTATIC + 1] = {0, 5000, 7937, 3001, 6144, 20 * 256 + 1, 9000};
+constexpr gvfs_u64 HUGE_NO = 7;               // 2^50 bytes: pages past 2^40 are read around
+constexpr gvfs_u64 HUGE_SIZE = 1ull << 50;
+constexpr gvfs_u64 FLAKY_NO = 8;              // what /flaky names when its LOOKUP succeeds
+constexpr gvfs_u64 UNIT_NO = 50, UNIT2_NO = 51;
+constexpr gvfs_u64 SP_BASE = 100;             // same-phase files: SP_BASE + round, never read before
+constexpr unsigned MAX_ROUNDS = 256;
+constexpr unsigned SP_PAGES = 16;
+constexpr gvfs_u64 SP_SIZE = SP_PAGES * 256 - 77;
+constexpr gvfs_u64 PATH_BASE = 1000;          // path versions: PATH_BASE + version * NPATHS + path
+constexpr unsigned NPATHS = 4;                // "/p0".."/p3"; also "/missing" (ENOENT), "/flaky"
+
+gvfs_u64 mix64(gvfs_u64 z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+// The byte at `pos` of file version `file_no`: depends on the file, the page and the place
+// in the page, so a page of another file or another page shows.
+gvfs_u8 pat(gvfs_u64 file_no, gvfs_u64 pos) {
+  return (gvfs_u8)(mix64(file_no * 0x100000001b3ull ^ (pos >> 3)) >> (8u * (pos & 7u)));
+}
+gvfs_u64 size_of(gvfs_u64 f) {
+  if (f >= 1 && f <= (gvfs_u64)NSTATIC) return STATIC_SIZE[f];
+  if (f == HUGE_NO) return HUGE_SIZE;
+  if (f == FLAKY_NO) return 2000;
+  if (f == UNIT_NO) return 1000;
+  if (f == UNIT2_NO) return 1ull << 30;
+  if (f >= SP_BASE && f < SP_BASE + MAX_ROUNDS) return SP_SIZE;
+  if (f >= PATH_BASE) return 700 + mix64(f) % 4000;
+  return 0;  // not a file the server ever handed out
+}
+bool is_static(gvfs_u64 f) { return f >= 1 && f <= (gvfs_u64)NSTATIC; }
+// The failure rule of the fail phase: files 2 and 5 have unreadable pages.
+bool bad_page(gvfs_u64 f, gvfs_u64 page) { return (f == 2 || f == 5) && page % 4 == 1; }
+
+struct Rng {  // xorshift64*
+  gvfs_u64 s;
+  explicit Rng(gvfs_u64 seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
+  gvfs_u64 next() { s ^= s >> 12; s ^= s << 25; s ^= s >> 27; return s * 2685821657736338717ull; }
+  gvfs_u64 below(gvfs_u64 n) { return next() % n; }
+};
+
+// ---------------------------------------------------------------- shared state
+gvfs_ctx ctx;        // what the per-thread device threads receive
+gvfs_ctx ctx_warp;   // the same, but its own counters: the warp kernel's
+std::atomic<bool> stop_servers{false};
+std::atomic<int> fail_mode{0};                // servers: answer some FILLs -EIO
+std::atomic<gvfs_u64> progress{0};            // watchdog
+std::atomic<gvfs_u64> n_fills{0}, n_lookups{0}, n_eio{0}, n_estale{0}, n_answered{0};
+std::atomic<gvfs_u32> sp_fills[MAX_ROUNDS][SP_PAGES];   // FILLs that covered a page of a same-phase file
+std::atomic<gvfs_u32> sp_round_fills[MAX_ROUNDS];       // FILLs of a same-phase file
+std::atomic<gvfs_u32> unit_fills{0};
+std::atomic<gvfs_u32> changed[NPATHS];        // version of each path's file (the file "changes": +1)
+std::atomic<gvfs_u32> flaky_lookups{0};
+gvfs_u64 hint[NSTATIC + 1];                   // a sequential hint per file, shared like an fd's (device atomics)
+
+template <class T> std::atomic_ref<T> ref(volatile T *p) { return std::atomic_ref<T>(*const_cast<T *>(p)); }
+
+// ---------------------------------------------------------------- the stand-in server
+gvfs_response serve(gvfs_lanes *L, gvfs_u32 i, gvfs_u32 seq, Rng &rng) {
+  gvfs_response r;
+  r.result = 0; r.aux[0] = r.aux[1] = r.aux[2] = 0;
+  const gvfs_request q = L->req[i];  // a plain copy: ordered after the acquire of req_seq
+  gvfs_u8 *d = L->data + (gvfs_u64)i * L->data_bytes;
+  if (q.opcode == GVFS_OP_FILL) {
+    const gvfs_u64 f = q.arg[0], off = q.offset, len = q.length, size = size_of(f);
+    CHECK(q.fd == -1 && q.data_len == 0 && q.flags == 0 && q.arg[1] == 0, "lane %u: FILL request words", i);
+    CHECK(size != 0, "lane %u: FILL of file_no %llu, never handed out", i, (ull)f);
+    CHECK(len >= 1 && len <= L->data_bytes, "lane %u: FILL length %llu (lane holds %u)", i, (ull)len, L->data_bytes);
+    CHECK(off < size && len <= size - off, "lane %u: FILL file %llu [%llu, +%llu) past its size %llu", i, (ull)f,
+          (ull)off, (ull)len, (ull)size);
+    n_fills.fetch_add(1, std::memory_order_relaxed);
+    const gvfs_u64 p0 = off >> PAGE_SHIFT, p1 = (off + len - 1) >> PAGE_SHIFT;
+    if (f >= SP_BASE && f < SP_BASE + MAX_ROUNDS) sp_round_fills[f - SP_BASE].fetch_add(1, std::memory_order_relaxed);
+    if (f >= SP_BASE && f < SP_BASE + MAX_ROUNDS)
+      for (gvfs_u64 p = p0; p <= p1; ++p) sp_fills[f - SP_BASE][p].fetch_add(1, std::memory_order_relaxed);
+    if (f == UNIT_NO) unit_fills.fetch_add(1, std::memory_order_relaxed);
+    if (f >= PATH_BASE) {
+      gvfs_u64 v = (f - PATH_BASE) / NPATHS, p = (f - PATH_BASE) % NPATHS;
+      if (v < changed[p].load(std::memory_order_relaxed)) {  // the file changed since: that version is gone
+        n_estale.fetch_add(1, std::memory_order_relaxed);
+        r.result = -GVFS_ESTALE;
+        return r;
+      }
+    }
+    if (fail_mode.load(std::memory_order_relaxed)) {
+      bool bad = rng.below(10) == 0 && f != UNIT_NO;
+      for (gvfs_u64 p = p0; p <= p1 && !bad; ++p) bad = bad_page(f, p);
+      if (bad) {
+        n_eio.fetch_add(1, std::memory_order_relaxed);
+        r.result = -GVFS_EIO;
+        return r;
+      }
+    }
+    for (gvfs_u64 k = 0; k < len; ++k) d[k] = pat(f, off + k);
+    r.result = (gvfs_i64)len;
+    return r;
+  }
+  if (q.opcode == GVFS_OP_LOOKUP) {
+    CHECK(q.data_len >= 2 && q.data_len <= GVFS_PATH_MAX && d[q.data_len - 1] == 0 &&
+          std::strlen((const char *)d) + 1 == q.data_len, "lane %u: LOOKUP path words", i);
+    n_lookups.fetch_add(1, std::memory_order_relaxed);
+    const char *path = (const char *)d;
+    gvfs_u64 f = 0;
+    unsigned p = 0;
+    if (std::strcmp(path, "/flaky") == 0) {
+      if (flaky_lookups.fetch_add(1, std::memory_order_relaxed) % 2 == 0) { r.result = -GVFS_EIO; return r; }
+      f = FLAKY_NO;
+    } else if (std::sscanf(path, "/p%u", &p) == 1 && p < NPATHS) {
+      f = PATH_BASE + (gvfs_u64)changed[p].load(std::memory_order_relaxed) * NPATHS + p;
+    } else {
+      r.result = -GVFS_ENOENT;
+      return r;
+    }
+    r.result = (gvfs_i64)f; r.aux[0] = size_of(f); r.aux[1] = f * 1000u + 7u; r.aux[2] = 0100644;
+    return r;
+  }
+  die("lane %u seq %u: unexpected opcode %u", i, seq, q.opcode);
+}
+
+void server_thread(unsigned sid) {
+  gvfs_lanes *L = &ctx.lanes;
+  Rng rng(cfg.seed * 7919u + sid);
+  std::vector<gvfs_u32> mine;
+  for (gvfs_u32 i = sid; i < L->count; i += cfg.servers) mine.push_back(i);
+  std::vector<gvfs_u32> taken(mine.size(), 0);
+  for (;;) {
+    bool any = false;
+    for (size_t j = 0; j < mine.size(); ++j) {
+      const gvfs_u32 i = mine[j];
+      const gvfs_u32 s = ref(&L->req_seq[i]).load(std::memory_order_acquire);
+      if (s == taken[j]) continue;
+      any = true;
+      CHECK(s == taken[j] + 1u, "lane %u: req_seq jumped from %u to %u", i, taken[j], s);
+      taken[j] = s;
+      const gvfs_response r = serve(L, i, s, rng);
+      L->resp[i].result = r.result;
+      L->resp[i].aux[0] = r.aux[0];
+      L->resp[i].aux[1] = r.aux[1];
+      L->resp[i].aux[2] = r.aux[2];
+      ref(&L->resp_seq[i]).store(s, std::memory_order_release);  // after the data and the response
+      n_answered.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (!any) {
+      if (stop_servers.load(std::memory_order_acquire)) break;
+      sched_yield();
+    }
+  }
+}
+
+// ---------------------------------------------------------------- helpers for device threads
+void be_device_thread(int me) {  // the CPU port's CUDA built-ins: blocks of 4 threads
+  blockDim = dim3(4, 1, 1);
+  gridDim = dim3(cfg.threads / 4 + 1, 1, 1);  // (+1: the forget thread)
+  blockIdx = uint3{(unsigned)me / 4u, 0, 0};
+  threadIdx = uint3{(unsigned)me % 4u, 0, 0};
+}
+
+struct Barrier {  // mutex + condition: TSan sees its edges; used only between rounds
+  std::mutex m;
+  std::condition_variable cv;
+  unsigned n, arrived = 0;
+  unsigned long gen = 0;
+  explicit Barrier(unsigned n_) : n(n_) {}
+  void wait() {
+    std::unique_lock<std::mutex> lk(m);
+    unsigned long g = gen;
+    if (++arrived == n) { arrived = 0; ++gen; cv.notify_all(); return; }
+    cv.wait(lk, [&] { return gen != g; });
+  }
+};
+
+constexpr gvfs_u8 CANARY = 0xC5;
+constexpr size_t BUF = 12 * 1024;
+constexpr size_t GUARD = 32;
+
+// Checks one read's result. fail: the server may have answered -EIO (bad pages, and 1 in 10
+// FILLs); stale_ok: the version may have been retired (-ESTALE), or a prefix before it was.
+void check_read(const char *what, int me, unsigned it, gvfs_u64 f, gvfs_u64 size, gvfs_u64 off, gvfs_u64 n,
+                long got, const gvfs_u8 *dst, bool fail, bool stale_ok) {
+  const gvfs_u64 want = off >= size ? 0 : std::min<gvfs_u64>(n, size - off);
+  for (size_t k = 0; k < GUARD; ++k)
+    CHECK(dst[n + k] == CANARY, "%s: thread %d iter %u: file %llu off %llu n %llu: wrote past the buffer", what, me,
+          it, (ull)f, (ull)off, (ull)n);
+  if (got < 0) {
+    CHECK((fail && got == -GVFS_EIO) || (stale_ok && got == -GVFS_ESTALE),
+          "%s: thread %d iter %u: file %llu off %llu n %llu: error %ld", what, me, it, (ull)f, (ull)off, (ull)n, got);
+    return;
+  }
+  if (fail || stale_ok) {
+    CHECK((gvfs_u64)got <= want, "%s: thread %d iter %u: file %llu off %llu n %llu: %ld bytes, want <= %llu", what, me,
+          it, (ull)f, (ull)off, (ull)n, got, (ull)want);
+    // Never a byte of a page the server refused.
+    for (gvfs_u64 p = off >> PAGE_SHIFT; fail && got > 0 && p <= (off + (gvfs_u64)got - 1) >> PAGE_SHIFT; ++p)
+      CHECK(!bad_page(f, p), "%s: thread %d iter %u: file %llu off %llu: %ld bytes include bad page %llu", what, me,
+            it, (ull)f, (ull)off, got, (ull)p);
+  } else {
+    CHECK((gvfs_u64)got == want, "%s: thread %d iter %u: file %llu (size %llu) off %llu n %llu: %ld bytes, want %llu",
+          what, me, it, (ull)f, (ull)size, (ull)off, (ull)n, got, (ull)want);
+  }
+  for (gvfs_u64 k = 0; k < (gvfs_u64)got; ++k)
+    CHECK(dst[k] == pat(f, off + k), "%s: thread %d iter %u: file %llu off %llu n %llu: byte %llu is %u, want %u",
+          what, me, it, (ull)f, (ull)off, (ull)n, (ull)k, dst[k], pat(f, off + k));
+}
+
+// One checked per-thread read. `h`: the sequential hint (or null).
+long read_checked(const char *what, int me, unsigned it, gvfs_u8 *buf, Rng &rng, gvfs_u64 f, gvfs_u64 off, gvfs_u64 n,
+                  gvfs_u64 *h, bool fail) {
+  gvfs_u8 *dst = buf + rng.below(16);
+  std::memset(dst + n, CANARY, GUARD);
+  long got = gvfs_cache_pread(&ctx, f, size_of(f), h, dst, n, off);
+  check_read(what, me, it, f, size_of(f), off, n, got, dst, fail, false);
+  progress.fetch_add(1, std::memory_order_relaxed);
+  return got;
+}
+
+// ---------------------------------------------------------------- phase: same page / range
+std::atomic<gvfs_u64> same_reads{0};
+gvfs_u64 sp_hint;  // the shared hint of the multi-page rounds (device atomics)
+
+// The 4 pages of the range and their readahead fit the free ways of any one set: no eviction.
+bool multi_rounds_ok() { return cfg.ways >= 4 + cfg.ra; }
+
+void reset_pool() {  // the host's rt.evict: only while no device thread runs
+  const size_t n = (size_t)cfg.sets * cfg.ways;
+  std::memset(ctx.pt.state, 0, n * sizeof(gvfs_u32));
+  std::memset(ctx.pt.tag, 0, n * sizeof(gvfs_u64));
+  std::memset(ctx.pt.ref, 0, n * sizeof(gvfs_u32));
+  std::memset(ctx.pt.hand, 0, cfg.sets * sizeof(gvfs_u32));
+}
+
+void same_thread(int me, Barrier *bar) {
+  be_device_thread(me);
+  Rng rng(cfg.seed * 1000003u + (unsigned)me + 77u);
+  static thread_local gvfs_u8 buf[BUF + 64];
+  for (unsigned r = 0; r < cfg.rounds; ++r) {
+    const gvfs_u64 f = SP_BASE + r;
+    const bool multi = (r & 1u) && multi_rounds_ok();
+    const gvfs_u64 page = 2 + r % 7;
+    if (multi) {
+      bar->wait();
+      if (me == 0) { reset_pool(); sp_hint = page << PAGE_SHIFT; }
+      bar->wait();
+      // Everybody reads the same 4 pages; the hint says "sequential", so the first miss also
+      // claims the following pages as readahead (bounded by the 4 + ra <= ways free slots).
+      read_checked("same-range", me, r, buf, rng, f, page << PAGE_SHIFT, 4 * PSZ, &sp_hint, false);
+    } else {
+      bar->wait();
+      const gvfs_u64 in = rng.below(PSZ), len = 1 + rng.below(PSZ - in);
+      read_checked("same-page", me, r, buf, rng, f, (page << PAGE_SHIFT) + in, len, nullptr, false);
+    }
+    same_reads.fetch_add(1, std::memory_order_relaxed);
+    bar->wait();
+    if (me == 0) {
+      const unsigned hi = page + (multi ? 4 : 1);
+      for (unsigned p = 0; p < SP_PAGES; ++p) {
+        const gvfs_u32 c = sp_fills[r][p].load(std::memory_order_relaxed);
+        if (p >= page && p < hi)
+          CHECK(c == 1, "round %u (%s): page %u was filled %u times (P3: one fill per page)", r,
+                multi ? "same range" : "same page", p, c);
+        else if (multi && p >= hi && p < hi + cfg.ra)
+          CHECK(c <= 1, "round %u: readahead page %u was filled %u times", r, p, c);
+        else
+          CHECK(c == 0, "round %u: page %u, not read, was filled %u times", r, p, c);
+      }
+      // One FILL in all: the first miss saw the hint, so it claimed the rest of the range as
+      // readahead before anyone could reach those pages (they wait for its first page).
+      const gvfs_u32 nf = sp_round_fills[r].load(std::memory_order_relaxed);
+      CHECK(nf == 1 || (multi && cfg.ra < 3), "round %u (%s): %u FILLs", r, multi ? "same range" : "same page", nf);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- phase: random (and fail)
+std::atomic<gvfs_u64> pt_reads{0}, huge_reads{0}, opens{0}, open_errs{0}, stale_reads{0};
+std::atomic<bool> stop_forget{false};
+
+gvfs_u64 random_len(Rng &rng) {
+  const gvfs_u64 k = rng.below(16);
+  if (k == 0) return 0;
+  if (k < 3) return 1 + rng.below(BUF - 64);  // many pages: several runs, ra bounded by the lane
+  return 1 + rng.below(600);
+}
+
+void name_op(int me, unsigned it, Rng &rng, gvfs_u8 *buf, bool fail) {
+  const unsigned pick = (unsigned)rng.below(12);
+  if (pick == 0) {
+    CHECK(gvfs_open(&ctx, "/missing", GVFS_O_RDONLY) == -GVFS_ENOENT, "thread %d: open /missing", me);
+    return;
+  }
+  char path[16];
+  unsigned p = 0;
+  if (pick == 1) std::snprintf(path, sizeof path, "/flaky");
+  else { p = (unsigned)rng.below(NPATHS); std::snprintf(path, sizeof path, "/p%u", p); }
+  const int fd = gvfs_open(&ctx, path, GVFS_O_RDONLY);
+  opens.fetch_add(1, std::memory_order_relaxed);
+  if (pick == 1 && fd == -GVFS_EIO) { open_errs.fetch_add(1, std::memory_order_relaxed); return; }
+  CHECK(fd >= GVFS_FD_BASE, "thread %d iter %u: open(%s) = %d", me, it, path, fd);
+  gvfs_fdent *e = gvfs_fd_get(&ctx, fd);
+  CHECK(e && e->kind == GVFS_FD_CACHED, "thread %d: fd %d not a cached fd", me, fd);
+  const gvfs_u64 f = e->file_no;
+  if (pick == 1) {
+    CHECK(f == FLAKY_NO, "thread %d: /flaky opened as file_no %llu", me, (ull)f);
+  } else {
+    // A version the server handed out for THIS path: right path, and not newer than the
+    // newest (the server's load of changed[p] happened before our answer: coherence).
+    CHECK(f >= PATH_BASE && (f - PATH_BASE) % NPATHS == p, "thread %d iter %u: open(%s) gave file_no %llu", me, it,
+          path, (ull)f);
+    CHECK((f - PATH_BASE) / NPATHS <= changed[p].load(std::memory_order_relaxed),
+          "thread %d: open(%s) gave version %llu never handed out", me, path, (ull)((f - PATH_BASE) / NPATHS));
+  }
+  gvfs_stat st{};
+  CHECK(gvfs_fstat(&ctx, fd, &st) == 0 && st.size == size_of(f) && st.mtime_ns == f * 1000u + 7u &&
+        st.mode == 0100644, "thread %d: fstat of fd %d (file_no %llu) wrong", me, fd, (ull)f);
+  for (int k = 0; k < 2; ++k) {
+    const gvfs_u64 size = size_of(f);
+    const gvfs_u64 off = k ? rng.below(size + 100) : 0;
+    const gvfs_u64 n = 1 + rng.below(1200);
+    gvfs_u8 *dst = buf + rng.below(16);
+    std::memset(dst + n, CANARY, GUARD);
+    const long got = gvfs_pread(&ctx, fd, dst, n, off);
+    // -ESTALE (or a prefix) only for a version the file has moved past.
+    const bool stale_ok = f >= PATH_BASE && (f - PATH_BASE) / NPATHS < changed[p].load(std::memory_order_relaxed);
+    if (got == -GVFS_ESTALE) stale_reads.fetch_add(1, std::memory_order_relaxed);
+    check_read("fd pread", me, it, f, size, off, n, got, dst, fail, stale_ok);
+  }
+  CHECK(gvfs_close(&ctx, fd) == 0, "thread %d: close(%d)", me, fd);
+  CHECK(gvfs_close(&ctx, fd) == -GVFS_EBADF, "thread %d: second close(%d)", me, fd);
+}
+
+void random_thread(int me, bool fail) {
+  be_device_thread(me);
+  Rng rng(cfg.seed * 1000003u + (unsigned)me + (fail ? 5000u : 0u));
+  static thread_local gvfs_u8 buf[BUF + 64];
+  const unsigned iters = fail ? cfg.iters / 2 : cfg.iters;
+  for (unsigned it = 0; it < iters; ++it) {
+    const unsigned pick = (unsigned)rng.below(100);
+    if (pick < 8) {
+      name_op(me, it, rng, buf, fail);
+    } else if (pick < 11) {
+      // Past page 2^40 (byte 2^48 with 256-byte pages): around the cache, whatever the pool holds.
+      const gvfs_u64 off = (1ull << 48) - 300 + rng.below(HUGE_SIZE - (1ull << 48) + 400);
+      read_checked("huge", me, it, buf, rng, HUGE_NO, off, 1 + rng.below(3000), nullptr, fail);
+      huge_reads.fetch_add(1, std::memory_order_relaxed);
+    } else if (pick < 30) {
+      // A sequential run through one file, sharing its hint with every other thread (as
+      // threads share an fd): readahead claims race with other readers and evictions.
+      const gvfs_u64 f = 1 + rng.below(NSTATIC), size = size_of(f);
+      gvfs_u64 pos = rng.below(size);
+      for (int k = 0; k < 6 && pos < size; ++k) {
+        const gvfs_u64 n = 32 + rng.below(700);
+        long got = read_checked("sequential", me, it, buf, rng, f, pos, n, &hint[f], fail);
+        pt_reads.fetch_add(1, std::memory_order_relaxed);
+        if (got <= 0) break;
+        pos += (gvfs_u64)got;
+      }
+    } else {
+      const gvfs_u64 f = 1 + rng.below(NSTATIC), size = size_of(f);
+      const gvfs_u64 off = rng.below(size + 300), n = random_len(rng);
+      read_checked("random", me, it, buf, rng, f, off, n, rng.below(4) == 0 ? &hint[f] : nullptr, fail);
+      pt_reads.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+}
+
+// The host and the device changing what the name cache knows, while it is used.
+void forget_thread(int me) {
+  be_device_thread(me);
+  Rng rng(cfg.seed * 31u + 5u);
+  unsigned it = 0;
+  while (!stop_forget.load(std::memory_order_relaxed)) {
+    char path[16];
+    const unsigned p = (unsigned)rng.below(NPATHS);
+    std::snprintf(path, sizeof path, "/p%u", p);
+    gvfs_name_forget(&ctx.files, gvfs_name_index(&ctx.files, path));  // as after a device write
+    if (it % 3 == 0)  // the host's _bump_epoch (a launch, or rt.revalidate())
+      std::atomic_ref<gvfs_u32>(*ctx.files.epoch).fetch_add(1, std::memory_order_relaxed);
+    if (it % 5 == 0) changed[p].fetch_add(1, std::memory_order_relaxed);  // the file changes on disk
+    ++it;
+    std::this_thread::sleep_for(std::chrono::microseconds(300));
+  }
+}
+
+// ---------------------------------------------------------------- the warp kernel
+struct WarpArgs {
+  gvfs_ctx *ctx;
+  unsigned iters;
+  int fail;
+  unsigned seed;
+  gvfs_u8 *bufs;  // [nwarps][BUF + 64]
+};
+std::atomic<gvfs_u64> warp_reads{0};
+
+}  // namespace
+
+extern "C" __global__ void pt_warp_kernel(WarpArgs *a) {
+  const gvfs_u32 FULL = 0xffffffffu;
+  const unsigned warp = blockIdx.x * (blockDim.x / 32u) + threadIdx.x / 32u;
+  const gvfs_u32 lane = gvfs_lane_id();
+  Rng rng(a->seed * 4099u + warp);  // every lane draws the same numbers: same arguments
+  gvfs_u8 *buf = a->bufs + (size_t)warp * (BUF + 64);
+  for (unsigned it = 0; it < a->iters; ++it) {
+    const unsigned pick = (unsigned)rng.below(10);
+    gvfs_u64 f, off, n;
+    if (pick == 0) {
+      f = HUGE_NO;
+      off = (1ull << 48) - 300 + rng.below(1000);
+      n = 1 + rng.below(3000);
+    } else {
+      f = 1 + rng.below(NSTATIC);
+      off = rng.below(size_of(f) + 200);
+      n = pick < 3 ? 1 + rng.below(BUF - 64) : 1 + rng.below(1500);  // up to 48 pages: two rounds of 32
+    }
+    const size_t shift = rng.below(16);
+    gvfs_u8 *dst = buf + shift;
+    if (lane == 0) std::memset(dst + n, CANARY, GUARD);
+    gvfs_syncwarp(FULL);
+    const long got = gvfs_cache_pread_warp(a->ctx, f, size_of(f), dst, n, off);
+    const long got0 = (long)gvfs_shfl_u64(FULL, (gvfs_u64)got, 0);
+    CHECK(got == got0, "warp %u iter %u: lane %u returned %ld, lane 0 %ld", warp, it, lane, got, got0);
+    gvfs_syncwarp(FULL);  // every lane's copies are done before lane 0 checks them
+    if (lane == 0) {
+      check_read("warp", (int)(1000 + warp), it, f, size_of(f), off, n, got, dst, a->fail != 0, false);
+      warp_reads.fetch_add(1, std::memory_order_relaxed);
+      progress.fetch_add(1, std::memory_order_relaxed);
+    }
+    gvfs_syncwarp(FULL);  // and before anyone writes the buffer again
+  }
+}
+
+namespace {
+void launch_warps(WarpArgs *args) {
+  if (cfg.warps == 0) return;
+  const unsigned grid[3] = {cfg.warps, 1, 1}, block[3] = {32, 1, 1};
+  unsigned char codes[1] = {0};
+  unsigned long long values[1] = {(unsigned long long)(uintptr_t)args};
+  char err[256] = {0};
+  int rc = gvfs_cpu_launch((void *)&pt_warp_kernel, grid, block, 1, codes, values, cfg.warps, 1u << 20, err,
+                           (int)sizeof err);
+  CHECK(rc == 0, "gvfs_cpu_launch: %s", err);
+}
+
+// ---------------------------------------------------------------- phase: unit (one thread)
+void unit_phase() {
+  be_device_thread(0);
+  gvfs_pagetable *pt = &ctx.pt;
+  static gvfs_u8 buf[BUF + 64];
+  Rng rng(cfg.seed);
+  reset_pool();
+  const gvfs_u64 key = gvfs_pt_key(UNIT_NO, 0);
+  const gvfs_u32 set = gvfs_pt_set_of(pt, key);
+  // Pin every way of that set with pages of another file (MISS: each claimed FILLING).
+  std::vector<gvfs_u32> held;
+  for (gvfs_u64 page = 0; held.size() < cfg.ways; ++page) {
+    const gvfs_u64 k2 = gvfs_pt_key(UNIT2_NO, page);
+    if (gvfs_pt_set_of(pt, k2) != set) continue;
+    gvfs_u32 slot;
+    bool ev;
+    CHECK(gvfs_pt_acquire(pt, k2, &slot, &ev) == GVFS_PT_MISS && !ev, "unit: claim of way %zu", held.size());
+    held.push_back(slot);
+  }
+  {
+    gvfs_u32 slot;
+    bool ev;
+    CHECK(gvfs_pt_acquire(pt, key, &slot, &ev) == GVFS_PT_FULL, "unit: a set whose ways are all pinned is not FULL");
+  }
+  // FULL: the read goes around the cache: one FILL, the right bytes, no slot taken.
+  read_checked("unit-full", 0, 0, buf, rng, UNIT_NO, 10, 200, nullptr, false);  // inside page 0
+  CHECK(unit_fills.load() == 1, "unit: FULL read made %u fills", unit_fills.load());
+  for (gvfs_u32 w = 0; w < cfg.ways; ++w) CHECK(ctx.pt.tag[set * cfg.ways + w] != key, "unit: FULL read took a slot");
+  // The fills fail: EMPTY (with the pins still held), then nothing once unpinned.
+  for (gvfs_u32 s : held) gvfs_pt_fill_done(pt, s, false);
+  for (gvfs_u32 s : held) {
+    CHECK(gvfs_slot_kind(ctx.pt.state[s]) == GVFS_SLOT_EMPTY && ctx.pt.tag[s] == 0, "unit: failed fill not EMPTY");
+    gvfs_pt_unpin(pt, s);
+    CHECK(ctx.pt.state[s] == GVFS_SLOT_EMPTY, "unit: slot %u state %#x after unpin", s, ctx.pt.state[s]);
+  }
+  // Now a miss: one FILL, VALID; the next read of the page hits.
+  read_checked("unit-miss", 0, 1, buf, rng, UNIT_NO, 0, 256, nullptr, false);
+  CHECK(unit_fills.load() == 2, "unit: miss made %u fills in all", unit_fills.load());
+  read_checked("unit-hit", 0, 2, buf, rng, UNIT_NO, 5, 200, nullptr, false);
+  CHECK(unit_fills.load() == 2, "unit: a hit made a fill");
+  reset_pool();
+}
+
+// ---------------------------------------------------------------- end-of-phase checks
+void check_quiescent(const char *phase) {
+  const size_t n = (size_t)cfg.sets * cfg.ways;
+  for (size_t s = 0; s < n; ++s) {
+    const gvfs_u32 st = ctx.pt.state[s];
+    CHECK(st == GVFS_SLOT_EMPTY || st == GVFS_SLOT_VALID, "after %s: slot %zu state %#x (pinned or not published)",
+          phase, s, st);
+    if (st == GVFS_SLOT_VALID) {  // a VALID slot holds its page's bytes (P5), whatever file it is
+      const gvfs_u64 key = ctx.pt.tag[s], f = key >> GVFS_PAGE_BITS, page = key & ((1ull << GVFS_PAGE_BITS) - 1);
+      CHECK(size_of(f) != 0 && (page << PAGE_SHIFT) < size_of(f), "after %s: slot %zu holds unknown key", phase, s);
+      CHECK(gvfs_pt_set_of(&ctx.pt, key) == s / cfg.ways, "after %s: slot %zu is in the wrong set", phase, s);
+      const gvfs_u64 len = std::min<gvfs_u64>(PSZ, size_of(f) - (page << PAGE_SHIFT));
+      for (gvfs_u64 k = 0; k < len; ++k)
+        CHECK(ctx.pt.pool[(s << PAGE_SHIFT) + k] == pat(f, (page << PAGE_SHIFT) + k),
+              "after %s: slot %zu (file %llu page %llu) byte %llu wrong", phase, s, (ull)f, (ull)page, (ull)k);
+      for (size_t t = s + 1; t < (s / cfg.ways + 1) * cfg.ways; ++t)
+        CHECK(ctx.pt.state[t] != GVFS_SLOT_VALID || ctx.pt.tag[t] != key, "after %s: key in two slots (P2)", phase);
+    }
+  }
+  for (unsigned s = 0; s < cfg.sets; ++s) CHECK(ctx.pt.set_lock[s] == 0, "after %s: set %u still locked", phase, s);
+  for (unsigned i = 0; i < ctx.lanes.count; ++i) CHECK(ctx.lanes.lock[i] == 0, "after %s: lane %u locked", phase, i);
+  for (unsigned i = 0; i < cfg.threads * 2 + 8; ++i)
+    CHECK(ctx.files.fds[i].state == GVFS_FD_FREE, "after %s: fd %u left open", phase, i + GVFS_FD_BASE);
+}
+
+gvfs_u64 counter(const gvfs_ctx &c, gvfs_u32 which) { return c.counters[which]; }
+
+bool parse(int argc, char **argv) {
+  for (int a = 1; a < argc; ++a) {
+    std::string s = argv[a];
+    auto val = [&](const char *key) -> const char * {
+      size_t n = std::strlen(key);
+      return s.compare(0, n, key) == 0 ? s.c_str() + n : nullptr;
+    };
+    if (const char *v = val("--sets=")) cfg.sets = (unsigned)std::atoi(v);
+    else if (const char *v = val("--ways=")) cfg.ways = (unsigned)std::atoi(v);
+    else if (const char *v = val("--lanes=")) cfg.lanes = (unsigned)std::atoi(v);
+    else if (const char *v = val("--servers=")) cfg.servers = (unsigned)std::atoi(v);
+    else if (const char *v = val("--threads=")) cfg.threads = (unsigned)std::atoi(v);
+    else if (const char *v = val("--iters=")) cfg.iters = (unsigned)std::atoi(v);
+    else if (const char *v = val("--warps=")) cfg.warps = (unsigned)std::atoi(v);
+    else if (const char *v = val("--witers=")) cfg.witers = (unsigned)std::atoi(v);
+    else if (const char *v = val("--rounds=")) cfg.rounds = (unsigned)std::atoi(v);
+    else if (const char *v = val("--ra=")) cfg.ra = (unsigned)std::atoi(v);
+    else if (const char *v = val("--seed=")) cfg.seed = (unsigned)std::atoi(v);
+    else if (const char *v = val("--selftest=")) cfg.selftest = v;
+    else { std::fprintf(stderr, "tsan_pagetable: unknown argument %s\n", argv[a]); return false; }
+  }
+#ifndef GVFS_TSAN_SELFTEST_PT
+  if (!cfg.selftest.empty()) { std::fprintf(stderr, "tsan_pagetable: --selftest needs -DGVFS_TSAN_SELFTEST_PT\n"); return false; }
+#endif
+  if (!cfg.selftest.empty() && cfg.selftest != "relaxed" && cfg.selftest != "wait" && cfg.selftest != "unpin") {
+    std::fprintf(stderr, "tsan_pagetable: unknown selftest %s\n", cfg.selftest.c_str());
+    return false;
+  }
+  const bool pow2 = cfg.sets && (cfg.sets & (cfg.sets - 1)) == 0;
+  return pow2 && cfg.ways >= 1 && cfg.lanes >= 1 && cfg.servers >= 1 && cfg.servers <= cfg.lanes &&
+         cfg.threads >= 1 && cfg.rounds <= MAX_ROUNDS && cfg.ra <= 15;
+}
+
+template <class F> void run_threads(unsigned n, F &&body) {
+  std::vector<std::thread> ts;
+  for (unsigned t = 0; t < n; ++t) ts.emplace_back(body, (int)t);
+  for (auto &t : ts) t.join();
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  if (!parse(argc, argv)) {
+    std::fprintf(stderr, "usage: tsan_pagetable [--sets=N (power of 2)] [--ways=N] [--lanes=N] [--servers=N]"
+                         " [--threads=N] [--iters=N] [--warps=N] [--witers=N] [--rounds=N] [--ra=N] [--seed=N]"
+                         " [--selftest=relaxed|wait|unpin]\n");
+    return 2;
+  }
+  const unsigned nl = cfg.lanes, nslots = cfg.sets * cfg.ways;
+  const unsigned data_bytes = GVFS_LANE_DATA_MIN;  // 16 pages: a run of up to 16, readahead up to 15
+  // "Pinned host memory" and "device memory": plain heap arrays.
+  std::vector<gvfs_u32> req_seq(nl, 0), resp_seq(nl, 0), lock(nl, 0), seq(nl, 0);
+  std::vector<gvfs_request> req(nl);
+  std::vector<gvfs_response> resp(nl);
+  std::vector<gvfs_u8> data((size_t)nl * data_bytes + 64, 0);
+  std::vector<gvfs_u64> counters(GVFS_NCOUNTERS, 0), counters_warp(GVFS_NCOUNTERS, 0);
+  std::vector<gvfs_u32> state(nslots, 0), refbits(nslots, 0), set_lock(cfg.sets, 0), hand(cfg.sets, 0);
+  std::vector<gvfs_u64> tag(nslots, 0);
+  std::vector<gvfs_u8> pool((size_t)nslots << PAGE_SHIFT, 0);
+  const unsigned max_fds = cfg.threads * 2 + 8;
+  std::vector<gvfs_fdent> fds(max_fds);
+  std::vector<gvfs_nameent> names(16);
+  std::memset(fds.data(), 0, fds.size() * sizeof(gvfs_fdent));
+  std::memset(names.data(), 0, names.size() * sizeof(gvfs_nameent));
+  gvfs_u32 files_words[2] = {1, 0};  // epoch, fd_hint
+  std::vector<gvfs_u8> warp_bufs((size_t)std::max(1u, cfg.warps) * (BUF + 64), 0);
+  for (auto &c : changed) c.store(0);
+  for (auto &row : sp_fills) for (auto &c : row) c.store(0);
+  for (auto &c : sp_round_fills) c.store(0);
+
+  std::memset(&ctx, 0, sizeof ctx);
+  ctx.magic = GVFS_CTX_MAGIC;
+  ctx.abi_version = GVFS_ABI_VERSION;
+  ctx.readahead_pages = cfg.ra;
+  ctx.lanes.count = nl;
+  ctx.lanes.data_bytes = data_bytes;
+  ctx.lanes.req_seq = req_seq.data();
+  ctx.lanes.resp_seq = resp_seq.data();
+  ctx.lanes.req = req.data();
+  ctx.lanes.resp = resp.data();
+  ctx.lanes.data = data.data();
+  ctx.lanes.lock = lock.data();
+  ctx.lanes.seq = seq.data();
+  ctx.counters = counters.data();
+  ctx.pt.nsets = cfg.sets;
+  ctx.pt.ways = cfg.ways;
+  ctx.pt.page_shift = PAGE_SHIFT;
+  ctx.pt.state = state.data();
+  ctx.pt.tag = tag.data();
+  ctx.pt.ref = refbits.data();
+  ctx.pt.set_lock = set_lock.data();
+  ctx.pt.hand = hand.data();
+  ctx.pt.pool = pool.data();
+  ctx.files.max_fds = max_fds;
+  ctx.files.nnames = (gvfs_u32)names.size();
+  ctx.files.epoch = &files_words[0];
+  ctx.files.fd_hint = &files_words[1];
+  ctx.files.fds = fds.data();
+  ctx.files.names = names.data();
+  ctx_warp = ctx;
+  ctx_warp.counters = counters_warp.data();
+
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::thread> servers;
+  for (unsigned s = 0; s < cfg.servers; ++s) servers.emplace_back(server_thread, s);
+  std::atomic<bool> done{false};
+  std::thread watchdog([&] {
+    gvfs_u64 last = 0;
+    auto since = std::chrono::steady_clock::now();
+    while (!done.load(std::memory_order_relaxed)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      gvfs_u64 p = progress.load(std::memory_order_relaxed);
+      auto now = std::chrono::steady_clock::now();
+      if (p != last) { last = p; since = now; continue; }
+      if (now - since > std::chrono::seconds(60)) die("no progress for 60 s after %llu reads (deadlock?)", (ull)p);
+    }
+  });
+
+  // unit
+  unit_phase();
+  check_quiescent("unit");
+  // same
+  {
+    Barrier bar(cfg.threads);
+    run_threads(cfg.threads, [&](int me) { same_thread(me, &bar); });
+    check_quiescent("same");
+  }
+  const gvfs_u64 waits_same = counter(ctx, GVFS_C_FILL_WAITS);
+  // random, then fail: per-thread readers, the name-cache traffic, the warp kernel
+  gvfs_u64 full_random = 0;
+  for (int fail = 0; fail < 2; ++fail) {
+    const gvfs_u64 fills0 = counter(ctx, GVFS_C_FILLS), misses0 = counter(ctx, GVFS_C_CACHE_MISSES);
+    const gvfs_u64 huge0 = huge_reads.load();
+    if (fail) reset_pool();  // (rt.evict) so that no bad page is cached from the random phase
+    fail_mode.store(fail, std::memory_order_relaxed);
+    stop_forget.store(false);
+    WarpArgs wa{&ctx_warp, fail ? cfg.witers / 2 : cfg.witers, fail, cfg.seed + 17u * (unsigned)fail, warp_bufs.data()};
+    std::thread kernel([&] { launch_warps(&wa); });
+    std::thread forget([&] { forget_thread((int)cfg.threads); });
+    run_threads(cfg.threads, [&](int me) { random_thread(me, fail != 0); });
+    kernel.join();
+    stop_forget.store(true);
+    forget.join();
+    fail_mode.store(0, std::memory_order_relaxed);
+    check_quiescent(fail ? "fail" : "random");
+    if (!fail) {
+      // Per-thread path: FILLs = one per miss run + one per piece read around the cache. The
+      // pieces read around: pages past 2^40, and FULL sets (no failed fills in this phase);
+      // name-cache reads may also go around, for -ESTALE after a change.
+      const gvfs_u64 fills = counter(ctx, GVFS_C_FILLS) - fills0, misses = counter(ctx, GVFS_C_CACHE_MISSES) - misses0;
+      const gvfs_u64 around = fills - misses, huge = huge_reads.load() - huge0;
+      full_random = around > huge ? around - huge : 0;
+    }
+  }
+  // recover: every byte of every static file reads back whole, bad pages included.
+  run_threads(cfg.threads, [&](int me) {
+    be_device_thread(me);
+    Rng rng(cfg.seed * 99u + (unsigned)me);
+    static thread_local gvfs_u8 buf[BUF + 64];
+    for (gvfs_u64 f = 1; f <= (gvfs_u64)NSTATIC; ++f)
+      for (gvfs_u64 off = (gvfs_u64)me * 97u % 512u; off < size_of(f); off += 2000)
+        read_checked("recover", me, 0, buf, rng, f, off, 2000, nullptr, false);
+  });
+  check_quiescent("recover");
+
+  stop_servers.store(true, std::memory_order_release);
+  for (auto &t : servers) t.join();
+  done.store(true, std::memory_order_relaxed);
+  watchdog.join();
+  for (unsigned i = 0; i < nl; ++i)
+    CHECK(seq[i] == req_seq[i] && req_seq[i] == resp_seq[i], "lane %u: seq %u req_seq %u resp_seq %u", i, seq[i],
+          req_seq[i], resp_seq[i]);
+  gvfs_u64 requests = 0;
+  for (unsigned i = 0; i < nl; ++i) requests += req_seq[i];
+  CHECK(requests == n_answered.load(), "requests %llu != answered %llu", (ull)requests, (ull)n_answered.load());
+
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const gvfs_u64 reads = same_reads.load() + pt_reads.load() + huge_reads.load() + warp_reads.load();
+  std::printf("reads=%llu fills=%llu lookups=%llu opens=%llu pool=%ux%u lanes=%u servers=%u threads=%u warps=%u "
+              "seconds=%.2f\n",
+              (ull)reads, (ull)n_fills.load(), (ull)n_lookups.load(), (ull)opens.load(), cfg.sets, cfg.ways, nl,
+              cfg.servers, cfg.threads, cfg.warps, secs);
+  std::printf("  per-thread: hits=%llu misses=%llu fill_waits=%llu (same-phase %llu) evictions=%llu readaheads=%llu "
+              "full_read_around=%llu huge=%llu; warp: reads=%llu misses=%llu hits=%llu fill_waits=%llu evictions=%llu; "
+              "eio=%llu estale=%llu (stale preads %llu) flaky_errs=%llu\n",
+              (ull)counter(ctx, GVFS_C_CACHE_HITS), (ull)counter(ctx, GVFS_C_CACHE_MISSES),
+              (ull)counter(ctx, GVFS_C_FILL_WAITS), (ull)waits_same, (ull)counter(ctx, GVFS_C_EVICTIONS),
+              (ull)counter(ctx, GVFS_C_READAHEADS), (ull)full_random, (ull)huge_reads.load(), (ull)warp_reads.load(),
+              (ull)counter(ctx_warp, GVFS_C_CACHE_MISSES), (ull)counter(ctx_warp, GVFS_C_CACHE_HITS),
+              (ull)counter(ctx_warp, GVFS_C_FILL_WAITS), (ull)counter(ctx_warp, GVFS_C_EVICTIONS), (ull)n_eio.load(),
+              (ull)n_estale.load(), (ull)stale_reads.load(), (ull)open_errs.load());
+  // Coverage the run must have had (deterministic given the sizes: the files are several
+  // times the pool, and sequential runs start on pages nobody has).
+  CHECK(counter(ctx, GVFS_C_EVICTIONS) > 0 && (cfg.ra == 0 || counter(ctx, GVFS_C_READAHEADS) > 0), "no evictions or no readahead");
+  CHECK(n_eio.load() > 0 && n_lookups.load() > 0, "no failed fills or no lookups");
+  return 0;
+}
