@@ -7,6 +7,7 @@
 #   tests/native/tsan_pagetable.cpp  the page table, file cache, fd table and name cache,
 #                                    with the warp read path run through device/cpu/launcher.cpp
 #                                    (-DGVFS_TSAN_SELFTEST_PT; links libffi)
+# (what the two share, tests/native/tsan_common.h, is included by both).
 # Then, for each harness:
 #   1. runs it over several shapes (lanes/servers; pool sets x ways, readahead); every run must
 #      finish with exit 0, all checks passed and no TSan report;
@@ -44,21 +45,78 @@ caught() {
   return 1
 }
 
-# The four builds in parallel (2 cores in CI).
-"$CXX" "${FLAGS[@]}" tests/native/tsan_hostcall.cpp -o "$BUILD/tsan_hostcall" 2>"$BUILD/build.log" &
-p1=$!
-"$CXX" "${FLAGS[@]}" -DGVFS_TSAN_SELFTEST tests/native/tsan_hostcall.cpp -o "$BUILD/tsan_hostcall_selftest" \
-  2>"$BUILD/build-selftest.log" &
-p2=$!
-"$CXX" "${FLAGS[@]}" tests/native/tsan_pagetable.cpp -o "$BUILD/tsan_pagetable" -lffi 2>"$BUILD/build-pt.log" &
-p3=$!
-"$CXX" "${FLAGS[@]}" -DGVFS_TSAN_SELFTEST_PT tests/native/tsan_pagetable.cpp -o "$BUILD/tsan_pagetable_selftest" \
-  -lffi 2>"$BUILD/build-pt-selftest.log" &
-p4=$!
-wait $p1 || { cat "$BUILD/build.log" >&2; fail "could not build the harness with $CXX -fsanitize=thread"; }
-wait $p2 || { cat "$BUILD/build-selftest.log" >&2; fail "could not build the self-test harness"; }
-wait $p3 || { cat "$BUILD/build-pt.log" >&2; fail "could not build the page-table harness (needs libffi)"; }
-wait $p4 || { cat "$BUILD/build-pt-selftest.log" >&2; fail "could not build the page-table self-test harness"; }
+# One run of a harness that must come out clean: run_clean LABEL LOG KEY CMD... (300 s at
+# most). Fails unless it exits 0 with no TSan report and prints its summary line (the line
+# that starts with KEY=); leaves that line in $summary and the TSan reports in $n_reports.
+run_clean() {
+  local label=$1 log=$2 key=$3 rc
+  shift 3
+  set +e
+  timeout 300 "$@" >"$log" 2>&1
+  rc=$?
+  set -e
+  n_reports=$(grep -c 'WARNING: ThreadSanitizer' "$log" || true)
+  if [ "$rc" -ne 0 ] || [ "$n_reports" -ne 0 ]; then
+    cat "$log" >&2
+    fail "$label: exit $rc, $n_reports TSan reports (log: $log)"
+  fi
+  summary=$(grep "^$key=" "$log" || true)
+  [ -n "$summary" ] || { cat "$log" >&2; fail "no summary line from $label"; }
+}
+
+# The number in a summary line's KEY=N field: field KEY LINE.
+field() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<" $2"; }
+
+# Self-tests: each broken variant must be caught by TSan (a non-zero exit with a data-race
+# report). must_catch WHAT BROKEN LOGPREFIX BIN MODE... -- ARGS...: for each MODE, `caught`
+# runs BIN --selftest=MODE ARGS...; WHAT and BROKEN name the self-test and the breakage in
+# the failure. Leaves the count caught in $n_caught.
+must_catch() {
+  local what=$1 broken=$2 prefix=$3 bin=$4 mode log
+  local -a modes=() args=()
+  shift 4
+  while [ "$1" != -- ]; do modes+=("$1"); shift; done
+  shift
+  args=("$@")
+  n_caught=0
+  for mode in "${modes[@]}"; do
+    log="$prefix-$mode.log"
+    if ! caught "$log" "$bin" --selftest="$mode" "${args[@]}"; then
+      cat "$log" >&2
+      fail "$what '$mode' ($broken) was NOT caught by TSan in 3 runs (last log: $log)"
+    fi
+    n_caught=$((n_caught + 1))
+  done
+}
+
+# The four builds in parallel (2 cores in CI): build WHAT LOG CXX-ARGS... starts one in the
+# background; wait_builds waits for all of them and fails with WHAT and the log of any that failed.
+build_pids=()
+build_logs=()
+build_whats=()
+build() {
+  local what=$1 log=$2
+  shift 2
+  "$CXX" "${FLAGS[@]}" "$@" 2>"$log" &
+  build_pids+=($!)
+  build_logs+=("$log")
+  build_whats+=("$what")
+}
+wait_builds() {
+  local k
+  for k in "${!build_pids[@]}"; do
+    wait "${build_pids[k]}" || { cat "${build_logs[k]}" >&2; fail "could not build ${build_whats[k]}"; }
+  done
+}
+build "the harness with $CXX -fsanitize=thread" "$BUILD/build.log" \
+  tests/native/tsan_hostcall.cpp -o "$BUILD/tsan_hostcall"
+build "the self-test harness" "$BUILD/build-selftest.log" \
+  -DGVFS_TSAN_SELFTEST tests/native/tsan_hostcall.cpp -o "$BUILD/tsan_hostcall_selftest"
+build "the page-table harness (needs libffi)" "$BUILD/build-pt.log" \
+  tests/native/tsan_pagetable.cpp -o "$BUILD/tsan_pagetable" -lffi
+build "the page-table self-test harness" "$BUILD/build-pt-selftest.log" \
+  -DGVFS_TSAN_SELFTEST_PT tests/native/tsan_pagetable.cpp -o "$BUILD/tsan_pagetable_selftest" -lffi
+wait_builds
 
 t_build=$SECONDS
 total=0
@@ -68,37 +126,19 @@ run=0
 for shape in "4 1 16" "8 2 16" "1 1 16" "16 4 16"; do
   read -r lanes servers threads <<<"$shape"
   run=$((run + 1))
-  log="$BUILD/run-$run.log"
-  set +e
-  timeout 300 "$BUILD/tsan_hostcall" --lanes="$lanes" --servers="$servers" --threads="$threads" \
-    --iters="$ITERS" --seed="$run" >"$log" 2>&1
-  rc=$?
-  set -e
-  n=$(grep -c 'WARNING: ThreadSanitizer' "$log" || true)
-  reports=$((reports + n))
-  if [ "$rc" -ne 0 ] || [ "$n" -ne 0 ]; then
-    cat "$log" >&2
-    fail "hostcall lanes=$lanes servers=$servers threads=$threads: exit $rc, $n TSan reports (log: $log)"
-  fi
-  req=$(sed -n 's/^requests=\([0-9]*\) .*/\1/p' "$log")
-  [ -n "$req" ] || { cat "$log" >&2; fail "no summary line from lanes=$lanes servers=$servers"; }
-  total=$((total + req))
+  run_clean "hostcall lanes=$lanes servers=$servers threads=$threads" "$BUILD/run-$run.log" requests \
+    "$BUILD/tsan_hostcall" --lanes="$lanes" --servers="$servers" --threads="$threads" --iters="$ITERS" --seed="$run"
+  reports=$((reports + n_reports))
+  total=$((total + $(field requests "$summary")))
 done
 
-# Self-tests: each broken variant must be caught by TSan (a non-zero exit with a data-race report).
-caught=0
-modes=(relaxed early submit unlock)
-for mode in "${modes[@]}"; do
-  log="$BUILD/selftest-$mode.log"
-  if ! caught "$log" "$BUILD/tsan_hostcall_selftest" --selftest="$mode" --lanes=2 --threads=4 --iters=300; then
-    cat "$log" >&2
-    fail "self-test '$mode' (a deliberately racy protocol) was NOT caught by TSan in 3 runs (last log: $log)"
-  fi
-  caught=$((caught + 1))
-done
+hostcall_modes=(relaxed early submit unlock)
+must_catch "self-test" "a deliberately racy protocol" "$BUILD/selftest" "$BUILD/tsan_hostcall_selftest" \
+  "${hostcall_modes[@]}" -- --lanes=2 --threads=4 --iters=300
+caught=$n_caught
 
 t_hostcall=$SECONDS
-hostcall_summary="tsan: hostcall: $total requests, $reports reports ($run lane/server shapes); self-test: $caught/${#modes[@]} injected races caught ($((t_hostcall - t_build)) s)"
+hostcall_summary="tsan: hostcall: $total requests, $reports reports ($run lane/server shapes); self-test: $caught/${#hostcall_modes[@]} injected races caught ($((t_hostcall - t_build)) s)"
 
 # ---- the page table, file cache, fd table and name cache
 # sets ways lanes servers readahead warps: a pool of 32 slots of 256 bytes (the files hold
@@ -111,35 +151,19 @@ pt_run=0
 for shape in "4 8 4 1 3 2" "2 16 8 2 7 2" "8 4 3 1 0 1"; do
   read -r sets ways lanes servers ra warps <<<"$shape"
   pt_run=$((pt_run + 1))
-  log="$BUILD/pt-run-$pt_run.log"
-  set +e
-  timeout 300 "$BUILD/tsan_pagetable" --sets="$sets" --ways="$ways" --lanes="$lanes" --servers="$servers" \
-    --ra="$ra" --warps="$warps" --iters="$PT_ITERS" --seed="$pt_run" >"$log" 2>&1
-  rc=$?
-  set -e
-  n=$(grep -c 'WARNING: ThreadSanitizer' "$log" || true)
-  pt_reports=$((pt_reports + n))
-  if [ "$rc" -ne 0 ] || [ "$n" -ne 0 ]; then
-    cat "$log" >&2
-    fail "pagetable pool=${sets}x$ways lanes=$lanes servers=$servers ra=$ra warps=$warps: exit $rc, $n TSan reports (log: $log)"
-  fi
-  line=$(grep '^reads=' "$log" || true)
-  [ -n "$line" ] || { cat "$log" >&2; fail "no summary line from pagetable pool=${sets}x$ways"; }
-  reads=$((reads + $(sed -n 's/^reads=\([0-9]*\) .*/\1/p' <<<"$line")))
-  fills=$((fills + $(sed -n 's/.* fills=\([0-9]*\) .*/\1/p' <<<"$line")))
-  lookups=$((lookups + $(sed -n 's/.* lookups=\([0-9]*\) .*/\1/p' <<<"$line")))
+  run_clean "pagetable pool=${sets}x$ways lanes=$lanes servers=$servers ra=$ra warps=$warps" \
+    "$BUILD/pt-run-$pt_run.log" reads "$BUILD/tsan_pagetable" --sets="$sets" --ways="$ways" --lanes="$lanes" --servers="$servers" \
+    --ra="$ra" --warps="$warps" --iters="$PT_ITERS" --seed="$pt_run"
+  pt_reports=$((pt_reports + n_reports))
+  reads=$((reads + $(field reads "$summary")))
+  fills=$((fills + $(field fills "$summary")))
+  lookups=$((lookups + $(field lookups "$summary")))
 done
 
-pt_caught=0
 pt_modes=(relaxed wait unpin)
-for mode in "${pt_modes[@]}"; do
-  log="$BUILD/pt-selftest-$mode.log"
-  if ! caught "$log" "$BUILD/tsan_pagetable_selftest" --selftest="$mode" --iters=300 --rounds=8 --witers=10; then
-    cat "$log" >&2
-    fail "page-table self-test '$mode' (a deliberately racy page table) was NOT caught by TSan in 3 runs (last log: $log)"
-  fi
-  pt_caught=$((pt_caught + 1))
-done
+must_catch "page-table self-test" "a deliberately racy page table" "$BUILD/pt-selftest" \
+  "$BUILD/tsan_pagetable_selftest" "${pt_modes[@]}" -- --iters=300 --rounds=8 --witers=10
+pt_caught=$n_caught
 
 echo "$hostcall_summary"
 echo "tsan: pagetable: $reads reads, $fills fills, $lookups lookups, $pt_reports reports ($pt_run pool shapes); self-test: $pt_caught/${#pt_modes[@]} injected races caught ($((SECONDS - t_hostcall)) s; builds $t_build s)"

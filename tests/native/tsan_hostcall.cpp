@@ -3,6 +3,7 @@
 //
 // Built and run by tests/native/run-tsan.sh:
 //   g++ -std=c++20 -O1 -g -fsanitize=thread -I device -pthread tests/native/tsan_hostcall.cpp
+// (what it shares with tsan_pagetable.cpp is in tsan_common.h).
 //
 // "Device threads" are plain std::threads that set the CPU port's thread-locals
 // (threadIdx, blockIdx, blockDim, gridDim) themselves and then call the real device code:
@@ -33,29 +34,25 @@
 //   unlock   the device drops the lane's lock with a relaxed store, so the next owner does
 //            not see the previous owner's (and through it the server's) accesses.
 #include "gpuvfs.cuh"
+#include "tsan_common.h"
 
 #include <atomic>
 #include <chrono>
 #include <cinttypes>
-#include <cstdarg>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
 
+using namespace tsan;
+
 namespace {
 
 // ---------------------------------------------------------------- configuration
-struct Config {
-  unsigned lanes = 4;
-  unsigned servers = 1;
-  unsigned threads = 16;   // device threads (blocks of 4)
-  unsigned iters = 2000;   // calls per device thread
+struct Config : Options {  // lanes, servers, threads, iters, seed, selftest ("", "relaxed", "early", "submit", "unlock")
   unsigned data_bytes = GVFS_LANE_DATA_MIN;
-  unsigned seed = 1;
-  std::string selftest;    // "", "relaxed", "early", "submit", "unlock"
+  Config() : Options(/*threads=*/16, /*iters=*/2000) {}
 };
 Config cfg;
 
@@ -68,22 +65,6 @@ enum : gvfs_u32 {
 
 constexpr int FIRST_FD = 3;
 constexpr int NFILES = 8;
-
-// ---------------------------------------------------------------- failing loudly
-[[noreturn]] void fail(const char *fmt, ...) {
-  std::va_list ap;
-  va_start(ap, fmt);
-  std::fprintf(stderr, "tsan_hostcall: check failed: ");
-  std::vfprintf(stderr, fmt, ap);
-  std::fputc('\n', stderr);
-  va_end(ap);
-  std::fflush(stderr);
-  // A broken build (selftest) may read a stale answer before the racing write happens:
-  // give TSan the moment it needs to see that write and report the race itself.
-  if (!cfg.selftest.empty()) std::this_thread::sleep_for(std::chrono::seconds(1));
-  std::_Exit(1);
-}
-#define CHECK(cond, ...) do { if (!(cond)) fail(__VA_ARGS__); } while (0)
 
 // ---------------------------------------------------------------- patterns
 // A virtual file per fd: its size and its bytes.
@@ -98,23 +79,11 @@ gvfs_u64 checksum(const gvfs_u8 *p, gvfs_u64 n) {  // FNV-1a
   return h;
 }
 
-struct Rng {  // xorshift64*
-  gvfs_u64 s;
-  explicit Rng(gvfs_u64 seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
-  gvfs_u64 next() { s ^= s >> 12; s ^= s << 25; s ^= s >> 27; return s * 2685821657736338717ull; }
-  gvfs_u64 below(gvfs_u64 n) { return next() % n; }
-};
-
 // ---------------------------------------------------------------- shared state
 gvfs_ctx ctx;                                 // what a kernel receives
 std::vector<std::atomic<int>> *owner;         // I1 shadow: who holds lane i (-1 nobody); relaxed
-std::atomic<bool> stop_servers{false};
-std::atomic<gvfs_u64> progress{0};            // relaxed: watchdog only
-std::atomic<gvfs_u64> answered{0};            // relaxed: summed at the end
 constexpr gvfs_u64 WALL_CACHE_NS = 100000;     // wall-clock cache: short, so refreshes race with readers
 constexpr gvfs_u64 WALL_MAX_RTT_NS = 20000000; // (TSan is slow: allow 20 ms round trips into the cache)
-
-template <class T> std::atomic_ref<T> ref(volatile T *p) { return std::atomic_ref<T>(*const_cast<T *>(p)); }
 
 // ---------------------------------------------------------------- the stand-in server
 // Answers one request of lane i: checks its payload, writes the reply payload into the
@@ -213,42 +182,22 @@ gvfs_response serve(gvfs_lanes *L, gvfs_u32 i, gvfs_u32 seq) {
 
 void server_thread(unsigned sid) {
   gvfs_lanes *L = &ctx.lanes;
-  std::vector<gvfs_u32> mine;
-  for (gvfs_u32 i = sid; i < L->count; i += cfg.servers) mine.push_back(i);
-  std::vector<gvfs_u32> taken(mine.size(), 0);  // I4: last sequence taken per lane
+  ServerSweep sweep(L, sid, cfg.servers);
   const bool sel_relaxed = cfg.selftest == "relaxed", sel_early = cfg.selftest == "early";
-  for (;;) {
-    bool any = false;
-    for (size_t j = 0; j < mine.size(); ++j) {
-      const gvfs_u32 i = mine[j];
-      const gvfs_u32 s = ref(&L->req_seq[i]).load(std::memory_order_acquire);
-      if (s == taken[j]) continue;
-      any = true;
-      // I4: the owner waits for each answer before it submits again, so a sequence word moves by one.
-      CHECK(s == taken[j] + 1u, "lane %u: req_seq jumped from %u to %u", i, taken[j], s);
-      // I2: the lane is PENDING (we are the only writer of resp_seq).
-      CHECK(ref(&L->resp_seq[i]).load(std::memory_order_relaxed) == taken[j], "lane %u: resp_seq moved under the server", i);
-      taken[j] = s;
-      if (sel_early) ref(&L->resp_seq[i]).store(s, std::memory_order_release);  // broken on purpose
-      const gvfs_response r = serve(L, i, s);
-      L->resp[i].result = r.result;
-      L->resp[i].aux[0] = r.aux[0];
-      L->resp[i].aux[1] = r.aux[1];
-      L->resp[i].aux[2] = r.aux[2];
-      if (!sel_early)
-        ref(&L->resp_seq[i]).store(s, sel_relaxed ? std::memory_order_relaxed : std::memory_order_release);
-      answered.fetch_add(1, std::memory_order_relaxed);
-    }
-    if (!any) {
-      if (stop_servers.load(std::memory_order_acquire)) break;
-      sched_yield();
-    }
-  }
+  sweep.run(
+      [&](gvfs_u32 i, gvfs_u32 s, gvfs_u32 prev) {
+        // I2: the lane is PENDING (we are the only writer of resp_seq).
+        CHECK(ref(&L->resp_seq[i]).load(std::memory_order_relaxed) == prev, "lane %u: resp_seq moved under the server", i);
+        if (sel_early) ref(&L->resp_seq[i]).store(s, std::memory_order_release);  // broken on purpose
+        return serve(L, i, s);
+      },
+      sel_early ? Publish::NONE : sel_relaxed ? Publish::RELAXED : Publish::RELEASE);
   // At the end every lane of ours is IDLE: answered, and nothing left pending.
-  for (size_t j = 0; j < mine.size(); ++j) {
-    const gvfs_u32 i = mine[j];
-    CHECK(ref(&L->req_seq[i]).load(std::memory_order_acquire) == taken[j], "lane %u: request left unanswered", i);
-    CHECK(ref(&L->resp_seq[i]).load(std::memory_order_relaxed) == taken[j], "lane %u: resp_seq != req_seq at the end", i);
+  for (size_t j = 0; j < sweep.mine.size(); ++j) {
+    const gvfs_u32 i = sweep.mine[j];
+    CHECK(ref(&L->req_seq[i]).load(std::memory_order_acquire) == sweep.taken[j], "lane %u: request left unanswered", i);
+    CHECK(ref(&L->resp_seq[i]).load(std::memory_order_relaxed) == sweep.taken[j],
+          "lane %u: resp_seq != req_seq at the end", i);
   }
 }
 
@@ -316,6 +265,25 @@ void do_xchg(gvfs_lanes *L, Rng &rng, int me, unsigned it) {
   release_checked(L, lane, me);
 }
 
+// A random range of a random file for pread/pwrite through the lanes: offsets up to 100 past
+// the end, lengths of up to `cap` now and then (several chunks), a place in `buf` unaligned.
+struct FileRange {
+  int fd;
+  gvfs_u64 off, n;
+  gvfs_u8 *p;      // buf + 0..15
+  gvfs_u64 want;   // what a call over it moves: cut at the file's end
+};
+FileRange random_range(Rng &rng, gvfs_u8 *buf, gvfs_u64 cap) {
+  FileRange r;
+  r.fd = FIRST_FD + (int)rng.below(NFILES);
+  const gvfs_u64 size = file_size(r.fd);
+  r.off = rng.below(size + 100);
+  r.n = rng.below(8) == 0 ? rng.below(cap) : rng.below(300);
+  r.p = buf + rng.below(16);
+  r.want = r.off >= size ? 0 : std::min<gvfs_u64>(r.n, size - r.off);
+  return r;
+}
+
 gvfs_i64 realtime_ns() {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -323,11 +291,7 @@ gvfs_i64 realtime_ns() {
 }
 
 void device_thread(int me) {
-  // The CPU port's CUDA built-ins: blocks of 4 threads.
-  blockDim = dim3(4, 1, 1);
-  gridDim = dim3((cfg.threads + 3) / 4, 1, 1);
-  blockIdx = uint3{(unsigned)me / 4u, 0, 0};
-  threadIdx = uint3{(unsigned)me % 4u, 0, 0};
+  be_device_thread(me, cfg.threads);
   CHECK(gvfs_global_tid() == (gvfs_u64)me, "gvfs_global_tid %llu != %d", (unsigned long long)gvfs_global_tid(), me);
   gvfs_lanes *L = &ctx.lanes;
   Rng rng(cfg.seed * 1000003u + (unsigned)me);
@@ -351,29 +315,22 @@ void device_thread(int me) {
       do_xchg(L, rng, me, it);
     } else if (pick < 62) {
       // Reads through the lanes (files.cuh), several chunks now and then.
-      int fd = FIRST_FD + (int)rng.below(NFILES);
-      gvfs_u64 size = file_size(fd);
-      gvfs_u64 off = rng.below(size + 100);
-      gvfs_u64 n = rng.below(8) == 0 ? rng.below(sizeof buf - 64) : rng.below(300);
-      gvfs_u8 *dst = buf + rng.below(16);
-      long got = gvfs_pread_hostcall(&ctx, fd, dst, n, off);
-      gvfs_u64 want = off >= size ? 0 : std::min<gvfs_u64>(n, size - off);
-      CHECK(got == (long)want, "thread %d iter %u: pread(fd %d, n %llu, off %llu) = %ld, want %llu", me, it, fd,
-            (unsigned long long)n, (unsigned long long)off, got, (unsigned long long)want);
-      for (gvfs_u64 k = 0; k < want; ++k)
-        CHECK(dst[k] == file_byte(fd, off + k), "thread %d iter %u: pread byte %llu wrong", me, it, (unsigned long long)k);
+      const FileRange fr = random_range(rng, buf, sizeof buf - 64);
+      gvfs_u8 *dst = fr.p;
+      long got = gvfs_pread_hostcall(&ctx, fr.fd, dst, fr.n, fr.off);
+      CHECK(got == (long)fr.want, "thread %d iter %u: pread(fd %d, n %llu, off %llu) = %ld, want %llu", me, it, fr.fd,
+            (unsigned long long)fr.n, (unsigned long long)fr.off, got, (unsigned long long)fr.want);
+      for (gvfs_u64 k = 0; k < fr.want; ++k)
+        CHECK(dst[k] == file_byte(fr.fd, fr.off + k), "thread %d iter %u: pread byte %llu wrong", me, it,
+              (unsigned long long)k);
       CHECK(gvfs_pread_hostcall(&ctx, 99, dst, 10, 0) == -GVFS_EBADF, "thread %d: pread of a bad fd", me);
     } else if (pick < 70) {
-      int fd = FIRST_FD + (int)rng.below(NFILES);
-      gvfs_u64 size = file_size(fd);
-      gvfs_u64 off = rng.below(size + 100);
-      gvfs_u64 n = rng.below(8) == 0 ? rng.below(sizeof buf - 64) : rng.below(300);
-      gvfs_u8 *src = buf + rng.below(16);
-      for (gvfs_u64 k = 0; k < n; ++k) src[k] = file_byte(fd, off + k);
-      long put = gvfs_pwrite_hostcall(&ctx, fd, src, n, off);
-      gvfs_u64 want = off >= size ? 0 : std::min<gvfs_u64>(n, size - off);
-      CHECK(put == (long)want, "thread %d iter %u: pwrite(fd %d, n %llu, off %llu) = %ld, want %llu", me, it, fd,
-            (unsigned long long)n, (unsigned long long)off, put, (unsigned long long)want);
+      const FileRange fr = random_range(rng, buf, sizeof buf - 64);
+      gvfs_u8 *src = fr.p;
+      for (gvfs_u64 k = 0; k < fr.n; ++k) src[k] = file_byte(fr.fd, fr.off + k);
+      long put = gvfs_pwrite_hostcall(&ctx, fr.fd, src, fr.n, fr.off);
+      CHECK(put == (long)fr.want, "thread %d iter %u: pwrite(fd %d, n %llu, off %llu) = %ld, want %llu", me, it, fr.fd,
+            (unsigned long long)fr.n, (unsigned long long)fr.off, put, (unsigned long long)fr.want);
     } else if (pick < 76) {
       // Path calls (files.cuh): the path goes through the lane's payload.
       char path[64];
@@ -431,29 +388,14 @@ void device_thread(int me) {
 }
 
 bool parse(int argc, char **argv) {
-  for (int a = 1; a < argc; ++a) {
-    std::string s = argv[a];
-    auto val = [&](const char *key) -> const char * {
-      size_t n = std::strlen(key);
-      return s.compare(0, n, key) == 0 ? s.c_str() + n : nullptr;
-    };
-    if (const char *v = val("--lanes=")) cfg.lanes = (unsigned)std::atoi(v);
-    else if (const char *v = val("--servers=")) cfg.servers = (unsigned)std::atoi(v);
-    else if (const char *v = val("--threads=")) cfg.threads = (unsigned)std::atoi(v);
-    else if (const char *v = val("--iters=")) cfg.iters = (unsigned)std::atoi(v);
-    else if (const char *v = val("--seed=")) cfg.seed = (unsigned)std::atoi(v);
-    else if (const char *v = val("--selftest=")) cfg.selftest = v;
-    else { std::fprintf(stderr, "tsan_hostcall: unknown argument %s\n", argv[a]); return false; }
-  }
-#ifndef GVFS_TSAN_SELFTEST
-  if (!cfg.selftest.empty()) { std::fprintf(stderr, "tsan_hostcall: --selftest needs -DGVFS_TSAN_SELFTEST\n"); return false; }
+#ifdef GVFS_TSAN_SELFTEST
+  const bool built = true;
+#else
+  const bool built = false;
 #endif
-  if (!cfg.selftest.empty() && cfg.selftest != "relaxed" && cfg.selftest != "early" && cfg.selftest != "submit" &&
-      cfg.selftest != "unlock") {
-    std::fprintf(stderr, "tsan_hostcall: unknown selftest %s\n", cfg.selftest.c_str());
-    return false;
-  }
-  return cfg.lanes >= 1 && cfg.servers >= 1 && cfg.servers <= cfg.lanes && cfg.threads >= 1;
+  return parse_options("tsan_hostcall", cfg, argc, argv, {}, built, "GVFS_TSAN_SELFTEST",
+                       {"relaxed", "early", "submit", "unlock"}) &&
+         lanes_ok(cfg);
 }
 
 }  // namespace
@@ -465,67 +407,28 @@ int main(int argc, char **argv) {
     return 2;
   }
   const unsigned n = cfg.lanes;
-  // "Pinned host memory" and "device memory": plain heap arrays here.
-  std::vector<gvfs_u32> req_seq(n, 0), resp_seq(n, 0), lock(n, 0), seq(n, 0);
-  std::vector<gvfs_request> req(n);
-  std::vector<gvfs_response> resp(n);
-  std::vector<gvfs_u8> data((size_t)n * cfg.data_bytes + 64, 0);
-  std::vector<gvfs_u64> counters(GVFS_NCOUNTERS, 0);
+  LaneMemory mem(n, cfg.data_bytes);
   std::vector<std::atomic<int>> own(n);
   for (auto &o : own) o.store(-1, std::memory_order_relaxed);
   owner = &own;
-  std::memset(&ctx, 0, sizeof ctx);
-  ctx.magic = GVFS_CTX_MAGIC;
-  ctx.abi_version = GVFS_ABI_VERSION;
-  ctx.lanes.count = n;
-  ctx.lanes.data_bytes = cfg.data_bytes;
-  ctx.lanes.req_seq = req_seq.data();
-  ctx.lanes.resp_seq = resp_seq.data();
-  ctx.lanes.req = req.data();
-  ctx.lanes.resp = resp.data();
-  ctx.lanes.data = data.data();
-  ctx.lanes.lock = lock.data();
-  ctx.lanes.seq = seq.data();
-  ctx.counters = counters.data();
+  mem.attach(ctx, cfg.data_bytes);
   gvfs_stdio_state wall{};
   wall.cache_ns = WALL_CACHE_NS;
   wall.max_rtt_ns = WALL_MAX_RTT_NS;
   ctx.stdio = &wall;
 
   const auto t0 = std::chrono::steady_clock::now();
-  std::vector<std::thread> servers, devices;
-  for (unsigned s = 0; s < cfg.servers; ++s) servers.emplace_back(server_thread, s);
+  Servers servers(cfg.servers, server_thread);
+  std::vector<std::thread> devices;
   for (unsigned t = 0; t < cfg.threads; ++t) devices.emplace_back(device_thread, (int)t);
-
-  // Watchdog: a lost wakeup or a lane never answered shows as no progress at all.
-  std::atomic<bool> done{false};
-  std::thread watchdog([&] {
-    gvfs_u64 last = 0;
-    auto since = std::chrono::steady_clock::now();
-    while (!done.load(std::memory_order_relaxed)) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      gvfs_u64 p = progress.load(std::memory_order_relaxed);
-      auto now = std::chrono::steady_clock::now();
-      if (p != last) { last = p; since = now; continue; }
-      if (now - since > std::chrono::seconds(60)) fail("no progress for 60 s after %llu calls (deadlock?)", (unsigned long long)p);
-    }
-  });
+  Watchdog watchdog("calls");
   for (auto &t : devices) t.join();
-  stop_servers.store(true, std::memory_order_release);
-  for (auto &t : servers) t.join();
-  done.store(true, std::memory_order_relaxed);
-  watchdog.join();
+  servers.stop();
+  watchdog.stop();
 
   // Every lane IDLE: unlocked, and its owner-side sequence equals what the server answered.
-  for (unsigned i = 0; i < n; ++i) {
-    CHECK(lock[i] == 0, "lane %u still locked at the end", i);
-    CHECK(seq[i] == req_seq[i] && req_seq[i] == resp_seq[i], "lane %u: seq %u req_seq %u resp_seq %u", i, seq[i],
-          req_seq[i], resp_seq[i]);
-  }
-  gvfs_u64 requests = 0;
-  for (unsigned i = 0; i < n; ++i) requests += req_seq[i];
-  CHECK(requests == answered.load(), "requests %llu != answered %llu", (unsigned long long)requests,
-        (unsigned long long)answered.load());
+  for (unsigned i = 0; i < n; ++i) CHECK(mem.lock[i] == 0, "lane %u still locked at the end", i);
+  const gvfs_u64 requests = mem.check_all_answered(answered.load());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("requests=%llu lanes=%u servers=%u threads=%u iters=%u seconds=%.2f\n", (unsigned long long)requests,
               n, cfg.servers, cfg.threads, cfg.iters, secs);

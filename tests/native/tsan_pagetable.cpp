@@ -4,7 +4,8 @@
 // Built and run by tests/native/run-tsan.sh:
 //   g++ -std=c++20 -O1 -g -fsanitize=thread -I device -pthread tests/native/tsan_pagetable.cpp -lffi
 // (the CPU port's launcher, device/cpu/launcher.cpp, is compiled into this file: it supplies
-// the warp intrinsics and runs the warp-collective read path as a real kernel launch).
+// the warp intrinsics and runs the warp-collective read path as a real kernel launch). What it
+// shares with tsan_hostcall.cpp is in tsan_common.h.
 //
 // A small pool (by default 4 sets x 8 ways of 256-byte pages) and a few "files" whose pages
 // are several times the pool, so reads evict, sets fill up (FULL: reads go around the
@@ -64,33 +65,32 @@
 #include "gvfs/port.cuh"
 #include "gvfs/hostcall.cuh"
 #include "gvfs/pagetable.cuh"
+#include "tsan_common.h"  // types only: the hooks below still come before the code that calls them
 
 #include <atomic>
 #include <chrono>
 #include <cinttypes>
 #include <condition_variable>
-#include <cstdarg>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+using namespace tsan;
+
 namespace {
-struct Config {
+// Options: lanes, servers, threads (per-thread device threads, blocks of 4), iters (calls per
+// device thread in the random phase, half in the fail phase), seed, selftest ("", "relaxed",
+// "wait", "unpin"); and these:
+struct Config : Options {
   unsigned sets = 4, ways = 8;
-  unsigned lanes = 4;
-  unsigned servers = 1;
-  unsigned threads = 12;   // per-thread device threads (blocks of 4)
-  unsigned iters = 1500;   // calls per device thread in the random phase (half in the fail phase)
   unsigned warps = 2;      // warps of the concurrent kernel launch (0: none)
   unsigned witers = 60;    // calls per warp and phase
   unsigned rounds = 24;    // rounds of the `same` phase
   unsigned ra = 3;         // ctx.readahead_pages
-  unsigned seed = 1;
-  std::string selftest;    // "", "relaxed", "wait", "unpin"
+  Config() : Options(/*threads=*/12, /*iters=*/1500) {}
 };
 Config cfg;
 }  // namespace
@@ -99,19 +99,16 @@ Config cfg;
 // ---------------------------------------------------------------- deliberately broken hooks
 // pagetable.cuh is already included (#pragma once): filecache.cuh and files.cuh, included
 // below, call these in place of the real functions. Only the chosen mode is broken.
-namespace {
-template <class T> std::atomic_ref<T> hook_ref(T *p) { return std::atomic_ref<T>(*p); }
-}  // namespace
 inline void harness_pt_fill_done(gvfs_pagetable *pt, gvfs_u32 slot, bool ok) {
   if (cfg.selftest != "relaxed" || !ok) { gvfs_pt_fill_done(pt, slot, ok); return; }
-  gvfs_u32 st = hook_ref(&pt->state[slot]).load(std::memory_order_relaxed);
-  while (!hook_ref(&pt->state[slot]).compare_exchange_weak(st, (st & ~GVFS_SLOT_KIND_MASK) | GVFS_SLOT_VALID,
-                                                           std::memory_order_relaxed)) {}
+  gvfs_u32 st = ref(&pt->state[slot]).load(std::memory_order_relaxed);
+  while (!ref(&pt->state[slot]).compare_exchange_weak(st, (st & ~GVFS_SLOT_KIND_MASK) | GVFS_SLOT_VALID,
+                                                      std::memory_order_relaxed)) {}
 }
 inline bool harness_pt_wait_filled(gvfs_pagetable *pt, gvfs_u32 slot) {
   if (cfg.selftest != "wait") return gvfs_pt_wait_filled(pt, slot);
   for (;;) {
-    gvfs_u32 k = gvfs_slot_kind(hook_ref(&pt->state[slot]).load(std::memory_order_relaxed));
+    gvfs_u32 k = gvfs_slot_kind(ref(&pt->state[slot]).load(std::memory_order_relaxed));
     if (k == GVFS_SLOT_VALID || k == GVFS_SLOT_DIRTY) return true;
     if (k != GVFS_SLOT_FILLING) return false;
     sched_yield();
@@ -119,7 +116,7 @@ inline bool harness_pt_wait_filled(gvfs_pagetable *pt, gvfs_u32 slot) {
 }
 inline void harness_pt_unpin(gvfs_pagetable *pt, gvfs_u32 slot) {
   if (cfg.selftest != "unpin") { gvfs_pt_unpin(pt, slot); return; }
-  hook_ref(&pt->state[slot]).fetch_sub(GVFS_PIN, std::memory_order_relaxed);
+  ref(&pt->state[slot]).fetch_sub(GVFS_PIN, std::memory_order_relaxed);
 }
 #define gvfs_pt_fill_done harness_pt_fill_done
 #define gvfs_pt_wait_filled harness_pt_wait_filled
@@ -130,22 +127,6 @@ inline void harness_pt_unpin(gvfs_pagetable *pt, gvfs_u32 slot) {
 #include "cpu/launcher.cpp"  // warp intrinsics + gvfs_cpu_launch (link with -lffi)
 
 namespace {
-// ---------------------------------------------------------------- failing loudly
-[[noreturn]] void die(const char *fmt, ...) {
-  std::va_list ap;
-  va_start(ap, fmt);
-  std::fprintf(stderr, "tsan_pagetable: check failed: ");
-  std::vfprintf(stderr, fmt, ap);
-  std::fputc('\n', stderr);
-  va_end(ap);
-  std::fflush(stderr);
-  // A broken build may copy stale bytes before the racing write happens: give TSan the
-  // moment it needs to see that write and report the race itself.
-  if (!cfg.selftest.empty()) std::this_thread::sleep_for(std::chrono::seconds(1));
-  std::_Exit(1);
-}
-#define CHECK(cond, ...) do { if (!(cond)) die(__VA_ARGS__); } while (0)
-
 typedef unsigned long long ull;
 
 // ---------------------------------------------------------------- the files
@@ -189,28 +170,17 @@ bool is_static(gvfs_u64 f) { return f >= 1 && f <= (gvfs_u64)NSTATIC; }
 // The failure rule of the fail phase: files 2 and 5 have unreadable pages.
 bool bad_page(gvfs_u64 f, gvfs_u64 page) { return (f == 2 || f == 5) && page % 4 == 1; }
 
-struct Rng {  // xorshift64*
-  gvfs_u64 s;
-  explicit Rng(gvfs_u64 seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
-  gvfs_u64 next() { s ^= s >> 12; s ^= s << 25; s ^= s >> 27; return s * 2685821657736338717ull; }
-  gvfs_u64 below(gvfs_u64 n) { return next() % n; }
-};
-
 // ---------------------------------------------------------------- shared state
 gvfs_ctx ctx;        // what the per-thread device threads receive
 gvfs_ctx ctx_warp;   // the same, but its own counters: the warp kernel's
-std::atomic<bool> stop_servers{false};
 std::atomic<int> fail_mode{0};                // servers: answer some FILLs -EIO
-std::atomic<gvfs_u64> progress{0};            // watchdog
-std::atomic<gvfs_u64> n_fills{0}, n_lookups{0}, n_eio{0}, n_estale{0}, n_answered{0};
+std::atomic<gvfs_u64> n_fills{0}, n_lookups{0}, n_eio{0}, n_estale{0};
 std::atomic<gvfs_u32> sp_fills[MAX_ROUNDS][SP_PAGES];   // FILLs that covered a page of a same-phase file
 std::atomic<gvfs_u32> sp_round_fills[MAX_ROUNDS];       // FILLs of a same-phase file
 std::atomic<gvfs_u32> unit_fills{0};
 std::atomic<gvfs_u32> changed[NPATHS];        // version of each path's file (the file "changes": +1)
 std::atomic<gvfs_u32> flaky_lookups{0};
 gvfs_u64 hint[NSTATIC + 1];                   // a sequential hint per file, shared like an fd's (device atomics)
-
-template <class T> std::atomic_ref<T> ref(volatile T *p) { return std::atomic_ref<T>(*const_cast<T *>(p)); }
 
 // ---------------------------------------------------------------- the stand-in server
 gvfs_response serve(gvfs_lanes *L, gvfs_u32 i, gvfs_u32 seq, Rng &rng) {
@@ -271,46 +241,18 @@ gvfs_response serve(gvfs_lanes *L, gvfs_u32 i, gvfs_u32 seq, Rng &rng) {
     r.result = (gvfs_i64)f; r.aux[0] = size_of(f); r.aux[1] = f * 1000u + 7u; r.aux[2] = 0100644;
     return r;
   }
-  die("lane %u seq %u: unexpected opcode %u", i, seq, q.opcode);
+  fail("lane %u seq %u: unexpected opcode %u", i, seq, q.opcode);
 }
 
 void server_thread(unsigned sid) {
   gvfs_lanes *L = &ctx.lanes;
   Rng rng(cfg.seed * 7919u + sid);
-  std::vector<gvfs_u32> mine;
-  for (gvfs_u32 i = sid; i < L->count; i += cfg.servers) mine.push_back(i);
-  std::vector<gvfs_u32> taken(mine.size(), 0);
-  for (;;) {
-    bool any = false;
-    for (size_t j = 0; j < mine.size(); ++j) {
-      const gvfs_u32 i = mine[j];
-      const gvfs_u32 s = ref(&L->req_seq[i]).load(std::memory_order_acquire);
-      if (s == taken[j]) continue;
-      any = true;
-      CHECK(s == taken[j] + 1u, "lane %u: req_seq jumped from %u to %u", i, taken[j], s);
-      taken[j] = s;
-      const gvfs_response r = serve(L, i, s, rng);
-      L->resp[i].result = r.result;
-      L->resp[i].aux[0] = r.aux[0];
-      L->resp[i].aux[1] = r.aux[1];
-      L->resp[i].aux[2] = r.aux[2];
-      ref(&L->resp_seq[i]).store(s, std::memory_order_release);  // after the data and the response
-      n_answered.fetch_add(1, std::memory_order_relaxed);
-    }
-    if (!any) {
-      if (stop_servers.load(std::memory_order_acquire)) break;
-      sched_yield();
-    }
-  }
+  ServerSweep(L, sid, cfg.servers).run([&](gvfs_u32 i, gvfs_u32 s, gvfs_u32) { return serve(L, i, s, rng); });
 }
 
 // ---------------------------------------------------------------- helpers for device threads
-void be_device_thread(int me) {  // the CPU port's CUDA built-ins: blocks of 4 threads
-  blockDim = dim3(4, 1, 1);
-  gridDim = dim3(cfg.threads / 4 + 1, 1, 1);  // (+1: the forget thread)
-  blockIdx = uint3{(unsigned)me / 4u, 0, 0};
-  threadIdx = uint3{(unsigned)me % 4u, 0, 0};
-}
+// The CPU port's CUDA built-ins of a per-thread device thread (+1 in the grid: the forget thread).
+void be_pt_thread(int me) { be_device_thread(me, cfg.threads + 1); }
 
 struct Barrier {  // mutex + condition: TSan sees its edges; used only between rounds
   std::mutex m;
@@ -386,7 +328,7 @@ void reset_pool() {  // the host's rt.evict: only while no device thread runs
 }
 
 void same_thread(int me, Barrier *bar) {
-  be_device_thread(me);
+  be_pt_thread(me);
   Rng rng(cfg.seed * 1000003u + (unsigned)me + 77u);
   static thread_local gvfs_u8 buf[BUF + 64];
   for (unsigned r = 0; r < cfg.rounds; ++r) {
@@ -485,7 +427,7 @@ void name_op(int me, unsigned it, Rng &rng, gvfs_u8 *buf, bool fail) {
 }
 
 void random_thread(int me, bool fail) {
-  be_device_thread(me);
+  be_pt_thread(me);
   Rng rng(cfg.seed * 1000003u + (unsigned)me + (fail ? 5000u : 0u));
   static thread_local gvfs_u8 buf[BUF + 64];
   const unsigned iters = fail ? cfg.iters / 2 : cfg.iters;
@@ -521,7 +463,7 @@ void random_thread(int me, bool fail) {
 
 // The host and the device changing what the name cache knows, while it is used.
 void forget_thread(int me) {
-  be_device_thread(me);
+  be_pt_thread(me);
   Rng rng(cfg.seed * 31u + 5u);
   unsigned it = 0;
   while (!stop_forget.load(std::memory_order_relaxed)) {
@@ -598,7 +540,7 @@ void launch_warps(WarpArgs *args) {
 
 // ---------------------------------------------------------------- phase: unit (one thread)
 void unit_phase() {
-  be_device_thread(0);
+  be_pt_thread(0);
   gvfs_pagetable *pt = &ctx.pt;
   static gvfs_u8 buf[BUF + 64];
   Rng rng(cfg.seed);
@@ -667,36 +609,18 @@ void check_quiescent(const char *phase) {
 gvfs_u64 counter(const gvfs_ctx &c, gvfs_u32 which) { return c.counters[which]; }
 
 bool parse(int argc, char **argv) {
-  for (int a = 1; a < argc; ++a) {
-    std::string s = argv[a];
-    auto val = [&](const char *key) -> const char * {
-      size_t n = std::strlen(key);
-      return s.compare(0, n, key) == 0 ? s.c_str() + n : nullptr;
-    };
-    if (const char *v = val("--sets=")) cfg.sets = (unsigned)std::atoi(v);
-    else if (const char *v = val("--ways=")) cfg.ways = (unsigned)std::atoi(v);
-    else if (const char *v = val("--lanes=")) cfg.lanes = (unsigned)std::atoi(v);
-    else if (const char *v = val("--servers=")) cfg.servers = (unsigned)std::atoi(v);
-    else if (const char *v = val("--threads=")) cfg.threads = (unsigned)std::atoi(v);
-    else if (const char *v = val("--iters=")) cfg.iters = (unsigned)std::atoi(v);
-    else if (const char *v = val("--warps=")) cfg.warps = (unsigned)std::atoi(v);
-    else if (const char *v = val("--witers=")) cfg.witers = (unsigned)std::atoi(v);
-    else if (const char *v = val("--rounds=")) cfg.rounds = (unsigned)std::atoi(v);
-    else if (const char *v = val("--ra=")) cfg.ra = (unsigned)std::atoi(v);
-    else if (const char *v = val("--seed=")) cfg.seed = (unsigned)std::atoi(v);
-    else if (const char *v = val("--selftest=")) cfg.selftest = v;
-    else { std::fprintf(stderr, "tsan_pagetable: unknown argument %s\n", argv[a]); return false; }
-  }
-#ifndef GVFS_TSAN_SELFTEST_PT
-  if (!cfg.selftest.empty()) { std::fprintf(stderr, "tsan_pagetable: --selftest needs -DGVFS_TSAN_SELFTEST_PT\n"); return false; }
+#ifdef GVFS_TSAN_SELFTEST_PT
+  const bool built = true;
+#else
+  const bool built = false;
 #endif
-  if (!cfg.selftest.empty() && cfg.selftest != "relaxed" && cfg.selftest != "wait" && cfg.selftest != "unpin") {
-    std::fprintf(stderr, "tsan_pagetable: unknown selftest %s\n", cfg.selftest.c_str());
+  if (!parse_options("tsan_pagetable", cfg, argc, argv,
+                     {{"--sets=", &cfg.sets}, {"--ways=", &cfg.ways}, {"--warps=", &cfg.warps},
+                      {"--witers=", &cfg.witers}, {"--rounds=", &cfg.rounds}, {"--ra=", &cfg.ra}},
+                     built, "GVFS_TSAN_SELFTEST_PT", {"relaxed", "wait", "unpin"}))
     return false;
-  }
   const bool pow2 = cfg.sets && (cfg.sets & (cfg.sets - 1)) == 0;
-  return pow2 && cfg.ways >= 1 && cfg.lanes >= 1 && cfg.servers >= 1 && cfg.servers <= cfg.lanes &&
-         cfg.threads >= 1 && cfg.rounds <= MAX_ROUNDS && cfg.ra <= 15;
+  return pow2 && cfg.ways >= 1 && lanes_ok(cfg) && cfg.rounds <= MAX_ROUNDS && cfg.ra <= 15;
 }
 
 template <class F> void run_threads(unsigned n, F &&body) {
@@ -717,11 +641,8 @@ int main(int argc, char **argv) {
   const unsigned nl = cfg.lanes, nslots = cfg.sets * cfg.ways;
   const unsigned data_bytes = GVFS_LANE_DATA_MIN;  // 16 pages: a run of up to 16, readahead up to 15
   // "Pinned host memory" and "device memory": plain heap arrays.
-  std::vector<gvfs_u32> req_seq(nl, 0), resp_seq(nl, 0), lock(nl, 0), seq(nl, 0);
-  std::vector<gvfs_request> req(nl);
-  std::vector<gvfs_response> resp(nl);
-  std::vector<gvfs_u8> data((size_t)nl * data_bytes + 64, 0);
-  std::vector<gvfs_u64> counters(GVFS_NCOUNTERS, 0), counters_warp(GVFS_NCOUNTERS, 0);
+  LaneMemory mem(nl, data_bytes);
+  std::vector<gvfs_u64> counters_warp(GVFS_NCOUNTERS, 0);
   std::vector<gvfs_u32> state(nslots, 0), refbits(nslots, 0), set_lock(cfg.sets, 0), hand(cfg.sets, 0);
   std::vector<gvfs_u64> tag(nslots, 0);
   std::vector<gvfs_u8> pool((size_t)nslots << PAGE_SHIFT, 0);
@@ -736,53 +657,19 @@ int main(int argc, char **argv) {
   for (auto &row : sp_fills) for (auto &c : row) c.store(0);
   for (auto &c : sp_round_fills) c.store(0);
 
-  std::memset(&ctx, 0, sizeof ctx);
-  ctx.magic = GVFS_CTX_MAGIC;
-  ctx.abi_version = GVFS_ABI_VERSION;
+  mem.attach(ctx, data_bytes);
   ctx.readahead_pages = cfg.ra;
-  ctx.lanes.count = nl;
-  ctx.lanes.data_bytes = data_bytes;
-  ctx.lanes.req_seq = req_seq.data();
-  ctx.lanes.resp_seq = resp_seq.data();
-  ctx.lanes.req = req.data();
-  ctx.lanes.resp = resp.data();
-  ctx.lanes.data = data.data();
-  ctx.lanes.lock = lock.data();
-  ctx.lanes.seq = seq.data();
-  ctx.counters = counters.data();
-  ctx.pt.nsets = cfg.sets;
-  ctx.pt.ways = cfg.ways;
-  ctx.pt.page_shift = PAGE_SHIFT;
-  ctx.pt.state = state.data();
-  ctx.pt.tag = tag.data();
-  ctx.pt.ref = refbits.data();
-  ctx.pt.set_lock = set_lock.data();
-  ctx.pt.hand = hand.data();
-  ctx.pt.pool = pool.data();
-  ctx.files.max_fds = max_fds;
-  ctx.files.nnames = (gvfs_u32)names.size();
-  ctx.files.epoch = &files_words[0];
-  ctx.files.fd_hint = &files_words[1];
-  ctx.files.fds = fds.data();
-  ctx.files.names = names.data();
+  ctx.pt = gvfs_pagetable{.nsets = cfg.sets, .ways = cfg.ways, .page_shift = PAGE_SHIFT, .reserved = 0,
+                          .state = state.data(), .tag = tag.data(), .ref = refbits.data(),
+                          .set_lock = set_lock.data(), .hand = hand.data(), .pool = pool.data()};
+  ctx.files = gvfs_files{.max_fds = max_fds, .nnames = (gvfs_u32)names.size(), .epoch = &files_words[0],
+                         .fd_hint = &files_words[1], .fds = fds.data(), .names = names.data()};
   ctx_warp = ctx;
   ctx_warp.counters = counters_warp.data();
 
   const auto t0 = std::chrono::steady_clock::now();
-  std::vector<std::thread> servers;
-  for (unsigned s = 0; s < cfg.servers; ++s) servers.emplace_back(server_thread, s);
-  std::atomic<bool> done{false};
-  std::thread watchdog([&] {
-    gvfs_u64 last = 0;
-    auto since = std::chrono::steady_clock::now();
-    while (!done.load(std::memory_order_relaxed)) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      gvfs_u64 p = progress.load(std::memory_order_relaxed);
-      auto now = std::chrono::steady_clock::now();
-      if (p != last) { last = p; since = now; continue; }
-      if (now - since > std::chrono::seconds(60)) die("no progress for 60 s after %llu reads (deadlock?)", (ull)p);
-    }
-  });
+  Servers servers(cfg.servers, server_thread);
+  Watchdog watchdog("reads");
 
   // unit
   unit_phase();
@@ -822,7 +709,7 @@ int main(int argc, char **argv) {
   }
   // recover: every byte of every static file reads back whole, bad pages included.
   run_threads(cfg.threads, [&](int me) {
-    be_device_thread(me);
+    be_pt_thread(me);
     Rng rng(cfg.seed * 99u + (unsigned)me);
     static thread_local gvfs_u8 buf[BUF + 64];
     for (gvfs_u64 f = 1; f <= (gvfs_u64)NSTATIC; ++f)
@@ -831,16 +718,9 @@ int main(int argc, char **argv) {
   });
   check_quiescent("recover");
 
-  stop_servers.store(true, std::memory_order_release);
-  for (auto &t : servers) t.join();
-  done.store(true, std::memory_order_relaxed);
-  watchdog.join();
-  for (unsigned i = 0; i < nl; ++i)
-    CHECK(seq[i] == req_seq[i] && req_seq[i] == resp_seq[i], "lane %u: seq %u req_seq %u resp_seq %u", i, seq[i],
-          req_seq[i], resp_seq[i]);
-  gvfs_u64 requests = 0;
-  for (unsigned i = 0; i < nl; ++i) requests += req_seq[i];
-  CHECK(requests == n_answered.load(), "requests %llu != answered %llu", (ull)requests, (ull)n_answered.load());
+  servers.stop();
+  watchdog.stop();
+  mem.check_all_answered(answered.load());
 
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const gvfs_u64 reads = same_reads.load() + pt_reads.load() + huge_reads.load() + warp_reads.load();
