@@ -22,6 +22,12 @@ GVFS_FN void gvfs_copy_units(gvfs_v16 *d, const gvfs_v16 *s, gvfs_u64 first, gvf
     GVFS_UNROLL
     for (int u = 0; u < B; ++u) d[i + u * step] = t[u];
   }
+  if (B > 4) {  // what is left (a 4 KiB page is 8 units a lane), in batches of 4
+    for (; i + 3 * step < count; i += 4 * step) {
+      gvfs_v16 t0 = s[i], t1 = s[i + step], t2 = s[i + 2 * step], t3 = s[i + 3 * step];
+      d[i] = t0; d[i + step] = t1; d[i + 2 * step] = t2; d[i + 3 * step] = t3;
+    }
+  }
   for (; i < count; i += step) d[i] = s[i];
 }
 
