@@ -36,7 +36,8 @@ GVFS_FN gvfs_u64 bench_clock() { gvfs_u64 c; asm volatile("mov.u64 %0, %%clock64
 GVFS_FN gvfs_u64 bench_clock() { return gvfs_globaltimer_ns(); }
 #endif
 
-// which: 0 nop, 1 printf, 2 cached wall clock, 3 host wall clock, 4 monotonic.
+// which: 0 nop, 1 printf, 2 cached wall clock, 3 host wall clock, 4 monotonic, 5 snprintf
+// of printf's line into a local buffer (the device's formatting alone).
 // lat[i]: clock ticks of call i; out[0]: globaltimer ns of the timed loop, out[1]: its ticks,
 // out[2]: calls that failed (a negative result).
 extern "C" __global__ void stdio_cost(gvfs_ctx *ctx, int which, int warm, int n, gvfs_u64 *lat, gvfs_u64 *out) {
@@ -51,6 +52,8 @@ extern "C" __global__ void stdio_cost(gvfs_ctx *ctx, int which, int warm, int n,
       case 1: r = gvfs_printf(ctx, "step %d loss %.4f %s", i, 0.25 + i * 1e-3, "ok"); break;
       case 2: r = gvfs_wallclock_ns(ctx); break;
       case 3: r = gvfs_wallclock_host_ns(ctx); break;
+      case 5: { char line[96]; r = gvfs_snprintf(line, sizeof line, "step %d loss %.4f %s", i, 0.25 + i * 1e-3, "ok");
+                if (line[0] != 's') r = -1; break; }
       default: r = (long long)gvfs_monotonic_ns(); break;
     }
     const gvfs_u64 c1 = bench_clock();
@@ -65,6 +68,7 @@ extern "C" __global__ void stdio_cost(gvfs_ctx *ctx, int which, int warm, int n,
 
 CALLS = [(0, "nop", "one-lane hostcall round trip (gvfs_nop)"),
          (1, "printf", "gvfs_printf of one line (int, %.4f float, string)"),
+         (5, "snprintf", "gvfs_snprintf of the same line (formatting alone)"),
          (2, "wallclock", "gvfs_wallclock_ns (device-cached wall clock)"),
          (3, "wallclock_host", "gvfs_wallclock_host_ns (asks the host each time)"),
          (4, "monotonic", "gvfs_monotonic_ns (device clock, no hostcall)")]
