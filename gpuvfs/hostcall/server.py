@@ -145,6 +145,8 @@ class Server:
         self._spin_seconds = spin_seconds
         self._spin_yield = spin_yield
         self._wake = threading.Event()
+        self._handoff = threading.Event()  # set by a pool thread as it starts a request
+        self._submitted = False
         self._stop = False
         self._thread: threading.Thread | None = None
         self._busy_pool = 0
@@ -195,6 +197,7 @@ class Server:
         return True
 
     def _run_pooled(self, lane: int, seq: int, q: np.void) -> None:
+        self._handoff.set()  # we hold the GIL now: the polling thread may go on
         try:
             self._run_one(lane, seq, q)
         finally:
@@ -255,6 +258,7 @@ class Server:
                 return
             with self._busy_lock:
                 self._busy_pool += 1
+            self._submitted = True
             self._pool.submit(self._run_pooled, lane, seq, q)
         else:
             self._run_one(lane, seq, q)
@@ -283,6 +287,12 @@ class Server:
             if took:
                 last_work = now
                 active = True
+                if self._submitted:
+                    # Hand the GIL to the pool thread now rather than at our next nap: wait
+                    # (GIL released) until it has started, 100 us at most.
+                    self._submitted = False
+                    self._handoff.wait(0.0001)
+                    self._handoff.clear()
                 continue
             if now - last_check > 0.0002 or not active:
                 last_check = now
