@@ -1204,7 +1204,7 @@ def build_figures(S: dict[str, Any], res: dict[str, Any], dev: Dev, notes: list[
         label = "per-thread" if r["variant"] == "thread" else "warp"
         figs.append(Figure(f"roundtrip_{r['variant']}_{short(r['req'])}",
                            f"round trip (cache off), random {short(r['req'])}, {label}", "GB/s", med(r["gbps"]),
-                           med(h["gbps"]) if h else None, f"the hit path, same size and variant" if h else ""))
+                           med(h["gbps"]) if h else None, "the hit path, same size and variant" if h else ""))
     # ---- cold read, page cache
     if res["cold"]:
         bk = max(res["cold"], key=lambda r: r["kernel_gbps"])

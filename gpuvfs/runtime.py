@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, BinaryIO, Callable, Sequence
+from typing import Any, BinaryIO, Sequence
 
 import numpy as np
 
 from . import abi, backends
-from .errors import GvfsError, LaunchError
+from .errors import GvfsError
 from .hostcall.cache import CacheFiles
 from .hostcall.files import FileHandlers
 from .hostcall.paths import Confined
@@ -30,7 +30,6 @@ from .hostcall.stdio import StdioHandlers
 
 log = logging.getLogger("gpuvfs")
 
-Dim = "int | tuple[int] | tuple[int, int] | tuple[int, int, int]"
 
 
 def _dim3(v: Any, what: str) -> tuple[int, int, int]:

@@ -41,7 +41,7 @@ from gpuvfs import abi
 from gpuvfs.hostcall.cache import MAX_FILE_NO, MAX_OFFSET, CacheFiles
 from gpuvfs.hostcall.paths import Confined
 
-from test_fuzz_server import (DATA, EDGE64, I32, JUNK, NLANES, OFFSETS, PATHS, PHASES, REF, SIZES, U32, U64,
+from test_fuzz_server import (DATA, I32, JUNK, NLANES, OFFSETS, PHASES, REF, SIZES, U32, U64,
                               Answer, Harness, Req, Sandbox, _fill, _sane, path_fields)
 
 EXAMPLES = int(os.environ.get("GPUVFS_FUZZ_CACHE_EXAMPLES", "300"))

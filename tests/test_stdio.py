@@ -15,7 +15,6 @@ import time
 import numpy as np
 import pytest
 
-import gpuvfs
 from gpuvfs import abi
 from gpuvfs.hostcall.stdio import STDIO_STATE
 
