@@ -155,6 +155,7 @@ class Server:
         # Views for the hot path (strided views into the lanes: no copies).
         self._req_opcode = lanes.req["opcode"]
         self._resp_result = lanes.resp["result"]
+        self._resp_aux = lanes.resp["aux"]
 
     # ---- configuration ----
     def register(self, op: int, handler: Handler, *, blocking: bool = False,
@@ -169,9 +170,8 @@ class Server:
     # ---- answering ----
     def answer(self, lane: int, seq: int, result: int, aux: tuple[int, int, int] = (0, 0, 0)) -> None:
         """Writes the response, then the sequence number (x86 keeps the stores in order)."""
-        r = self.lanes.resp[lane]
-        r["aux"] = aux
-        r["result"] = result
+        self._resp_aux[lane] = aux        # column views: a structured scalar's field
+        self._resp_result[lane] = result  # stores cost microseconds each
         if result < 0:
             self.counters.add(errors=1)
         self.lanes.resp_seq[lane] = seq
