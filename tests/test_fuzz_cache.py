@@ -38,7 +38,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpuvfs import abi
-from gpuvfs.hostcall.cache import MAX_FILE_NO, MAX_OFFSET, CacheFiles
+from gpuvfs.hostcall.cache import MAX_FILE_NO, CacheFiles
+from gpuvfs.hostcall.files import MAX_OFFSET
 from gpuvfs.hostcall.paths import Confined
 
 from test_fuzz_server import (DATA, I32, JUNK, NLANES, OFFSETS, PHASES, REF, SIZES, U32, U64,

@@ -17,13 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import abi
-from .files import read_path
+from .files import CAN_READ_CACHED, INLINE_READ_MAX, io_args, read_cached, read_path
 from .paths import Confined
 from .server import Server
 
-MAX_OFFSET = (1 << 63) - 1
-INLINE_FILL_MAX = 256 << 10     # the polling thread answers fills up to this size itself
-HAVE_NOWAIT = hasattr(os, "RWF_NOWAIT")
 MAX_FILE_NO = (1 << (64 - abi.PAGE_BITS)) - 1
 
 
@@ -108,16 +105,13 @@ class CacheFiles:
     def fill_nowait(self, lane: int, q: np.void) -> int | None:
         """The polling thread's try: a small fill whose bytes are all in the host's page
         cache is answered at once (RWF_NOWAIT); anything else goes to the pool."""
-        if int(q["length"]) > INLINE_FILL_MAX or not HAVE_NOWAIT:
+        if int(q["length"]) > INLINE_READ_MAX or not CAN_READ_CACHED:
             return None
         return self._fill(lane, q, nowait=True)
 
     def _fill(self, lane: int, q: np.void, nowait: bool) -> int | None:
-        file_no, n, off = int(q["arg"][0]), int(q["length"]), int(q["offset"])
-        if n > self.lanes.data_bytes:
-            raise OSError(errno.EINVAL, "length larger than the lane's buffer")
-        if off > MAX_OFFSET or off + n > MAX_OFFSET:
-            raise OSError(errno.EINVAL, "offset out of range")
+        file_no = int(q["arg"][0])
+        n, off = io_args(self.lanes, q)
         with self._lock:
             v = self._by_no.get(file_no)
             if v is None:
@@ -131,15 +125,8 @@ class CacheFiles:
                 raise OSError(errno.ESTALE, "the file changed since this version was looked up")
             buf = [memoryview(self.lanes.data[lane, :n])]
             if nowait:
-                try:
-                    got = os.preadv(v.osfd, buf, off, os.RWF_NOWAIT) if n else 0
-                except BlockingIOError:
-                    return None
-                except OSError as e:
-                    if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # no RWF_NOWAIT on this file system
-                        return None
-                    raise
-                if got < n and off + got < v.size:  # partly cached: the pool reads it whole
+                got = read_cached(v.osfd, buf, off) if n else 0
+                if got is None or (got < n and off + got < v.size):  # partly cached: the pool reads it whole
                     return None
             else:
                 got = os.preadv(v.osfd, buf, off) if n else 0

@@ -20,11 +20,35 @@ from .server import Counters, Lanes, Server
 
 MAX_OFFSET = (1 << 63) - 1
 FIRST_FD = 3  # 0, 1, 2 stay free, so a device fd never looks like stdio
-INLINE_READ_MAX = 256 << 10  # the polling thread answers reads up to this size itself
+INLINE_READ_MAX = 256 << 10  # the polling thread answers reads (and fills) up to this size itself
+CAN_READ_CACHED = hasattr(os, "RWF_NOWAIT")
 
 
 def _err(code: int, what: str = "") -> OSError:
     return OSError(code, what or os.strerror(code))
+
+
+def io_args(lanes: Lanes, q: np.void) -> tuple[int, int]:
+    """The (length, offset) of a read or write request, checked."""
+    n, off = int(q["length"]), int(q["offset"])
+    if n > lanes.data_bytes:
+        raise _err(errno.EINVAL, "length larger than the lane's buffer")
+    if off > MAX_OFFSET or off + n > MAX_OFFSET:
+        raise _err(errno.EINVAL, "offset out of range")
+    return n, off
+
+
+def read_cached(osfd: int, buf: list[memoryview], off: int) -> int | None:
+    """preadv that copies only bytes already in the host's page cache (RWF_NOWAIT): the
+    count, or None when some would have to come from disk or the file system cannot say."""
+    try:
+        return os.preadv(osfd, buf, off, os.RWF_NOWAIT)
+    except BlockingIOError:
+        return None
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # no RWF_NOWAIT on this file system
+            return None
+        raise
 
 
 def read_path(lanes: Lanes, lane: int, q: np.void) -> bytes:
@@ -138,14 +162,6 @@ class FileHandlers:
     def _fd(self, q: np.void) -> int:
         return int(q["fd"])
 
-    def _io_args(self, q: np.void) -> tuple[int, int]:
-        n, off = int(q["length"]), int(q["offset"])
-        if n > self.lanes.data_bytes:
-            raise _err(errno.EINVAL, "length larger than the lane's buffer")
-        if off > MAX_OFFSET or off + n > MAX_OFFSET:
-            raise _err(errno.EINVAL, "offset out of range")
-        return n, off
-
     def open(self, lane: int, q: np.void) -> tuple[int, int, int, int]:
         path = read_path(self.lanes, lane, q)
         flags = int(q["flags"])
@@ -171,12 +187,12 @@ class FileHandlers:
 
     def pread_nowait(self, lane: int, q: np.void) -> int | None:
         """The polling thread's try: a small read all in the page cache, else the pool."""
-        if int(q["length"]) > INLINE_READ_MAX or not hasattr(os, "RWF_NOWAIT"):
+        if int(q["length"]) > INLINE_READ_MAX or not CAN_READ_CACHED:
             return None
         return self._pread(lane, q, nowait=True)
 
     def _pread(self, lane: int, q: np.void, nowait: bool) -> int | None:
-        n, off = self._io_args(q)
+        n, off = io_args(self.lanes, q)
         f = self.table.use(self._fd(q))
         try:
             if not f.readable:
@@ -185,15 +201,8 @@ class FileHandlers:
             if not n:
                 got = 0
             elif nowait:
-                try:
-                    got = os.preadv(f.osfd, buf, off, os.RWF_NOWAIT)
-                except BlockingIOError:
-                    return None
-                except OSError as e:
-                    if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
-                        return None
-                    raise
-                if got < n:  # part not cached, or the end of the file: the pool decides
+                got = read_cached(f.osfd, buf, off)
+                if got is None or got < n:  # part not cached, or the end of the file: the pool decides
                     return None
             else:
                 got = os.preadv(f.osfd, buf, off)
@@ -203,7 +212,7 @@ class FileHandlers:
         return got
 
     def pwrite(self, lane: int, q: np.void) -> int:
-        n, off = self._io_args(q)
+        n, off = io_args(self.lanes, q)
         if int(q["data_len"]) != n:
             raise _err(errno.EINVAL, "data_len differs from length")
         f = self.table.use(self._fd(q))
@@ -242,4 +251,4 @@ class FileHandlers:
         return 0
 
 
-__all__ = ["FileHandlers", "FileTable", "OpenFile", "read_path", "stat_words", "file_id"]
+__all__ = ["FileHandlers", "FileTable", "OpenFile", "io_args", "read_cached", "read_path", "stat_words", "file_id"]
