@@ -22,11 +22,7 @@
 // The caller holds `lane`. Returns bytes read (short at end of file) or -errno.
 GVFS_FN gvfs_i64 gvfs_fill_call(gvfs_ctx *ctx, gvfs_u32 lane, gvfs_u64 file_no, gvfs_u64 off, gvfs_u64 len) {
   gvfs_lanes *L = &ctx->lanes;
-  gvfs_request *q = gvfs_lane_req(L, lane);
-  q->opcode = GVFS_OP_FILL; q->flags = 0; q->fd = -1; q->data_len = 0;
-  q->offset = off; q->length = len;
-  q->arg[0] = file_no; q->arg[1] = q->arg[2] = q->arg[3] = 0;
-  gvfs_lane_submit(L, lane);
+  gvfs_lane_post(L, lane, GVFS_OP_FILL, 0, -1, 0, off, len, file_no);
   gvfs_count(ctx, GVFS_C_FILLS, 1);
   return gvfs_lane_wait_result(L, lane);
 }

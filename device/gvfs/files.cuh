@@ -57,11 +57,7 @@ GVFS_FN gvfs_response gvfs_path_call(gvfs_ctx *ctx, gvfs_u32 opcode, const char 
     r.result = len; r.aux[0] = r.aux[1] = r.aux[2] = 0;
     return r;
   }
-  gvfs_request *q = gvfs_lane_req(L, lane);
-  q->opcode = opcode; q->flags = flags; q->fd = -1; q->data_len = (gvfs_u32)len;
-  q->offset = 0; q->length = 0;
-  q->arg[0] = q->arg[1] = q->arg[2] = q->arg[3] = 0;
-  gvfs_lane_submit(L, lane);
+  gvfs_lane_post(L, lane, opcode, flags, -1, (gvfs_u32)len, 0, 0);
   r = gvfs_lane_wait(L, lane);
   gvfs_lane_release(L, lane);
   return r;
@@ -85,11 +81,7 @@ GVFS_FN long gvfs_pread_hostcall(gvfs_ctx *ctx, int fd, void *buf, unsigned long
     gvfs_u64 chunk = n - done;
     if (chunk > L->data_bytes) chunk = L->data_bytes;
     gvfs_u32 lane = gvfs_lane_acquire(L);
-    gvfs_request *q = gvfs_lane_req(L, lane);
-    q->opcode = GVFS_OP_PREAD; q->flags = 0; q->fd = fd; q->data_len = 0;
-    q->offset = off + done; q->length = chunk;
-    q->arg[0] = q->arg[1] = q->arg[2] = q->arg[3] = 0;
-    gvfs_lane_submit(L, lane);
+    gvfs_lane_post(L, lane, GVFS_OP_PREAD, 0, fd, 0, off + done, chunk);
     gvfs_i64 got = gvfs_lane_wait_result(L, lane);
     if (got > 0) gvfs_copy((gvfs_u8 *)buf + done, gvfs_lane_data(L, lane), (gvfs_u64)got);
     gvfs_lane_release(L, lane);
@@ -107,12 +99,8 @@ GVFS_FN long gvfs_pwrite_hostcall(gvfs_ctx *ctx, int fd, const void *buf, unsign
     gvfs_u64 chunk = n - done;
     if (chunk > L->data_bytes) chunk = L->data_bytes;
     gvfs_u32 lane = gvfs_lane_acquire(L);
-    gvfs_request *q = gvfs_lane_req(L, lane);
     if (chunk) gvfs_copy(gvfs_lane_data(L, lane), (const gvfs_u8 *)buf + done, chunk);
-    q->opcode = GVFS_OP_PWRITE; q->flags = 0; q->fd = fd; q->data_len = (gvfs_u32)chunk;
-    q->offset = off + done; q->length = chunk;
-    q->arg[0] = q->arg[1] = q->arg[2] = q->arg[3] = 0;
-    gvfs_lane_submit(L, lane);
+    gvfs_lane_post(L, lane, GVFS_OP_PWRITE, 0, fd, (gvfs_u32)chunk, off + done, chunk);
     gvfs_i64 put = gvfs_lane_wait_result(L, lane);
     gvfs_lane_release(L, lane);
     if (put < 0) return done ? (long)done : (long)put;

@@ -167,6 +167,17 @@ GVFS_FN void gvfs_lane_submit(gvfs_lanes *L, gvfs_u32 lane) {
   gvfs_store_release_sys(&L->req_seq[lane], s);
 }
 
+// Writes the whole request and submits it (CLAIMED -> PENDING): every field, so nothing of
+// the lane's previous request reaches the host.
+GVFS_FN void gvfs_lane_post(gvfs_lanes *L, gvfs_u32 lane, gvfs_u32 opcode, gvfs_u32 flags, gvfs_i32 fd,
+                            gvfs_u32 data_len, gvfs_u64 offset, gvfs_u64 length, gvfs_u64 arg0 = 0) {
+  gvfs_request *q = gvfs_lane_req(L, lane);
+  q->opcode = opcode; q->flags = flags; q->fd = fd; q->data_len = data_len;
+  q->offset = offset; q->length = length;
+  q->arg[0] = arg0; q->arg[1] = q->arg[2] = q->arg[3] = 0;
+  gvfs_lane_submit(L, lane);
+}
+
 // PENDING -> ANSWERED, seen by the owner. The acquire at system scope orders the reads of
 // resp[lane] and data[lane] after the read that saw the host's resp_seq store.
 GVFS_FN void gvfs_lane_await(gvfs_lanes *L, gvfs_u32 lane) {
@@ -206,11 +217,7 @@ GVFS_FN void gvfs_lane_release(gvfs_lanes *L, gvfs_u32 lane) { gvfs_store_releas
 GVFS_FN gvfs_u32 gvfs_hostcall_submit(gvfs_lanes *L, gvfs_u32 opcode, gvfs_i32 fd, gvfs_u32 flags,
                                       gvfs_u64 offset, gvfs_u64 length) {
   gvfs_u32 lane = gvfs_lane_acquire(L);
-  gvfs_request *q = gvfs_lane_req(L, lane);
-  q->opcode = opcode; q->flags = flags; q->fd = fd; q->data_len = 0;
-  q->offset = offset; q->length = length;
-  q->arg[0] = q->arg[1] = q->arg[2] = q->arg[3] = 0;
-  gvfs_lane_submit(L, lane);
+  gvfs_lane_post(L, lane, opcode, flags, fd, 0, offset, length);
   return lane;
 }
 GVFS_FN gvfs_response gvfs_hostcall(gvfs_lanes *L, gvfs_u32 opcode, gvfs_i32 fd, gvfs_u32 flags,

@@ -589,11 +589,7 @@ GVFS_FN long gvfs_write_line(gvfs_ctx *ctx, gvfs_u32 stream, const char *s, unsi
   gvfs_u32 lane = gvfs_lane_acquire(L);
   gvfs_u8 *d = gvfs_lane_data(L, lane);
   for (unsigned long i = 0; i < len; ++i) d[i] = (gvfs_u8)s[i];
-  gvfs_request *q = gvfs_lane_req(L, lane);
-  q->opcode = GVFS_OP_WRITE_LINE; q->flags = stream; q->fd = -1; q->data_len = (gvfs_u32)len;
-  q->offset = 0; q->length = len;
-  q->arg[0] = q->arg[1] = q->arg[2] = q->arg[3] = 0;
-  gvfs_lane_submit(L, lane);
+  gvfs_lane_post(L, lane, GVFS_OP_WRITE_LINE, stream, -1, (gvfs_u32)len, 0, len);
   gvfs_response r = gvfs_lane_wait(L, lane);
   gvfs_lane_release(L, lane);
   return (long)r.result;
@@ -629,11 +625,7 @@ GVFS_FMT_CORE int gvfs_vprintf(gvfs_ctx *ctx, gvfs_u32 stream, const char *fmt, 
     if (k.staged) --k.staged;
   }
   gvfs_sink_flush(&k);
-  gvfs_request *q = gvfs_lane_req(L, lane);
-  q->opcode = GVFS_OP_WRITE_LINE; q->flags = stream; q->fd = -1; q->data_len = (gvfs_u32)k.len;
-  q->offset = 0; q->length = k.len;
-  q->arg[0] = q->arg[1] = q->arg[2] = q->arg[3] = 0;
-  gvfs_lane_submit(L, lane);
+  gvfs_lane_post(L, lane, GVFS_OP_WRITE_LINE, stream, -1, (gvfs_u32)k.len, 0, k.len);
   gvfs_response r = gvfs_lane_wait(L, lane);
   gvfs_lane_release(L, lane);
   return r.result < 0 ? (int)r.result : (int)r.result + 1;  // + the newline
@@ -684,11 +676,7 @@ GVFS_FN long gvfs_read_line(gvfs_ctx *ctx, char *buf, unsigned long cap) {
   gvfs_u64 want = cap - 1;
   if (want > L->data_bytes) want = L->data_bytes;
   gvfs_u32 lane = gvfs_lane_acquire(L);
-  gvfs_request *q = gvfs_lane_req(L, lane);
-  q->opcode = GVFS_OP_READ_LINE; q->flags = 0; q->fd = 0; q->data_len = 0;
-  q->offset = 0; q->length = want;
-  q->arg[0] = q->arg[1] = q->arg[2] = q->arg[3] = 0;
-  gvfs_lane_submit(L, lane);
+  gvfs_lane_post(L, lane, GVFS_OP_READ_LINE, 0, 0, 0, 0, want);
   gvfs_response r = gvfs_lane_wait(L, lane);
   gvfs_i64 n = r.result;
   if (n > (gvfs_i64)want) n = -GVFS_EIO;  // never trust a length beyond what was asked
