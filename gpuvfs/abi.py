@@ -97,5 +97,6 @@ class Counter(enum.IntEnum):
 
 
 NCOUNTERS = 16
+COUNTER_SHARDS = 32   # counter words reserved per counter: the device spreads its adds over up to this many
 
 assert REQUEST.itemsize == 64 and RESPONSE.itemsize == 32

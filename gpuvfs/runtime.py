@@ -162,7 +162,7 @@ class Runtime:
         self._launch_lock = threading.Lock()
         self._closed = False
         self.lanes = Lanes(self.backend, lanes, lane_bytes)
-        self._counters_dev, counters_ptr = self.backend.device_zeros(8 * abi.NCOUNTERS)
+        self._counters_dev, counters_ptr = self.backend.device_zeros(8 * abi.NCOUNTERS * abi.COUNTER_SHARDS)
         # Beside a GPU the server spins on a core of its own; on the cpu backend the device
         # threads need the cores, so it naps between empty sweeps.
         self.server = Server(self.lanes, workers=workers, in_flight=self._in_flight,
@@ -302,7 +302,7 @@ class Runtime:
         """Counters of this Runtime: hostcalls, bytes_from_host, bytes_to_host, errors, and
         the device-side counters (cache_hits, cache_misses, ...)."""
         out: dict[str, int] = self.server.counters.snapshot()
-        dev = self.backend.to_host(self._counters_dev).view("<u8")
+        dev = self.backend.to_host(self._counters_dev).view("<u8").reshape(abi.COUNTER_SHARDS, abi.NCOUNTERS).sum(0)
         for c in abi.Counter:
             out[c.name.lower()] = int(dev[c.value])
         out["open_files"] = len(self.files.table)

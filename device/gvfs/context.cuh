@@ -70,10 +70,13 @@ struct gvfs_ctx {
   gvfs_u32 flags;        // reserved
   gvfs_u32 readahead_pages;  // bound of per-thread sequential readahead (filecache.cuh)
   gvfs_lanes lanes;
-  gvfs_u64 *counters;    // [GVFS_NCOUNTERS] device memory, relaxed atomics
+  gvfs_u64 *counters;    // [shard][GVFS_NCOUNTERS], GVFS_COUNTER_SHARDS (<= 32) shards; device memory,
+                         // relaxed atomics; the host sums the shards
   gvfs_pagetable pt;     // the page cache (pt.nsets == 0: off, every read is a hostcall)
   gvfs_files files;
   gvfs_stdio_state *stdio;  // device memory: the wall-clock cache (device/gvfs/stdio.cuh)
 };
 
-GVFS_FN void gvfs_count(gvfs_ctx *ctx, gvfs_u32 which, gvfs_u64 v) { gvfs_count_dev(&ctx->counters[which], v); }
+GVFS_FN void gvfs_count(gvfs_ctx *ctx, gvfs_u32 which, gvfs_u64 v) {
+  gvfs_count_dev(&ctx->counters[gvfs_counter_shard() * GVFS_NCOUNTERS + which], v);
+}

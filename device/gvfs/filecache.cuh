@@ -88,9 +88,9 @@ GVFS_FN long gvfs_cache_pread(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, gv
   while (done < n) {
     gvfs_u64 pos = off + done, page = pos >> shift, in = pos & (psz - 1u);
     gvfs_u64 len = n - done < psz - in ? n - done : psz - in;
-    gvfs_u32 slot;
+    gvfs_u32 slot, kind;
     bool evicted;
-    gvfs_pt_result r = gvfs_pt_acquire(pt, gvfs_pt_key(file_no, page), &slot, &evicted);
+    gvfs_pt_result r = gvfs_pt_acquire(pt, gvfs_pt_key(file_no, page), &slot, &evicted, &kind);
     if (evicted) gvfs_count(ctx, GVFS_C_EVICTIONS, 1);
     bool readable = true;
     if (r == GVFS_PT_MISS) {
@@ -100,8 +100,8 @@ GVFS_FN long gvfs_cache_pread(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, gv
       run[0] = slot;
       if (sequential && psz <= ctx->lanes.data_bytes) {
         for (gvfs_u32 k = 1; k <= ra && ((page + k) << shift) < size; ++k) {
-          gvfs_u32 s2;
-          gvfs_pt_result r2 = gvfs_pt_acquire(pt, gvfs_pt_key(file_no, page + k), &s2, &evicted);
+          gvfs_u32 s2, k2;
+          gvfs_pt_result r2 = gvfs_pt_acquire(pt, gvfs_pt_key(file_no, page + k), &s2, &evicted, &k2);
           if (evicted) gvfs_count(ctx, GVFS_C_EVICTIONS, 1);
           if (r2 == GVFS_PT_MISS) { run[nrun++] = s2; continue; }
           if (r2 == GVFS_PT_HIT) gvfs_pt_unpin(pt, s2);
@@ -114,9 +114,9 @@ GVFS_FN long gvfs_cache_pread(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, gv
       if (got < 0) { gvfs_pt_unpin(pt, slot); return done ? (long)done : (long)got; }
       readable = gvfs_slot_kind(gvfs_load_acquire_dev(&pt->state[slot])) == GVFS_SLOT_VALID;
     } else if (r == GVFS_PT_HIT) {
-      bool was_filling = gvfs_slot_kind(gvfs_load_relaxed_dev(&pt->state[slot])) == GVFS_SLOT_FILLING;
+      const bool was_filling = kind == GVFS_SLOT_FILLING;  // the pin saw the state: no reload
       gvfs_count(ctx, was_filling ? GVFS_C_FILL_WAITS : GVFS_C_CACHE_HITS, 1);
-      readable = gvfs_pt_wait_filled(pt, slot);
+      readable = !was_filling || gvfs_pt_wait_filled(pt, slot);
     } else {
       readable = false;
     }
@@ -168,11 +168,11 @@ GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 siz
     const gvfs_u64 last_page = (off + n - 1) >> shift;
     const gvfs_u64 npages = last_page - page0 + 1 < 32 ? last_page - page0 + 1 : 32;
     const bool mine = me < npages;
-    gvfs_u32 slot = 0;
+    gvfs_u32 slot = 0, kind = 0;
     gvfs_pt_result r = GVFS_PT_FULL;
     if (mine) {
       bool evicted;
-      r = gvfs_pt_acquire(pt, gvfs_pt_key(file_no, page0 + me), &slot, &evicted);
+      r = gvfs_pt_acquire(pt, gvfs_pt_key(file_no, page0 + me), &slot, &evicted, &kind);
       if (evicted) gvfs_count(ctx, GVFS_C_EVICTIONS, 1);
       if (r == GVFS_PT_MISS) gvfs_count(ctx, GVFS_C_CACHE_MISSES, 1);
     }
@@ -239,9 +239,9 @@ GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 siz
     // Hits wait for fills in flight elsewhere; a slot that is not readable is read around.
     bool readable = false;
     if (mine && r == GVFS_PT_HIT) {
-      bool was_filling = gvfs_slot_kind(gvfs_load_relaxed_dev(&pt->state[slot])) == GVFS_SLOT_FILLING;
+      const bool was_filling = kind == GVFS_SLOT_FILLING;
       gvfs_count(ctx, was_filling ? GVFS_C_FILL_WAITS : GVFS_C_CACHE_HITS, 1);
-      readable = gvfs_pt_wait_filled(pt, slot);
+      readable = !was_filling || gvfs_pt_wait_filled(pt, slot);
     } else if (mine && r == GVFS_PT_MISS) {
       readable = gvfs_slot_kind(gvfs_load_acquire_dev(&pt->state[slot])) == GVFS_SLOT_VALID;
     }

@@ -16,12 +16,19 @@
 // Slot state machine (who moves it, and how):
 //   EMPTY,0     -> EVICTING   a miss holding set_lock: CAS (no pins, so no reader)
 //   VALID,0     -> EVICTING   a miss holding set_lock, the clock chose it: CAS
-//   EVICTING    -> FILLING,1  the same miss: writes tag = key, then store-release
+//   EVICTING,n  -> FILLING,n+1 the same miss: writes tag = key, then fetch-add (release)
 //   FILLING,n   -> VALID,n    the filler, after the bytes are in the slot: CAS (release)
 //   FILLING,n   -> EMPTY,n    the filler, when the fill failed: waiters see EMPTY and give up
-//   k,n         -> k,n+1      a reader: CAS, only for k in {FILLING, VALID, DIRTY}
+//   k,n         -> k,n+1      a reader: fetch-add (acquire), kept only if k was FILLING,
+//                             VALID or DIRTY and the tag still holds its key; otherwise it
+//                             takes the pin straight back (fetch-sub)
 //   k,n+1       -> k,n        a reader done with the bytes: fetch-sub (release)
 //   VALID       <-> DIRTY     the write path (later work; DIRTY is never evicted)
+// A reader pins with one fetch-add instead of a load and a CAS loop: the pin is one L2
+// round trip, and the old state it returns says at once whether the bytes are there. So
+// any slot may carry a pin for a moment (a reader whose tag check raced an eviction);
+// every transition above either tolerates extra pins (the fetch-adds, the fill_done CAS
+// loop) or requires none (the two CASes to EVICTING, which then simply fail).
 // Invariants:
 //   P1  a slot with pins > 0 is never evicted (eviction CASes from exactly VALID,0/EMPTY,0);
 //   P2  within a set, at most one slot holds a given key in FILLING/VALID/DIRTY: misses of
@@ -29,8 +36,9 @@
 //   P3  so N threads missing one page cause exactly one fill; the others pin the FILLING
 //       slot and wait for VALID;
 //   P4  a reader trusts a slot only after pinning it AND then re-reading tag == key (the
-//       pin's acquire orders the re-read after the claimer's tag store): a slot recycled
-//       between the reader's first tag read and its pin is detected and let go;
+//       pin's acquire reads from the claimer's release fetch-add, so the re-read sees the
+//       claimer's tag store): a slot recycled between the reader's first tag read and its
+//       pin is detected and let go;
 //   P5  the bytes of a slot are written only by its filler while it is FILLING, and are
 //       read only by pinners after they saw VALID (acquire) -- the filler's release orders
 //       the bytes before VALID;
@@ -79,32 +87,44 @@ GVFS_FN gvfs_u32 gvfs_pt_set_of(const gvfs_pagetable *pt, gvfs_u64 key) {
   return (gvfs_u32)z & (pt->nsets - 1u);
 }
 
-// Pins `slot` if it is readable (FILLING/VALID/DIRTY) and holds `key` (P4).
-GVFS_FN bool gvfs_pt_try_pin(gvfs_pagetable *pt, gvfs_u32 slot, gvfs_u64 key) {
-  gvfs_u32 st = gvfs_load_relaxed_dev(&pt->state[slot]);
-  for (;;) {
-    gvfs_u32 k = gvfs_slot_kind(st);
-    if (k != GVFS_SLOT_FILLING && k != GVFS_SLOT_VALID && k != GVFS_SLOT_DIRTY) return false;
-    gvfs_u32 seen = gvfs_cas_acq_rel_dev(&pt->state[slot], st, st + GVFS_PIN);
-    if (seen == st) break;
-    st = seen;
-  }
-  if (gvfs_load_relaxed_u64_dev(&pt->tag[slot]) == key) {
+GVFS_FN bool gvfs_slot_readable(gvfs_u32 kind) {
+  return kind == GVFS_SLOT_FILLING || kind == GVFS_SLOT_VALID || kind == GVFS_SLOT_DIRTY;
+}
+
+// Pins `slot` if it is readable (FILLING/VALID/DIRTY) and holds `key` (P4). On success
+// *kind is the slot's kind when it was pinned: VALID or DIRTY means the bytes are there.
+GVFS_FN bool gvfs_pt_try_pin(gvfs_pagetable *pt, gvfs_u32 slot, gvfs_u64 key, gvfs_u32 *kind) {
+  const gvfs_u32 old = gvfs_fetch_add_acq_rel_dev(&pt->state[slot], GVFS_PIN);
+  *kind = gvfs_slot_kind(old);
+  if (gvfs_slot_readable(*kind) && gvfs_load_relaxed_u64_dev(&pt->tag[slot]) == key) {
     if (gvfs_load_relaxed_dev(&pt->ref[slot]) == 0u) gvfs_store_relaxed_dev(&pt->ref[slot], 1u);
     return true;
   }
-  gvfs_fetch_sub_acq_rel_dev(&pt->state[slot], GVFS_PIN);  // recycled under us: let go
+  gvfs_fetch_sub_acq_rel_dev(&pt->state[slot], GVFS_PIN);  // not readable, or recycled under us
   return false;
 }
 
-GVFS_FN void gvfs_pt_unpin(gvfs_pagetable *pt, gvfs_u32 slot) { gvfs_fetch_sub_acq_rel_dev(&pt->state[slot], GVFS_PIN); }
+// Done with the slot's bytes. Release: our reads of the bytes happen before an evictor's
+// CAS can see the pin gone (P1). No value is needed back, so a reduction (fire and forget).
+GVFS_FN void gvfs_pt_unpin(gvfs_pagetable *pt, gvfs_u32 slot) { gvfs_sub_release_dev(&pt->state[slot], GVFS_PIN); }
 
-// Looks the key up in its set; returns a pinned slot or -1.
-GVFS_FN int gvfs_pt_lookup(gvfs_pagetable *pt, gvfs_u64 key) {
-  gvfs_u32 base = gvfs_pt_set_of(pt, key) * pt->ways;
-  for (gvfs_u32 w = 0; w < pt->ways; ++w) {
-    gvfs_u32 s = base + w;
-    if (gvfs_load_relaxed_u64_dev(&pt->tag[s]) == key && gvfs_pt_try_pin(pt, s, key)) return (int)s;
+#define GVFS_PT_TAG_BATCH 8u
+
+// Looks the key up in its set; returns a pinned slot or -1 (*kind as gvfs_pt_try_pin).
+// The set's tags are loaded GVFS_PT_TAG_BATCH at a time, all in flight together: a lookup
+// costs one or two memory round trips, not one per way.
+GVFS_FN int gvfs_pt_lookup(gvfs_pagetable *pt, gvfs_u64 key, gvfs_u32 *kind) {
+  const gvfs_u32 ways = pt->ways;
+  const gvfs_u32 base = gvfs_pt_set_of(pt, key) * ways;
+  for (gvfs_u32 w0 = 0; w0 < ways; w0 += GVFS_PT_TAG_BATCH) {
+    gvfs_u64 t[GVFS_PT_TAG_BATCH];
+    GVFS_UNROLL
+    for (gvfs_u32 u = 0; u < GVFS_PT_TAG_BATCH; ++u)
+      t[u] = w0 + u < ways ? gvfs_load_relaxed_u64_dev(&pt->tag[base + w0 + u]) : 0ull;
+    // P2 allows one live slot per key, but stale tags (a slot being evicted) may repeat it.
+    GVFS_UNROLL
+    for (gvfs_u32 u = 0; u < GVFS_PT_TAG_BATCH; ++u)
+      if (t[u] == key && gvfs_pt_try_pin(pt, base + w0 + u, key, kind)) return (int)(base + w0 + u);
   }
   return -1;
 }
@@ -122,14 +142,15 @@ GVFS_FN void gvfs_pt_unlock_set(gvfs_pagetable *pt, gvfs_u32 set) { gvfs_store_r
 // on MISS the caller is the filler and must call gvfs_pt_fill_done. FULL: every slot of
 // the set is pinned, filling or dirty; the caller reads around the cache.
 // `evicted` is set when a VALID page was evicted to make room.
-GVFS_FN gvfs_pt_result gvfs_pt_acquire(gvfs_pagetable *pt, gvfs_u64 key, gvfs_u32 *slot, bool *evicted) {
+GVFS_FN gvfs_pt_result gvfs_pt_acquire(gvfs_pagetable *pt, gvfs_u64 key, gvfs_u32 *slot, bool *evicted,
+                                       gvfs_u32 *kind) {
   *evicted = false;
-  int s = gvfs_pt_lookup(pt, key);
+  int s = gvfs_pt_lookup(pt, key, kind);
   if (s >= 0) { *slot = (gvfs_u32)s; return GVFS_PT_HIT; }
   const gvfs_u32 set = gvfs_pt_set_of(pt, key);
   const gvfs_u32 base = set * pt->ways;
   gvfs_pt_lock_set(pt, set);
-  s = gvfs_pt_lookup(pt, key);  // P2: another miss may have claimed it while we waited
+  s = gvfs_pt_lookup(pt, key, kind);  // P2: another miss may have claimed it while we waited
   if (s >= 0) { gvfs_pt_unlock_set(pt, set); *slot = (gvfs_u32)s; return GVFS_PT_HIT; }
   int victim = -1;
   for (gvfs_u32 w = 0; w < pt->ways && victim < 0; ++w) {
@@ -155,8 +176,11 @@ GVFS_FN gvfs_pt_result gvfs_pt_acquire(gvfs_pagetable *pt, gvfs_u64 key, gvfs_u3
   if (victim < 0) { gvfs_pt_unlock_set(pt, set); return GVFS_PT_FULL; }
   gvfs_store_relaxed_u64_dev(&pt->tag[victim], key);
   gvfs_store_relaxed_dev(&pt->ref[victim], 1u);
-  // Release: the tag is visible before anyone can pin the slot as FILLING (P4).
-  gvfs_store_release_dev(&pt->state[victim], GVFS_SLOT_FILLING | GVFS_PIN);
+  // EVICTING -> FILLING with our pin, by an add so that the passing pins of readers who
+  // raced us (and will take them back) are kept. Release: the tag is visible before anyone
+  // can pin the slot as FILLING (P4).
+  gvfs_fetch_add_acq_rel_dev(&pt->state[victim], GVFS_PIN + GVFS_SLOT_FILLING - GVFS_SLOT_EVICTING);
+  *kind = GVFS_SLOT_FILLING;
   gvfs_pt_unlock_set(pt, set);
   *slot = (gvfs_u32)victim;
   return GVFS_PT_MISS;

@@ -59,6 +59,10 @@ GVFS_FN gvfs_u32 gvfs_fetch_add_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) {
 GVFS_FN gvfs_u32 gvfs_fetch_sub_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) {
   return gvfs_fetch_add_acq_rel_dev(p, (gvfs_u32)(0u - v));
 }
+// An add whose old value nobody needs: a reduction, which the SM issues without waiting.
+GVFS_FN void gvfs_sub_release_dev(gvfs_u32 *p, gvfs_u32 v) {
+  asm volatile("red.release.gpu.add.u32 [%0], %1;" :: "l"(p), "r"(0u - v) : "memory");
+}
 GVFS_FN gvfs_u64 gvfs_load_relaxed_u64_dev(const gvfs_u64 *p) {
   gvfs_u64 v; asm volatile("ld.relaxed.gpu.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory"); return v;
 }
@@ -83,6 +87,10 @@ GVFS_FN void gvfs_count_dev(gvfs_u64 *p, gvfs_u64 v) {
 #endif
 }
 GVFS_FN gvfs_u64 gvfs_fetch_add_u64_relaxed_dev(gvfs_u64 *p, gvfs_u64 v) { return atomicAdd(p, v); }
+// Counters are spread over shards by SM: a hit costs two counter updates, and every SM
+// adding into the same two words would serialise the hit path at one L2 slice.
+#define GVFS_COUNTER_SHARDS 32u
+GVFS_FN gvfs_u32 gvfs_counter_shard() { gvfs_u32 s; asm("mov.u32 %0, %%smid;" : "=r"(s)); return s & (GVFS_COUNTER_SHARDS - 1u); }
 
 // --- system-scope operations (mailbox words in pinned host memory) ---
 GVFS_FN gvfs_u32 gvfs_load_acquire_sys(const volatile gvfs_u32 *p) {
@@ -183,12 +191,15 @@ inline gvfs_u32 gvfs_cas_acq_rel_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 de
 }
 inline gvfs_u32 gvfs_fetch_add_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) { return gvfs_ref(p).fetch_add(v, std::memory_order_acq_rel); }
 inline gvfs_u32 gvfs_fetch_sub_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) { return gvfs_ref(p).fetch_sub(v, std::memory_order_acq_rel); }
+inline void gvfs_sub_release_dev(gvfs_u32 *p, gvfs_u32 v) { gvfs_ref(p).fetch_sub(v, std::memory_order_release); }
 inline gvfs_u64 gvfs_load_relaxed_u64_dev(const gvfs_u64 *p) { return gvfs_ref(p).load(std::memory_order_relaxed); }
 inline void gvfs_store_relaxed_u64_dev(gvfs_u64 *p, gvfs_u64 v) { gvfs_ref(p).store(v, std::memory_order_relaxed); }
 inline void gvfs_fence_acq_rel_dev() { std::atomic_thread_fence(std::memory_order_acq_rel); }
 inline void gvfs_fence_sc_dev() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline void gvfs_count_dev(gvfs_u64 *p, gvfs_u64 v) { gvfs_ref(p).fetch_add(v, std::memory_order_relaxed); }
 inline gvfs_u64 gvfs_fetch_add_u64_relaxed_dev(gvfs_u64 *p, gvfs_u64 v) { return gvfs_ref(p).fetch_add(v, std::memory_order_relaxed); }
+#define GVFS_COUNTER_SHARDS 1u  // a few OS threads: nothing to spread
+inline gvfs_u32 gvfs_counter_shard() { return 0u; }
 
 // --- system-scope operations: the "host" is another thread of this process ---
 inline gvfs_u32 gvfs_load_acquire_sys(const volatile gvfs_u32 *p) { return gvfs_ref(p).load(std::memory_order_acquire); }

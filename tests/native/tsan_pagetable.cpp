@@ -552,15 +552,15 @@ void unit_phase() {
   for (gvfs_u64 page = 0; held.size() < cfg.ways; ++page) {
     const gvfs_u64 k2 = gvfs_pt_key(UNIT2_NO, page);
     if (gvfs_pt_set_of(pt, k2) != set) continue;
-    gvfs_u32 slot;
+    gvfs_u32 slot, kind;
     bool ev;
-    CHECK(gvfs_pt_acquire(pt, k2, &slot, &ev) == GVFS_PT_MISS && !ev, "unit: claim of way %zu", held.size());
+    CHECK(gvfs_pt_acquire(pt, k2, &slot, &ev, &kind) == GVFS_PT_MISS && !ev, "unit: claim of way %zu", held.size());
     held.push_back(slot);
   }
   {
-    gvfs_u32 slot;
+    gvfs_u32 slot, kind;
     bool ev;
-    CHECK(gvfs_pt_acquire(pt, key, &slot, &ev) == GVFS_PT_FULL, "unit: a set whose ways are all pinned is not FULL");
+    CHECK(gvfs_pt_acquire(pt, key, &slot, &ev, &kind) == GVFS_PT_FULL, "unit: a set whose ways are all pinned is not FULL");
   }
   // FULL: the read goes around the cache: one FILL, the right bytes, no slot taken.
   read_checked("unit-full", 0, 0, buf, rng, UNIT_NO, 10, 200, nullptr, false);  // inside page 0
