@@ -74,10 +74,19 @@ def _run_reads(rt, mod, files, offs, lens, stride, blocks, threads, warp):
         assert (region[len(want):] == 0xCD).all(), f"thread {t}: wrote past the end of its read"
 
 
-@pytest.mark.parametrize("warp", [0, 1], ids=["per-thread", "warp"])
-def test_random_reads_cross_pages_and_file_end(make_runtime, data_root, warp):
+# Per-thread reads on the GPU are served together by the lanes that make them at once
+# (filecache.cuh, gvfs_cache_pread_group); on the cpu backend each OS thread reads alone
+# unless the kernel defines GVFS_CPU_COALESCED (its warps then act as converged, which
+# these kernels allow: every lane makes the same calls). "coalesced" runs that path.
+COALESCED = "#define GVFS_CPU_COALESCED 1\n"
+VARIANTS = pytest.mark.parametrize("variant", ["per-thread", "coalesced", "warp"])
+
+
+@VARIANTS
+def test_random_reads_cross_pages_and_file_end(make_runtime, data_root, variant):
+    warp = int(variant == "warp")
     rt = make_runtime(data_root, page_size=4096, cache_bytes=4 << 20, lane_bytes=32768, lanes=64)
-    mod = rt.compile(KERNELS)
+    mod = rt.compile((COALESCED if variant == "coalesced" else "") + KERNELS)
     files = _files(data_root, 5, 60_000)
     rng = np.random.default_rng(7 + warp)
     blocks, threads, stride = 4, 64, 20_000
@@ -86,6 +95,9 @@ def test_random_reads_cross_pages_and_file_end(make_runtime, data_root, warp):
     offs = (rng.random(n) * (sizes + 3000)).astype(np.int64)        # some start past the end
     lens = rng.integers(1, stride, n).astype(np.int64)
     offs[:8] = [0, 4095, 4096, 4097, sizes[4] - 1, sizes[5] - 5, 12287, 3]   # page edges
+    if variant == "coalesced":  # two thirds of the reads inside one page: the group serves those
+        inside = np.arange(n) % 3 != 0
+        lens[inside] = np.minimum(lens[inside], 4096 - offs[inside] % 4096)
     for rep in range(2):                   # cold, then warm
         _run_reads(rt, mod, files, offs, lens, stride, blocks, threads, warp)
     st = rt.stats()
@@ -93,12 +105,13 @@ def test_random_reads_cross_pages_and_file_end(make_runtime, data_root, warp):
     assert st["opens_on_device"] > 0
 
 
-@pytest.mark.parametrize("warp", [0, 1], ids=["per-thread", "warp"])
-def test_working_set_four_times_the_cache(make_runtime, data_root, warp):
+@VARIANTS
+def test_working_set_four_times_the_cache(make_runtime, data_root, variant):
+    warp = int(variant == "warp")
     cache = 256 * 1024
     rt = make_runtime(data_root, page_size=4096, cache_bytes=cache, lane_bytes=16384, lanes=32)
     assert rt.stats()["cache_bytes"] == cache
-    mod = rt.compile(KERNELS)
+    mod = rt.compile((COALESCED if variant == "coalesced" else "") + KERNELS)
     files = _files(data_root, 4, cache, seed=40)           # 4x the cache in all
     rng = np.random.default_rng(11)
     blocks, threads, stride = 4, 64, 9000 if not warp else 40_000   # a warp reads one request
@@ -106,6 +119,9 @@ def test_working_set_four_times_the_cache(make_runtime, data_root, warp):
     sizes = np.array([len(f) for f in files])
     offs = (rng.random(n) * sizes[np.arange(n) % 4]).astype(np.int64)
     lens = rng.integers(1, stride, n).astype(np.int64)
+    if variant == "coalesced":   # single-page reads over twice the cache: hits and evictions
+        offs = offs % (cache // 2)
+        lens = np.minimum(lens, 4096 - offs % 4096)
     for _ in range(3 if not warp else 8):
         offs = np.roll(offs, 17)
         if warp:

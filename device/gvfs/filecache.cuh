@@ -138,6 +138,62 @@ GVFS_FN long gvfs_cache_pread(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, gv
   return (long)done;
 }
 
+// Per-thread reads by lanes that are here together (gvfs_coalesced_lanes): each lane looks
+// up its own page at once, and a lane whose whole read lies in one resident page is served
+// by the group: every lane copies a share of each such read, so a warp instruction moves
+// 512 contiguous bytes. Alone, a thread streams its page 16 bytes a load, uncoalesced, a
+// 4 KiB page in 32 dependent rounds of loads. Every other read (a miss, a page still
+// filling, a read across pages) then goes the per-thread way, alone.
+GVFS_FN long gvfs_cache_pread_group(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, gvfs_u64 *next_off,
+                                    void *buf_, unsigned long n, unsigned long off) {
+  const gvfs_u32 group = gvfs_coalesced_lanes();
+  if ((group & (group - 1u)) == 0u) return gvfs_cache_pread(ctx, file_no, size, next_off, buf_, n, off);
+  gvfs_pagetable *pt = &ctx->pt;
+  gvfs_u8 *buf = (gvfs_u8 *)buf_;
+  const gvfs_u32 shift = pt->page_shift;
+  const gvfs_u64 psz = 1ull << shift;
+  gvfs_u64 len = 0, in = 0;
+  gvfs_u32 slot = 0;
+  bool hit = false;
+  if (off < size && n != 0) {
+    len = n < size - off ? n : size - off;
+    in = off & (psz - 1u);
+    const gvfs_u64 page = off >> shift;
+    if (in + len <= psz && (page >> GVFS_PAGE_BITS) == 0) {
+      gvfs_u32 kind;
+      const int s = gvfs_pt_lookup(pt, gvfs_pt_key(file_no, page), &kind);
+      if (s >= 0) {
+        if (kind == GVFS_SLOT_VALID || kind == GVFS_SLOT_DIRTY) { hit = true; slot = (gvfs_u32)s; }
+        else gvfs_pt_unpin(pt, (gvfs_u32)s);  // still filling: the per-thread path waits for it
+      }
+    }
+  }
+  const gvfs_u32 hits = gvfs_ballot(group, hit);
+  if (hits != 0u) {
+    const gvfs_u32 me = gvfs_lane_id();
+    const gvfs_u32 rank = gvfs_popc(group & ((1u << me) - 1u)), nlanes = gvfs_popc(group);
+    const gvfs_u64 src = hit ? (gvfs_u64)(gvfs_pt_page(pt, slot) + in) : 0ull;
+    for (gvfs_u32 ls = hits; ls != 0u; ls &= ls - 1u) {
+      const int l = gvfs_ctz(ls);
+      const gvfs_u8 *s = (const gvfs_u8 *)gvfs_shfl_u64(group, src, l);
+      gvfs_u8 *d = (gvfs_u8 *)gvfs_shfl_u64(group, (gvfs_u64)buf, l);
+      const gvfs_u64 m = gvfs_shfl_u64(group, len, l);
+      if (d) gvfs_copy_warp(d, s, m, rank, nlanes);
+    }
+    // Every share of every page is read before its owner unpins it (P1): the barrier
+    // orders the group's loads before the owners' release below.
+    gvfs_syncwarp(group);
+  }
+  if (!hit) return gvfs_cache_pread(ctx, file_no, size, next_off, buf_, n, off);
+  gvfs_count(ctx, GVFS_C_CACHE_HITS, 1);
+  gvfs_count(ctx, GVFS_C_BYTES_HIT, len);
+  gvfs_pt_unpin(pt, slot);
+  // The readahead hint (shared by every reader of the fd) moves only for a sequential
+  // reader: random hits leave its cache line alone.
+  if (next_off && gvfs_load_relaxed_u64_dev(next_off) == off) gvfs_store_relaxed_u64_dev(next_off, off + len);
+  return (long)len;
+}
+
 // Warp-collective read through the cache: all lanes of a full warp pass the same
 // arguments. Each round takes up to 32 pages, one per lane; runs of consecutive missing
 // pages go out as one FILL each (issued by the run's first lane), and the whole warp

@@ -362,7 +362,7 @@ GVFS_FN long gvfs_pread(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, unsig
   gvfs_fdent *e = gvfs_fd_get(ctx, fd);
   if (!e) return -GVFS_EBADF;
   if (off > 0x7fffffffffffffffull || n > 0x7fffffffffffffffull - off) return -GVFS_EINVAL;
-  if (e->kind == GVFS_FD_CACHED) return gvfs_cache_pread(ctx, e->file_no, e->size, &e->next_off, buf, n, off);
+  if (e->kind == GVFS_FD_CACHED) return gvfs_cache_pread_group(ctx, e->file_no, e->size, &e->next_off, buf, n, off);
   return gvfs_pread_hostcall(ctx, e->host_fd, buf, n, off);
 }
 

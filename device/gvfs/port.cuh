@@ -121,6 +121,11 @@ GVFS_FN gvfs_u32 gvfs_shfl_u32(gvfs_u32 mask, gvfs_u32 v, int src) { return __sh
 GVFS_FN void gvfs_trap() { __trap(); }
 #define GVFS_UNROLL _Pragma("unroll")
 GVFS_FN int gvfs_ctz(gvfs_u32 v) { return __ffs((int)v) - 1; }
+GVFS_FN gvfs_u32 gvfs_popc(gvfs_u32 v) { return (gvfs_u32)__popc(v); }
+// The lanes of this warp executing this call together (converged), for per-thread calls
+// that work together when they can (cooperative groups' coalesced_threads()). Every lane
+// of the mask must then make the same sequence of *_sync calls with this mask.
+GVFS_FN gvfs_u32 gvfs_coalesced_lanes() { return __activemask(); }
 
 #else
 // ======================================================================= CPU port
@@ -225,6 +230,15 @@ inline gvfs_u32 gvfs_shfl_u32(gvfs_u32 mask, gvfs_u32 v, int src) { return (gvfs
 inline void gvfs_trap() { __builtin_trap(); }
 #define GVFS_UNROLL
 inline int gvfs_ctz(gvfs_u32 v) { return __builtin_ctz(v); }
+inline gvfs_u32 gvfs_popc(gvfs_u32 v) { return (gvfs_u32)__builtin_popcount(v); }
+// OS threads are never converged: each lane calls alone. A test whose kernel keeps every
+// lane of its warps in step (same calls, same count) defines GVFS_CPU_COALESCED to run the
+// cooperative per-thread paths with whole warps, as the GPU would.
+#ifdef GVFS_CPU_COALESCED
+inline gvfs_u32 gvfs_coalesced_lanes() { return gvfs_cpu::activemask(); }
+#else
+inline gvfs_u32 gvfs_coalesced_lanes() { return 1u << gvfs_lane_id(); }
+#endif
 
 // --- CUDA built-ins for user kernels on the CPU port ---
 inline void __syncthreads() { gvfs_cpu::syncthreads(); }
