@@ -184,6 +184,48 @@ def test_repeated_open_is_answered_on_the_gpu(make_runtime, data_root):
     assert st["hostcalls"] == 1
 
 
+OPEN_ALIGNED = r"""
+#include <gpuvfs.cuh>
+// Thread t opens the path at paths + offs[t]; res[t] = the file's size (or -errno).
+extern "C" __global__ void open_aligned(gvfs_ctx *ctx, const char *paths, const int *offs, long *res) {
+  int t = blockIdx.x * blockDim.x + threadIdx.x;
+  int fd = gvfs_open(ctx, paths + offs[t], GVFS_O_RDONLY);
+  if (fd < 0) { res[t] = fd; return; }
+  gvfs_stat st;
+  res[t] = gvfs_fstat(ctx, fd, &st) == 0 ? (long)st.size : -1;
+  gvfs_close(ctx, fd);
+}
+"""
+
+
+def test_open_keys_paths_at_any_alignment(make_runtime, data_root):
+    """The name cache reads paths a word at a time: the same path at each of 8 alignments,
+    with non-NUL garbage after it, is one entry (one LOOKUP, the other opens on the GPU);
+    lengths around word edges and past an entry's capacity open the right file."""
+    rt = make_runtime(data_root)
+    mod = rt.compile(OPEN_ALIGNED)
+    names = ["a", "b" * 6, "c" * 7, "d" * 8, "e" * 14, "f" * 15, "g" * 222, "h" * 230]  # "/" + name
+    for i, n in enumerate(names):
+        with open(os.path.join(data_root, n), "wb") as f:
+            f.write(b"x" * (100 + i))
+    buf = bytearray(b"\xa5" * (8 * 8 * 256))
+    offs = []
+    for i, n in enumerate(names):
+        for a in range(8):
+            o = (i * 8 + a) * 256 + a          # alignment a
+            p = ("/" + n).encode() + b"\0"
+            buf[o:o + len(p)] = p
+            offs.append(o)
+    res = rt.zeros(len(offs), "int64")
+    mod.get_function("open_aligned")((2,), (32,), (rt.ctx, rt.asarray(np.frombuffer(bytes(buf), np.uint8)),
+                                                  rt.asarray(np.array(offs, np.int32)), res))
+    rt.synchronize()
+    got = rt.asnumpy(res)
+    assert list(got) == [100 + i for i in range(len(names)) for _ in range(8)]
+    # 7 paths fit an entry (the last, 231 bytes, does not): one LOOKUP each, 7 opens on the GPU each.
+    assert rt.stats()["opens_on_device"] == 7 * 7
+
+
 def test_cache_off_every_read_is_a_hostcall(make_runtime, data_root):
     rt = make_runtime(data_root, cache_bytes=0, lane_bytes=8192)
     mod = rt.compile(KERNELS)

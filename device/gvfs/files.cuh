@@ -119,26 +119,42 @@ GVFS_FN gvfs_fdent *gvfs_fd_get(gvfs_ctx *ctx, int fd) {
   return gvfs_load_acquire_dev(&e->state) == GVFS_FD_OPEN ? e : (gvfs_fdent *)0;
 }
 
-// Takes a free entry (FREE -> SETUP by CAS), fills it, publishes it (store-release OPEN).
-GVFS_FN int gvfs_fd_alloc(gvfs_ctx *ctx, gvfs_u32 kind, gvfs_i32 host_fd, gvfs_u64 file_no, gvfs_u64 size,
-                          gvfs_u64 mtime_ns, gvfs_u32 mode) {
-  gvfs_files *F = &ctx->files;
+// An fd entry is reserved (FREE -> SETUP by CAS), filled, then published (store-release
+// OPEN); a reservation that is not needed goes back with a plain store. The CAS is
+// relaxed: the new owner reads nothing the previous one wrote (it writes every field anew,
+// and only after its CAS won: stores are not speculated), and OPEN's release publishes.
+GVFS_FN int gvfs_fd_reserve(gvfs_files *F) {
   // Each thread starts at its own place (no shared counter to contend on); a thread that
-  // opens and closes in a loop finds its last entry free again at the first try.
+  // opens and closes in a loop finds its last entry free again at the first try, so that
+  // try is a CAS straight away, with no test load before it.
   gvfs_u32 start = (gvfs_u32)((gvfs_global_tid() * 0x9E3779B97F4A7C15ull) >> 32) % F->max_fds;
   for (gvfs_u32 k = 0; k < F->max_fds; ++k) {
     gvfs_u32 i = start + k;
     if (i >= F->max_fds) i -= F->max_fds;
     gvfs_fdent *e = &F->fds[i];
-    if (gvfs_load_relaxed_dev(&e->state) != GVFS_FD_FREE ||
-        gvfs_cas_acq_rel_dev(&e->state, GVFS_FD_FREE, GVFS_FD_SETUP) != GVFS_FD_FREE) continue;
-    e->kind = kind; e->host_fd = host_fd; e->mode = mode;
-    e->file_no = file_no; e->size = size; e->mtime_ns = mtime_ns;
-    gvfs_store_relaxed_u64_dev(&e->next_off, 0ull);
-    gvfs_store_release_dev(&e->state, GVFS_FD_OPEN);
-    return (int)i + GVFS_FD_BASE;
+    if (k != 0u && gvfs_load_relaxed_dev(&e->state) != GVFS_FD_FREE) continue;
+    if (gvfs_cas_relaxed_dev(&e->state, GVFS_FD_FREE, GVFS_FD_SETUP) == GVFS_FD_FREE) return (int)i;
   }
-  return -GVFS_EMFILE;
+  return -1;
+}
+
+GVFS_FN void gvfs_fd_unreserve(gvfs_files *F, int i) { gvfs_store_relaxed_dev(&F->fds[i].state, GVFS_FD_FREE); }
+
+GVFS_FN int gvfs_fd_publish(gvfs_files *F, int i, gvfs_u32 kind, gvfs_i32 host_fd, gvfs_u64 file_no, gvfs_u64 size,
+                            gvfs_u64 mtime_ns, gvfs_u32 mode) {
+  gvfs_fdent *e = &F->fds[i];
+  e->kind = kind; e->host_fd = host_fd; e->mode = mode;
+  e->file_no = file_no; e->size = size; e->mtime_ns = mtime_ns;
+  gvfs_store_relaxed_u64_dev(&e->next_off, 0ull);
+  gvfs_store_release_dev(&e->state, GVFS_FD_OPEN);  // the fields before OPEN (fd_get acquires)
+  return i + GVFS_FD_BASE;
+}
+
+GVFS_FN int gvfs_fd_alloc(gvfs_ctx *ctx, gvfs_u32 kind, gvfs_i32 host_fd, gvfs_u64 file_no, gvfs_u64 size,
+                          gvfs_u64 mtime_ns, gvfs_u32 mode) {
+  const int i = gvfs_fd_reserve(&ctx->files);
+  if (i < 0) return -GVFS_EMFILE;
+  return gvfs_fd_publish(&ctx->files, i, kind, host_fd, file_no, size, mtime_ns, mode);
 }
 
 // ---- the name cache ----
@@ -153,22 +169,50 @@ struct gvfs_pathkey {
   gvfs_u64 w[GVFS_NAME_WORDS];
 };
 
+// The zero bytes of v: the lowest set bit marks the first zero byte (bits above it may be
+// false alarms, and are never used).
+GVFS_FN gvfs_u64 gvfs_zero_bytes(gvfs_u64 v) { return (v - 0x0101010101010101ull) & ~v & 0x8080808080808080ull; }
+
+// Builds the key of a NUL-terminated path. The path is read an aligned 8-byte word at a
+// time, as strlen does: an aligned word never crosses a page, so this faults only where a
+// byte loop would; the bytes of the NUL's word past the NUL are read but never used (so a
+// memory checker may flag a path that ends within 7 bytes of the end of an allocation
+// whose size is not a multiple of 8). Each word of the key is 8 bytes of the path itself,
+// whatever its alignment, zero after the NUL; the hash mixes a word at a time. Paths too
+// long for an entry (GVFS_NAME_MAX with the NUL) get nwords = 0 and are read no further.
 GVFS_FN void gvfs_pathkey_make(gvfs_pathkey *k, const char *p) {
-  gvfs_u64 h = 0xcbf29ce484222325ull, cur = 0;
-  gvfs_u32 n = 0;
-  while (n < GVFS_PATH_MAX && p[n] != 0) {
-    gvfs_u8 c = (gvfs_u8)p[n];
-    h = (h ^ c) * 0x100000001b3ull;
-    if (n < GVFS_NAME_MAX) {
-      cur |= (gvfs_u64)c << (8u * (n & 7u));
-      if ((n & 7u) == 7u) { k->w[n >> 3] = cur; cur = 0; }
+  const gvfs_u64 addr = (gvfs_u64)p;
+  const gvfs_u32 off = (gvfs_u32)(addr & 7u), sh = off * 8u;
+  const gvfs_u64 *wp = (const gvfs_u64 *)(addr - off);
+  gvfs_u64 a = wp[0];
+  gvfs_u64 h = 0xcbf29ce484222325ull;
+  k->nwords = 0;
+  k->len = GVFS_NAME_MAX;
+  for (gvfs_u32 i = 0; i < GVFS_NAME_WORDS; ++i) {
+    gvfs_u64 c = a;
+    if (off != 0u) {
+      c = a >> sh;  // the path's bytes 8i .. 8i+7-off; the rest are in the next aligned word,
+      if (gvfs_zero_bytes(c | (~0ull << (64u - sh))) == 0ull) {  // which is read only if the path goes on
+        a = wp[i + 1u];
+        c |= a << (64u - sh);
+      }
     }
-    ++n;
+    const gvfs_u64 z = gvfs_zero_bytes(c);
+    if (z != 0ull) {
+      const gvfs_u32 nb = (gvfs_u32)gvfs_ctz64(z) / 8u;  // path bytes before the NUL in this word
+      c &= nb ? ~0ull >> (64u - 8u * nb) : 0ull;
+    }
+    k->w[i] = c;
+    h = (h ^ c) * 0x9e3779b97f4a7c15ull;
+    h ^= h >> 29;
+    if (z != 0ull) {
+      k->len = 8u * i + (gvfs_u32)gvfs_ctz64(z) / 8u;
+      k->nwords = i + 1u;
+      break;
+    }
+    if (off == 0u) a = wp[i + 1u];  // no NUL yet: the next word belongs to the path
   }
   k->h = h;
-  k->len = n;
-  if (n < GVFS_NAME_MAX) { k->w[n >> 3] = cur; k->nwords = (n >> 3) + 1u; }
-  else k->nwords = 0;
 }
 
 // Name-cache entry states: kind in bits 0..1, a version above (bumped by every write, so
@@ -216,22 +260,34 @@ GVFS_FN int gvfs_name_find(gvfs_files *F, const gvfs_pathkey *k, int *free_slot,
   for (gvfs_u32 p = 0; p < probes; ++p) {
     gvfs_u32 i = (gvfs_u32)(k->h + p) & (F->nnames - 1u);
     gvfs_nameent *e = &F->names[i];
+    // Seqlock read: state (acquire), the fields, a fence, the state again. Everything the
+    // entry holds is loaded in one batch after the first state load (one memory round trip
+    // for the identity, the path and the snapshot together, not one after another).
     gvfs_u32 st = gvfs_load_acquire_dev(&e->state);
     while ((st & 3u) == GVFS_NAME_CLAIMED) { gvfs_backoff(32); st = gvfs_load_acquire_dev(&e->state); }
     if ((st & 3u) == GVFS_NAME_EMPTY) { *free_slot = (int)i; return -1; }  // never removed mid-kernel
-    if (e->hash != k->h || e->len != k->len) continue;
+    const gvfs_u64 hash = e->hash;  // immutable once the path is readable
+    const gvfs_u32 len = e->len;
+    gvfs_name_snap s;
+    s.file_no = gvfs_load_relaxed_u64_dev(&e->file_no);
+    s.size = gvfs_load_relaxed_u64_dev(&e->size);
+    s.mtime_ns = gvfs_load_relaxed_u64_dev(&e->mtime_ns);
+    s.mode = gvfs_load_relaxed_dev(&e->mode);
+    s.epoch = gvfs_load_relaxed_dev(&e->epoch);
     const gvfs_u64 *ew = (const gvfs_u64 *)e->path;
     gvfs_u64 diff = 0;
-    for (gvfs_u32 j = 0; j < k->nwords; ++j) diff |= ew[j] ^ k->w[j];  // independent loads
-    if (diff != 0) continue;
+    for (gvfs_u32 j0 = 0; j0 < k->nwords; j0 += 4u) {  // 4 words of the path in flight at once
+      gvfs_u64 w[4];
+      GVFS_UNROLL
+      for (gvfs_u32 u = 0; u < 4u; ++u) w[u] = j0 + u < k->nwords ? ew[j0 + u] : 0ull;
+      GVFS_UNROLL
+      for (gvfs_u32 u = 0; u < 4u; ++u) diff |= j0 + u < k->nwords ? w[u] ^ k->w[j0 + u] : 0ull;
+    }
+    if (hash != k->h || len != k->len || diff != 0) continue;
     if ((st & 3u) == GVFS_NAME_READY) {
-      snap->file_no = gvfs_load_relaxed_u64_dev(&e->file_no);
-      snap->size = gvfs_load_relaxed_u64_dev(&e->size);
-      snap->mtime_ns = gvfs_load_relaxed_u64_dev(&e->mtime_ns);
-      snap->mode = gvfs_load_relaxed_dev(&e->mode);
-      snap->epoch = gvfs_load_relaxed_dev(&e->epoch);
       gvfs_fence_acq_rel_dev();  // the field loads above happen before the re-check below
       *snap_ok = gvfs_load_relaxed_dev(&e->state) == st;
+      *snap = s;
     }
     return (int)i;
   }
@@ -285,22 +341,27 @@ GVFS_FN gvfs_name_snap gvfs_lookup_call(gvfs_ctx *ctx, const char *path, gvfs_u3
   return s;
 }
 
-// An fd for a looked-up version (or the negative entry's error).
-GVFS_FN int gvfs_fd_for(gvfs_ctx *ctx, const gvfs_name_snap *s) {
-  if (s->file_no == 0) return -(int)s->mode;
-  return gvfs_fd_alloc(ctx, GVFS_FD_CACHED, -1, s->file_no, s->size, s->mtime_ns, s->mode);
+// Publishes the reserved fd `slot` for a looked-up version, or hands it back and returns
+// the negative entry's error.
+GVFS_FN int gvfs_fd_for(gvfs_ctx *ctx, int slot, const gvfs_name_snap *s) {
+  if (s->file_no == 0) { gvfs_fd_unreserve(&ctx->files, slot); return -(int)s->mode; }
+  return gvfs_fd_publish(&ctx->files, slot, GVFS_FD_CACHED, -1, s->file_no, s->size, s->mtime_ns, s->mode);
 }
 
 // Read-only open through the name cache: answered on the GPU when the path was confirmed
 // in this epoch; otherwise exactly one opener asks the host and the others wait for it.
+// The fd is reserved first, so its CAS is in flight while the name cache is read (and, as
+// on Linux, a full fd table is EMFILE whatever the path).
 GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, const char *path) {
   gvfs_files *F = &ctx->files;
   const gvfs_u32 epoch = gvfs_load_relaxed_dev(F->epoch);
+  const int slot = gvfs_fd_reserve(F);
+  if (slot < 0) return -GVFS_EMFILE;
   gvfs_pathkey k;
   gvfs_pathkey_make(&k, path);
   if (F->nnames == 0u || k.nwords == 0u) {
     gvfs_name_snap s = gvfs_lookup_call(ctx, path, epoch);
-    return gvfs_fd_for(ctx, &s);
+    return gvfs_fd_for(ctx, slot, &s);
   }
   gvfs_u32 ns = 64;
   for (;;) {
@@ -313,14 +374,14 @@ GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, const char *path) {
       if (ok) {
         if (s.epoch == epoch) {
           gvfs_count(ctx, GVFS_C_OPENS_ON_DEVICE, 1);
-          return gvfs_fd_for(ctx, &s);
+          return gvfs_fd_for(ctx, slot, &s);
         }
         gvfs_u32 st = gvfs_load_relaxed_dev(&e->state);
         if ((st & 3u) == GVFS_NAME_READY &&
             gvfs_cas_acq_rel_dev(&e->state, st, (st & ~3u) | GVFS_NAME_BUSY) == st) {
           s = gvfs_lookup_call(ctx, path, epoch);   // we confirm it for everybody
           gvfs_name_publish(e, &s);
-          return gvfs_fd_for(ctx, &s);
+          return gvfs_fd_for(ctx, slot, &s);
         }
       }
       gvfs_backoff(ns);                             // another opener is confirming it
@@ -329,7 +390,7 @@ GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, const char *path) {
     }
     if (free_slot < 0) {                            // probe window full: not cached
       s = gvfs_lookup_call(ctx, path, epoch);
-      return gvfs_fd_for(ctx, &s);
+      return gvfs_fd_for(ctx, slot, &s);
     }
     gvfs_nameent *e = &F->names[free_slot];
     if (gvfs_cas_acq_rel_dev(&e->state, GVFS_NAME_EMPTY, GVFS_NAME_CLAIMED) != GVFS_NAME_EMPTY) continue;
@@ -340,7 +401,7 @@ GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, const char *path) {
     gvfs_store_release_dev(&e->state, GVFS_NAME_BUSY);  // the path is readable from here on
     s = gvfs_lookup_call(ctx, path, epoch);
     gvfs_name_publish(e, &s);
-    return gvfs_fd_for(ctx, &s);
+    return gvfs_fd_for(ctx, slot, &s);
   }
 }
 

@@ -53,6 +53,11 @@ GVFS_FN gvfs_u32 gvfs_cas_acq_rel_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 d
   asm volatile("atom.acq_rel.gpu.cas.b32 %0, [%1], %2, %3;" : "=r"(old) : "l"(p), "r"(expected), "r"(desired) : "memory");
   return old;
 }
+GVFS_FN gvfs_u32 gvfs_cas_relaxed_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 desired) {
+  gvfs_u32 old;
+  asm volatile("atom.relaxed.gpu.cas.b32 %0, [%1], %2, %3;" : "=r"(old) : "l"(p), "r"(expected), "r"(desired) : "memory");
+  return old;
+}
 GVFS_FN gvfs_u32 gvfs_fetch_add_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) {
   gvfs_u32 old; asm volatile("atom.acq_rel.gpu.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory"); return old;
 }
@@ -122,6 +127,7 @@ GVFS_FN void gvfs_trap() { __trap(); }
 #define GVFS_UNROLL _Pragma("unroll")
 GVFS_FN int gvfs_ctz(gvfs_u32 v) { return __ffs((int)v) - 1; }
 GVFS_FN gvfs_u32 gvfs_popc(gvfs_u32 v) { return (gvfs_u32)__popc(v); }
+GVFS_FN int gvfs_ctz64(gvfs_u64 v) { return __ffsll((long long)v) - 1; }
 // The lanes of this warp executing this call together (converged), for per-thread calls
 // that work together when they can (cooperative groups' coalesced_threads()). Every lane
 // of the mask must then make the same sequence of *_sync calls with this mask.
@@ -194,6 +200,10 @@ inline gvfs_u32 gvfs_cas_acq_rel_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 de
   gvfs_ref(p).compare_exchange_strong(expected, desired, std::memory_order_acq_rel, std::memory_order_acquire);
   return expected;  // compare_exchange writes the old value here on failure; equals it on success
 }
+inline gvfs_u32 gvfs_cas_relaxed_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 desired) {
+  gvfs_ref(p).compare_exchange_strong(expected, desired, std::memory_order_relaxed, std::memory_order_relaxed);
+  return expected;
+}
 inline gvfs_u32 gvfs_fetch_add_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) { return gvfs_ref(p).fetch_add(v, std::memory_order_acq_rel); }
 inline gvfs_u32 gvfs_fetch_sub_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) { return gvfs_ref(p).fetch_sub(v, std::memory_order_acq_rel); }
 inline void gvfs_sub_release_dev(gvfs_u32 *p, gvfs_u32 v) { gvfs_ref(p).fetch_sub(v, std::memory_order_release); }
@@ -231,6 +241,7 @@ inline void gvfs_trap() { __builtin_trap(); }
 #define GVFS_UNROLL
 inline int gvfs_ctz(gvfs_u32 v) { return __builtin_ctz(v); }
 inline gvfs_u32 gvfs_popc(gvfs_u32 v) { return (gvfs_u32)__builtin_popcount(v); }
+inline int gvfs_ctz64(gvfs_u64 v) { return __builtin_ctzll(v); }
 // OS threads are never converged: each lane calls alone. A test whose kernel keeps every
 // lane of its warps in step (same calls, same count) defines GVFS_CPU_COALESCED to run the
 // cooperative per-thread paths with whole warps, as the GPU would.
