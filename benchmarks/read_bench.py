@@ -358,6 +358,7 @@ def sizes(backend: str, quick: bool, args: argparse.Namespace) -> dict[str, Any]
         S["kvikio_task"] = [int(x) * MIB for x in args.kvikio_task_mib.split(",")]
     if args.blocks_per_sm:
         S["blocks_per_sm"] = args.blocks_per_sm
+    S["compile_options"] = [f"-maxrregcount={args.maxrregcount}"] if getattr(args, "maxrregcount", 0) else []
     if args.rt_lanes:
         S["rt_lanes"] = args.rt_lanes
     for r in S["req_sizes"]:
@@ -848,7 +849,7 @@ def phase_hit(S: dict[str, Any], dev: Dev, root: str, backend: str, host: np.nda
                             lane_bytes=max(MIB, req))
         try:
             res.setdefault("machine_rt", rt.backend)
-            mod = rt.compile(SOURCE)
+            mod = rt.compile(SOURCE, options=S["compile_options"])
             rt.prefetch("hit.bin")
             st = rt.stats()
             want = span // req
@@ -1347,6 +1348,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--file-mib", type=int, default=0, help="size of the cold-read file (default 2048, quick 512)")
     p.add_argument("--hit-span-mib", type=int, default=0, help="size of the hit-path file (default 1024, quick 256)")
     p.add_argument("--sizes", help="request sizes of the hit and round-trip lines, e.g. 4K,16K,64K")
+    p.add_argument("--maxrregcount", type=int, default=0,
+                   help="hit-path kernels: compile with -maxrregcount=N (occupancy against registers; default: none)")
     p.add_argument("--blocks-per-sm", type=int, default=0, help="hit-path grid: blocks per SM (default 8, 256 threads)")
     p.add_argument("--rt-lanes", type=int, default=0, help="lanes of the cache-off Runtime (default 256)")
     p.add_argument("--cold-settings", help="Runtime settings for the cold reads, ';'-separated, each "

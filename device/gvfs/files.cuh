@@ -119,6 +119,27 @@ GVFS_FN gvfs_fdent *gvfs_fd_get(gvfs_ctx *ctx, int fd) {
   return gvfs_load_acquire_dev(&e->state) == GVFS_FD_OPEN ? e : (gvfs_fdent *)0;
 }
 
+// What the read paths need of an fd, in one batch of loads (one memory round trip where
+// gvfs_fd_get's acquire and the field loads after it take two). Relaxed loads suffice: a
+// thread learns an fd's number only after gvfs_open returned it, in its own program order
+// or through the kernel's own synchronisation, and either orders the open's field stores
+// before these loads. The state check still catches an fd never opened or closed since.
+struct gvfs_fd_view { gvfs_u32 kind; gvfs_i32 host_fd; gvfs_u64 file_no, size; gvfs_u64 *next_off; };
+
+GVFS_FN bool gvfs_fd_view_of(gvfs_ctx *ctx, int fd, gvfs_fd_view *v) {
+  gvfs_files *F = &ctx->files;
+  long i = (long)fd - GVFS_FD_BASE;
+  if (i < 0 || i >= (long)F->max_fds) return false;
+  gvfs_fdent *e = &F->fds[i];
+  const gvfs_u32 st = gvfs_load_relaxed_dev(&e->state);
+  v->kind = gvfs_load_relaxed_dev(&e->kind);
+  v->host_fd = (gvfs_i32)gvfs_load_relaxed_dev((const gvfs_u32 *)&e->host_fd);
+  v->file_no = gvfs_load_relaxed_u64_dev(&e->file_no);
+  v->size = gvfs_load_relaxed_u64_dev(&e->size);
+  v->next_off = &e->next_off;
+  return st == GVFS_FD_OPEN;
+}
+
 // An fd entry is reserved (FREE -> SETUP by CAS), filled, then published (store-release
 // OPEN); a reservation that is not needed goes back with a plain store. The CAS is
 // relaxed: the new owner reads nothing the previous one wrote (it writes every field anew,
@@ -128,12 +149,21 @@ GVFS_FN int gvfs_fd_reserve(gvfs_files *F) {
   // opens and closes in a loop finds its last entry free again at the first try, so that
   // try is a CAS straight away, with no test load before it.
   gvfs_u32 start = (gvfs_u32)((gvfs_global_tid() * 0x9E3779B97F4A7C15ull) >> 32) % F->max_fds;
-  for (gvfs_u32 k = 0; k < F->max_fds; ++k) {
-    gvfs_u32 i = start + k;
-    if (i >= F->max_fds) i -= F->max_fds;
-    gvfs_fdent *e = &F->fds[i];
-    if (k != 0u && gvfs_load_relaxed_dev(&e->state) != GVFS_FD_FREE) continue;
-    if (gvfs_cas_relaxed_dev(&e->state, GVFS_FD_FREE, GVFS_FD_SETUP) == GVFS_FD_FREE) return (int)i;
+  if (gvfs_cas_relaxed_dev(&F->fds[start].state, GVFS_FD_FREE, GVFS_FD_SETUP) == GVFS_FD_FREE) return (int)start;
+  // Then the entries after it, 8 states loaded at once (a thread holding many fds open
+  // scans past them 8 per memory round trip, not one).
+  for (gvfs_u32 k = 1; k < F->max_fds; k += 8u) {
+    gvfs_u32 st[8];
+    GVFS_UNROLL
+    for (gvfs_u32 u = 0; u < 8u; ++u) {
+      gvfs_u32 i = (start + k + u) % F->max_fds;
+      st[u] = k + u < F->max_fds ? gvfs_load_relaxed_dev(&F->fds[i].state) : GVFS_FD_OPEN;
+    }
+    for (gvfs_u32 u = 0; u < 8u; ++u) {
+      gvfs_u32 i = (start + k + u) % F->max_fds;
+      if (st[u] == GVFS_FD_FREE && gvfs_cas_relaxed_dev(&F->fds[i].state, GVFS_FD_FREE, GVFS_FD_SETUP) == GVFS_FD_FREE)
+        return (int)i;
+    }
   }
   return -1;
 }
@@ -420,11 +450,11 @@ GVFS_FN int gvfs_open(gvfs_ctx *ctx, const char *path, int flags) {
 }
 
 GVFS_FN long gvfs_pread(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, unsigned long off) {
-  gvfs_fdent *e = gvfs_fd_get(ctx, fd);
-  if (!e) return -GVFS_EBADF;
+  gvfs_fd_view v;
+  if (!gvfs_fd_view_of(ctx, fd, &v)) return -GVFS_EBADF;
   if (off > 0x7fffffffffffffffull || n > 0x7fffffffffffffffull - off) return -GVFS_EINVAL;
-  if (e->kind == GVFS_FD_CACHED) return gvfs_cache_pread_group(ctx, e->file_no, e->size, &e->next_off, buf, n, off);
-  return gvfs_pread_hostcall(ctx, e->host_fd, buf, n, off);
+  if (v.kind == GVFS_FD_CACHED) return gvfs_cache_pread_group(ctx, v.file_no, v.size, v.next_off, buf, n, off);
+  return gvfs_pread_hostcall(ctx, v.host_fd, buf, n, off);
 }
 
 // Warp-collective pread: every lane of a full warp passes the same arguments and gets
@@ -436,8 +466,8 @@ GVFS_FN long gvfs_pread_warp(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, 
   gvfs_u32 kind = 0, host_fd = 0;
   gvfs_u64 file_no = 0, size = 0;
   if (gvfs_lane_id() == 0) {
-    gvfs_fdent *e = gvfs_fd_get(ctx, fd);
-    if (e) { kind = e->kind; host_fd = (gvfs_u32)e->host_fd; file_no = e->file_no; size = e->size; }
+    gvfs_fd_view v;
+    if (gvfs_fd_view_of(ctx, fd, &v)) { kind = v.kind; host_fd = (gvfs_u32)v.host_fd; file_no = v.file_no; size = v.size; }
   }
   kind = gvfs_shfl_u32(FULL, kind, 0);
   host_fd = gvfs_shfl_u32(FULL, host_fd, 0);

@@ -94,7 +94,9 @@ GVFS_FN bool gvfs_slot_readable(gvfs_u32 kind) {
 // Pins `slot` if it is readable (FILLING/VALID/DIRTY) and holds `key` (P4). On success
 // *kind is the slot's kind when it was pinned: VALID or DIRTY means the bytes are there.
 GVFS_FN bool gvfs_pt_try_pin(gvfs_pagetable *pt, gvfs_u32 slot, gvfs_u64 key, gvfs_u32 *kind) {
-  const gvfs_u32 old = gvfs_fetch_add_acq_rel_dev(&pt->state[slot], GVFS_PIN);
+  // Acquire only: the pin publishes nothing of ours, and a release would wait for every
+  // store this thread has in flight.
+  const gvfs_u32 old = gvfs_fetch_add_acquire_dev(&pt->state[slot], GVFS_PIN);
   *kind = gvfs_slot_kind(old);
   if (gvfs_slot_readable(*kind) && gvfs_load_relaxed_u64_dev(&pt->tag[slot]) == key) {
     if (gvfs_load_relaxed_dev(&pt->ref[slot]) == 0u) gvfs_store_relaxed_dev(&pt->ref[slot], 1u);

@@ -61,6 +61,9 @@ GVFS_FN gvfs_u32 gvfs_cas_relaxed_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 d
 GVFS_FN gvfs_u32 gvfs_fetch_add_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) {
   gvfs_u32 old; asm volatile("atom.acq_rel.gpu.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory"); return old;
 }
+GVFS_FN gvfs_u32 gvfs_fetch_add_acquire_dev(gvfs_u32 *p, gvfs_u32 v) {
+  gvfs_u32 old; asm volatile("atom.acquire.gpu.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory"); return old;
+}
 GVFS_FN gvfs_u32 gvfs_fetch_sub_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) {
   return gvfs_fetch_add_acq_rel_dev(p, (gvfs_u32)(0u - v));
 }
@@ -205,6 +208,7 @@ inline gvfs_u32 gvfs_cas_relaxed_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 de
   return expected;
 }
 inline gvfs_u32 gvfs_fetch_add_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) { return gvfs_ref(p).fetch_add(v, std::memory_order_acq_rel); }
+inline gvfs_u32 gvfs_fetch_add_acquire_dev(gvfs_u32 *p, gvfs_u32 v) { return gvfs_ref(p).fetch_add(v, std::memory_order_acquire); }
 inline gvfs_u32 gvfs_fetch_sub_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) { return gvfs_ref(p).fetch_sub(v, std::memory_order_acq_rel); }
 inline void gvfs_sub_release_dev(gvfs_u32 *p, gvfs_u32 v) { gvfs_ref(p).fetch_sub(v, std::memory_order_release); }
 inline gvfs_u64 gvfs_load_relaxed_u64_dev(const gvfs_u64 *p) { return gvfs_ref(p).load(std::memory_order_relaxed); }
