@@ -22,7 +22,16 @@ GVFS_FN void gvfs_copy_units(gvfs_v16 *d, const gvfs_v16 *s, gvfs_u64 first, gvf
     GVFS_UNROLL
     for (int u = 0; u < B; ++u) d[i + u * step] = t[u];
   }
-  if (B > 4) {  // what is left (a 4 KiB page is 8 units a lane), in batches of 4
+  if (B > 8) {  // what is left, in batches of 8 (a 4 KiB page copied by a warp is 8 units a lane: one batch)
+    for (; i + 7 * step < count; i += 8 * step) {
+      gvfs_v16 t[8];
+      GVFS_UNROLL
+      for (int u = 0; u < 8; ++u) t[u] = s[i + u * step];
+      GVFS_UNROLL
+      for (int u = 0; u < 8; ++u) d[i + u * step] = t[u];
+    }
+  }
+  if (B > 4) {  // then in batches of 4
     for (; i + 3 * step < count; i += 4 * step) {
       gvfs_v16 t0 = s[i], t1 = s[i + step], t2 = s[i + 2 * step], t3 = s[i + 3 * step];
       d[i] = t0; d[i + step] = t1; d[i + 2 * step] = t2; d[i + 3 * step] = t3;

@@ -173,20 +173,24 @@ GVFS_FN long gvfs_cache_pread_group(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 si
     const gvfs_u32 me = gvfs_lane_id();
     const gvfs_u32 rank = gvfs_popc(group & ((1u << me) - 1u)), nlanes = gvfs_popc(group);
     const gvfs_u64 src = hit ? (gvfs_u64)(gvfs_pt_page(pt, slot) + in) : 0ull;
+    gvfs_u64 bytes = 0;
     for (gvfs_u32 ls = hits; ls != 0u; ls &= ls - 1u) {
       const int l = gvfs_ctz(ls);
       const gvfs_u8 *s = (const gvfs_u8 *)gvfs_shfl_u64(group, src, l);
       gvfs_u8 *d = (gvfs_u8 *)gvfs_shfl_u64(group, (gvfs_u64)buf, l);
       const gvfs_u64 m = gvfs_shfl_u64(group, len, l);
       if (d) gvfs_copy_warp(d, s, m, rank, nlanes);
+      bytes += m;
     }
     // Every share of every page is read before its owner unpins it (P1): the barrier
     // orders the group's loads before the owners' release below.
     gvfs_syncwarp(group);
+    if (me == (gvfs_u32)gvfs_ctz(hits)) {  // one lane counts for the group
+      gvfs_count_sum(ctx, GVFS_C_CACHE_HITS, gvfs_popc(hits));
+      gvfs_count_sum(ctx, GVFS_C_BYTES_HIT, bytes);
+    }
   }
   if (!hit) return gvfs_cache_pread(ctx, file_no, size, next_off, buf_, n, off);
-  gvfs_count(ctx, GVFS_C_CACHE_HITS, 1);
-  gvfs_count(ctx, GVFS_C_BYTES_HIT, len);
   gvfs_pt_unpin(pt, slot);
   // The readahead hint (shared by every reader of the fd) moves only for a sequential
   // reader: random hits leave its cache line alone.
@@ -296,7 +300,6 @@ GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 siz
     bool readable = false;
     if (mine && r == GVFS_PT_HIT) {
       const bool was_filling = kind == GVFS_SLOT_FILLING;
-      gvfs_count(ctx, was_filling ? GVFS_C_FILL_WAITS : GVFS_C_CACHE_HITS, 1);
       readable = !was_filling || gvfs_pt_wait_filled(pt, slot);
     } else if (mine && r == GVFS_PT_MISS) {
       readable = gvfs_slot_kind(gvfs_load_acquire_dev(&pt->state[slot])) == GVFS_SLOT_VALID;
@@ -323,9 +326,23 @@ GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 siz
       if (buf) gvfs_copy_warp(buf + (lo - off), gvfs_pt_page(pt, s) + (lo - p_pos), hi - lo, me, 32);
     }
     gvfs_syncwarp(FULL);
-    if (mine && readable) {
-      if (r == GVFS_PT_HIT) gvfs_count(ctx, GVFS_C_BYTES_HIT, my_hi - my_lo);
-      gvfs_pt_unpin(pt, slot);
+    if (mine && readable) gvfs_pt_unpin(pt, slot);
+    // The round's counts, summed by lane 0 from what the ballots say (one add per counter,
+    // not one per page).
+    const gvfs_u32 waited = gvfs_ballot(FULL, mine && r == GVFS_PT_HIT && kind == GVFS_SLOT_FILLING);
+    const gvfs_u32 hit_pages = gvfs_ballot(FULL, mine && r == GVFS_PT_HIT) & ~waited;
+    const gvfs_u32 hit_read = gvfs_ballot(FULL, mine && readable && r == GVFS_PT_HIT);
+    if (me == 0u) {
+      gvfs_u64 bytes = 0;
+      for (gvfs_u32 m = hit_read; m != 0u; m &= m - 1u) {
+        const gvfs_u64 p_pos = (page0 + (gvfs_u64)gvfs_ctz(m)) << shift;
+        const gvfs_u64 lo = p_pos > pos0 ? p_pos : pos0;
+        const gvfs_u64 hi = p_pos + psz < off + n ? p_pos + psz : off + n;
+        bytes += hi - lo;
+      }
+      gvfs_count_sum(ctx, GVFS_C_CACHE_HITS, gvfs_popc(hit_pages));
+      gvfs_count_sum(ctx, GVFS_C_FILL_WAITS, gvfs_popc(waited));
+      gvfs_count_sum(ctx, GVFS_C_BYTES_HIT, bytes);
     }
     // Errors: the call returns what was read before the first failing page.
     gvfs_u32 bad = gvfs_ballot(FULL, my_err != 0);

@@ -156,11 +156,13 @@ GVFS_FN int gvfs_fd_reserve(gvfs_files *F) {
     gvfs_u32 st[8];
     GVFS_UNROLL
     for (gvfs_u32 u = 0; u < 8u; ++u) {
-      gvfs_u32 i = (start + k + u) % F->max_fds;
+      gvfs_u32 i = start + k + u;  // < 2 * max_fds: one wrap, no division
+      if (i >= F->max_fds) i -= F->max_fds;
       st[u] = k + u < F->max_fds ? gvfs_load_relaxed_dev(&F->fds[i].state) : GVFS_FD_OPEN;
     }
     for (gvfs_u32 u = 0; u < 8u; ++u) {
-      gvfs_u32 i = (start + k + u) % F->max_fds;
+      gvfs_u32 i = start + k + u;
+      if (i >= F->max_fds) i -= F->max_fds;
       if (st[u] == GVFS_FD_FREE && gvfs_cas_relaxed_dev(&F->fds[i].state, GVFS_FD_FREE, GVFS_FD_SETUP) == GVFS_FD_FREE)
         return (int)i;
     }
