@@ -226,6 +226,36 @@ def test_open_keys_paths_at_any_alignment(make_runtime, data_root):
     assert rt.stats()["opens_on_device"] == 7 * 7
 
 
+FD_TABLE = r"""
+#include <gpuvfs.cuh>
+// One thread opens `path` n times without closing (flags), then closes what it got and
+// opens once more. res[i]: the i-th fd or -errno; res[n]: the last open.
+extern "C" __global__ void fill_fds(gvfs_ctx *ctx, const char *path, int flags, int n, long *res) {
+  if (gvfs_global_tid() != 0) return;
+  for (int i = 0; i < n; ++i) res[i] = gvfs_open(ctx, path, flags);
+  for (int i = 0; i < n; ++i) if (res[i] >= 0) gvfs_close(ctx, (int)res[i]);
+  res[n] = gvfs_open(ctx, path, flags);
+  if (res[n] >= 0) gvfs_close(ctx, (int)res[n]);
+}
+"""
+
+
+@pytest.mark.parametrize("flags", [0, 2], ids=["cached", "host"])
+def test_full_fd_table_is_emfile_and_recovers(make_runtime, data_root, flags):
+    rt = make_runtime(data_root, max_fds=5)
+    mod = rt.compile(FD_TABLE)
+    _files(data_root, 1, 1000)
+    res = rt.zeros(9, "int64")
+    path = rt.asarray(np.frombuffer(b"/c/f00.bin\0", np.uint8))
+    mod.get_function("fill_fds")((1,), (32,), (rt.ctx, path, np.int32(flags), np.int32(8), res))
+    rt.synchronize()
+    got = [int(x) for x in rt.asnumpy(res)]
+    fds = got[:5]
+    assert sorted(fds) == list(range(3, 8)), got      # every entry, each once
+    assert got[5:8] == [-errno.EMFILE] * 3, got
+    assert got[8] >= 3, got                           # closed entries are reused
+
+
 def test_cache_off_every_read_is_a_hostcall(make_runtime, data_root):
     rt = make_runtime(data_root, cache_bytes=0, lane_bytes=8192)
     mod = rt.compile(KERNELS)

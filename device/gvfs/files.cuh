@@ -144,14 +144,19 @@ GVFS_FN bool gvfs_fd_view_of(gvfs_ctx *ctx, int fd, gvfs_fd_view *v) {
 // OPEN); a reservation that is not needed goes back with a plain store. The CAS is
 // relaxed: the new owner reads nothing the previous one wrote (it writes every field anew,
 // and only after its CAS won: stores are not speculated), and OPEN's release publishes.
-GVFS_FN int gvfs_fd_reserve(gvfs_files *F) {
-  // Each thread starts at its own place (no shared counter to contend on); a thread that
-  // opens and closes in a loop finds its last entry free again at the first try, so that
-  // try is a CAS straight away, with no test load before it.
-  gvfs_u32 start = (gvfs_u32)((gvfs_global_tid() * 0x9E3779B97F4A7C15ull) >> 32) % F->max_fds;
-  if (gvfs_cas_relaxed_dev(&F->fds[start].state, GVFS_FD_FREE, GVFS_FD_SETUP) == GVFS_FD_FREE) return (int)start;
-  // Then the entries after it, 8 states loaded at once (a thread holding many fds open
-  // scans past them 8 per memory round trip, not one).
+// Each thread starts at its own place (no shared counter to contend on); a thread that
+// opens and closes in a loop finds its last entry free again at the first try, so that try
+// is a CAS straight away, with no test load before it. The caller may issue it early and
+// look at its result late (gvfs_open_cached overlaps it with the name-cache read).
+GVFS_FN gvfs_u32 gvfs_fd_start(gvfs_files *F) {
+  return (gvfs_u32)((gvfs_global_tid() * 0x9E3779B97F4A7C15ull) >> 32) % F->max_fds;
+}
+GVFS_FN gvfs_u32 gvfs_fd_try_start(gvfs_files *F, gvfs_u32 start) {
+  return gvfs_cas_relaxed_dev(&F->fds[start].state, GVFS_FD_FREE, GVFS_FD_SETUP);
+}
+// The rest of the search, when the start entry was taken: the entries after it, 8 states
+// loaded at once (a thread holding many fds open scans past them 8 a round trip, not one).
+GVFS_FN int gvfs_fd_reserve_scan(gvfs_files *F, gvfs_u32 start) {
   for (gvfs_u32 k = 1; k < F->max_fds; k += 8u) {
     gvfs_u32 st[8];
     GVFS_UNROLL
@@ -168,6 +173,12 @@ GVFS_FN int gvfs_fd_reserve(gvfs_files *F) {
     }
   }
   return -1;
+}
+
+GVFS_FN int gvfs_fd_reserve(gvfs_files *F) {
+  const gvfs_u32 start = gvfs_fd_start(F);
+  if (gvfs_fd_try_start(F, start) == GVFS_FD_FREE) return (int)start;
+  return gvfs_fd_reserve_scan(F, start);
 }
 
 GVFS_FN void gvfs_fd_unreserve(gvfs_files *F, int i) { gvfs_store_relaxed_dev(&F->fds[i].state, GVFS_FD_FREE); }
@@ -382,16 +393,20 @@ GVFS_FN int gvfs_fd_for(gvfs_ctx *ctx, int slot, const gvfs_name_snap *s) {
 
 // Read-only open through the name cache: answered on the GPU when the path was confirmed
 // in this epoch; otherwise exactly one opener asks the host and the others wait for it.
-// The fd is reserved first, so its CAS is in flight while the name cache is read (and, as
-// on Linux, a full fd table is EMFILE whatever the path).
+// The fd's first try is issued before the name cache is read, so the two are in flight
+// together.
 GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, const char *path) {
   gvfs_files *F = &ctx->files;
-  const gvfs_u32 epoch = gvfs_load_relaxed_dev(F->epoch);
-  const int slot = gvfs_fd_reserve(F);
-  if (slot < 0) return -GVFS_EMFILE;
   gvfs_pathkey k;
   gvfs_pathkey_make(&k, path);
+  // The epoch, the fd's first try and the name entry's state are then in flight together:
+  // the CAS's answer is looked at only after the name cache was read.
+  const gvfs_u32 epoch = gvfs_load_relaxed_dev(F->epoch);
+  const gvfs_u32 start = gvfs_fd_start(F);
+  bool reserved = gvfs_fd_try_start(F, start) == GVFS_FD_FREE;
+  int slot = (int)start;
   if (F->nnames == 0u || k.nwords == 0u) {
+    if (!reserved && (slot = gvfs_fd_reserve_scan(F, start)) < 0) return -GVFS_EMFILE;
     gvfs_name_snap s = gvfs_lookup_call(ctx, path, epoch);
     return gvfs_fd_for(ctx, slot, &s);
   }
@@ -401,11 +416,15 @@ GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, const char *path) {
     bool ok;
     gvfs_name_snap s;
     int idx = gvfs_name_find(F, &k, &free_slot, &s, &ok);
+    if (!reserved) {  // the start entry was taken: search on (as on Linux, no fd is EMFILE whatever the path)
+      if ((slot = gvfs_fd_reserve_scan(F, start)) < 0) return -GVFS_EMFILE;
+      reserved = true;
+    }
     if (idx >= 0) {
       gvfs_nameent *e = &F->names[idx];
       if (ok) {
         if (s.epoch == epoch) {
-          gvfs_count(ctx, GVFS_C_OPENS_ON_DEVICE, 1);
+          gvfs_count_sum(ctx, GVFS_C_OPENS_ON_DEVICE, 1);  // a plain add: no warp vote on the open path
           return gvfs_fd_for(ctx, slot, &s);
         }
         gvfs_u32 st = gvfs_load_relaxed_dev(&e->state);
