@@ -141,9 +141,10 @@ GVFS_FN bool gvfs_fd_view_of(gvfs_ctx *ctx, int fd, gvfs_fd_view *v) {
 }
 
 // An fd entry is reserved (FREE -> SETUP by CAS), filled, then published (store-release
-// OPEN); a reservation that is not needed goes back with a plain store. The CAS is
-// relaxed: the new owner reads nothing the previous one wrote (it writes every field anew,
-// and only after its CAS won: stores are not speculated), and OPEN's release publishes.
+// OPEN); a reservation that is not needed goes back with a plain store. The CAS acquires
+// (but does not release: it publishes nothing, and a release would wait for every store in
+// flight): it reads from the closer's release, so the closer's last reads of the fields
+// happen before the new owner's writes to them.
 // Each thread starts at its own place (no shared counter to contend on); a thread that
 // opens and closes in a loop finds its last entry free again at the first try, so that try
 // is a CAS straight away, with no test load before it. The caller may issue it early and
@@ -152,7 +153,7 @@ GVFS_FN gvfs_u32 gvfs_fd_start(gvfs_files *F) {
   return (gvfs_u32)((gvfs_global_tid() * 0x9E3779B97F4A7C15ull) >> 32) % F->max_fds;
 }
 GVFS_FN gvfs_u32 gvfs_fd_try_start(gvfs_files *F, gvfs_u32 start) {
-  return gvfs_cas_relaxed_dev(&F->fds[start].state, GVFS_FD_FREE, GVFS_FD_SETUP);
+  return gvfs_cas_acquire_dev(&F->fds[start].state, GVFS_FD_FREE, GVFS_FD_SETUP);
 }
 // The rest of the search, when the start entry was taken: the entries after it, 8 states
 // loaded at once (a thread holding many fds open scans past them 8 a round trip, not one).
@@ -168,7 +169,7 @@ GVFS_FN int gvfs_fd_reserve_scan(gvfs_files *F, gvfs_u32 start) {
     for (gvfs_u32 u = 0; u < 8u; ++u) {
       gvfs_u32 i = start + k + u;
       if (i >= F->max_fds) i -= F->max_fds;
-      if (st[u] == GVFS_FD_FREE && gvfs_cas_relaxed_dev(&F->fds[i].state, GVFS_FD_FREE, GVFS_FD_SETUP) == GVFS_FD_FREE)
+      if (st[u] == GVFS_FD_FREE && gvfs_cas_acquire_dev(&F->fds[i].state, GVFS_FD_FREE, GVFS_FD_SETUP) == GVFS_FD_FREE)
         return (int)i;
     }
   }

@@ -53,9 +53,9 @@ GVFS_FN gvfs_u32 gvfs_cas_acq_rel_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 d
   asm volatile("atom.acq_rel.gpu.cas.b32 %0, [%1], %2, %3;" : "=r"(old) : "l"(p), "r"(expected), "r"(desired) : "memory");
   return old;
 }
-GVFS_FN gvfs_u32 gvfs_cas_relaxed_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 desired) {
+GVFS_FN gvfs_u32 gvfs_cas_acquire_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 desired) {
   gvfs_u32 old;
-  asm volatile("atom.relaxed.gpu.cas.b32 %0, [%1], %2, %3;" : "=r"(old) : "l"(p), "r"(expected), "r"(desired) : "memory");
+  asm volatile("atom.acquire.gpu.cas.b32 %0, [%1], %2, %3;" : "=r"(old) : "l"(p), "r"(expected), "r"(desired) : "memory");
   return old;
 }
 GVFS_FN gvfs_u32 gvfs_fetch_add_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) {
@@ -203,8 +203,8 @@ inline gvfs_u32 gvfs_cas_acq_rel_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 de
   gvfs_ref(p).compare_exchange_strong(expected, desired, std::memory_order_acq_rel, std::memory_order_acquire);
   return expected;  // compare_exchange writes the old value here on failure; equals it on success
 }
-inline gvfs_u32 gvfs_cas_relaxed_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 desired) {
-  gvfs_ref(p).compare_exchange_strong(expected, desired, std::memory_order_relaxed, std::memory_order_relaxed);
+inline gvfs_u32 gvfs_cas_acquire_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 desired) {
+  gvfs_ref(p).compare_exchange_strong(expected, desired, std::memory_order_acquire, std::memory_order_relaxed);
   return expected;
 }
 inline gvfs_u32 gvfs_fetch_add_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) { return gvfs_ref(p).fetch_add(v, std::memory_order_acq_rel); }
