@@ -9,14 +9,46 @@ import enum
 
 import numpy as np
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 PATH_MAX = 4096          # bytes, including the terminating NUL
 LANE_DATA_MIN = 4096
 CTX_MAGIC = 0x53465647   # "GVFS"
 
 
+# The lane words (device/gvfs/hostcall.cuh, docs/protocol.md):
+#   req_word  = opcode << 24 | (seq & 0xFFFFFF)
+#   resp_word = code << 24 | (seq & 0xFFFFFF); code 0: the answer is in the response record,
+#               code 1..255: the result is code - 128 and the aux words are zero.
+WORD_SEQ_MASK = 0xFFFFFF
+WORD_SHIFT = 24
+CODE_RECORD = 0
+CODE_BIAS = 128
+CODE_MIN_RESULT, CODE_MAX_RESULT = 1 - CODE_BIAS, 255 - CODE_BIAS   # -127..127
+
+
+def encode_req_word(opcode: int, seq: int) -> int:
+    """The word a device thread publishes for request `seq` of a lane."""
+    return (opcode & 0xFF) << WORD_SHIFT | (seq & WORD_SEQ_MASK)
+
+
+def encode_resp_word(req: int, result: int | None = None) -> int:
+    """The answer's word for request word `req`: the result in the code where it fits
+    (`result` None: code 0, the answer is in the record)."""
+    if result is None or not CODE_MIN_RESULT <= result <= CODE_MAX_RESULT:
+        return req & WORD_SEQ_MASK
+    return (result + CODE_BIAS) << WORD_SHIFT | (req & WORD_SEQ_MASK)
+
+
+def decode_resp_word(word: int) -> int | None:
+    """The result a response word carries, or None when it says "read the record"."""
+    code = word >> WORD_SHIFT
+    return None if code == CODE_RECORD else code - CODE_BIAS
+
+
 class Op(enum.IntEnum):
-    NOP = 1
+    # NOP is 0x80 so that the answer to a NOP is its request word echoed: code 0x80 is the
+    # result 0. A sweep answers all pending NOPs with one masked copy (server.py).
+    NOP = 0x80
     OPEN = 2
     PREAD = 3
     PWRITE = 4
@@ -30,6 +62,9 @@ class Op(enum.IntEnum):
     FILL = 12
     LOOKUP = 13
 
+
+# Requests that are the word alone: the device writes no record and the server reads none.
+WORD_ONLY = frozenset({Op.NOP, Op.WALLCLOCK})
 
 # open(2) flags as the device passes them (Linux values).
 O_RDONLY = 0x0
@@ -53,7 +88,7 @@ REQUEST = np.dtype(
 RESPONSE = np.dtype([("result", "<i8"), ("aux", "<u8", (3,))], align=True)
 
 LANES = np.dtype(
-    [("count", "<u4"), ("data_bytes", "<u4"), ("req_seq", "<u8"), ("resp_seq", "<u8"),
+    [("count", "<u4"), ("data_bytes", "<u4"), ("req_word", "<u8"), ("resp_word", "<u8"),
      ("req", "<u8"), ("resp", "<u8"), ("data", "<u8"), ("lock", "<u8"), ("seq", "<u8")],
     align=True,
 )

@@ -19,7 +19,7 @@ def test_abi_mirror_matches_device_headers(data_root: str) -> None:
         abi.ABI_VERSION, abi.PATH_MAX, abi.CTX_MAGIC, abi.NCOUNTERS,
         R.itemsize, *(R.fields[f][1] for f in ("opcode", "flags", "fd", "data_len", "offset", "length", "arg")),
         S.itemsize, S.fields["result"][1], S.fields["aux"][1],
-        L.itemsize, *(L.fields[f][1] for f in ("count", "data_bytes", "req_seq", "resp_seq", "req", "resp", "data",
+        L.itemsize, *(L.fields[f][1] for f in ("count", "data_bytes", "req_word", "resp_word", "req", "resp", "data",
                                                  "lock", "seq")),
         C.itemsize, C.fields["magic"][1], C.fields["lanes"][1], C.fields["counters"][1],
         C.fields["readahead_pages"][1], C.fields["pt"][1], C.fields["files"][1],
@@ -29,6 +29,22 @@ def test_abi_mirror_matches_device_headers(data_root: str) -> None:
         abi.STAT_SIZE,
         *(int(op) for op in abi.Op),
         abi.O_WRONLY, abi.O_RDWR, abi.O_CREAT, abi.O_EXCL, abi.O_TRUNC, abi.O_APPEND,
+        abi.WORD_SEQ_MASK, abi.WORD_SHIFT, abi.CODE_RECORD, abi.CODE_BIAS,
+        *(int(op in abi.WORD_ONLY) for op in abi.Op),
     ]
     assert got[: len(want)] == want
     assert len(got) == len(want), "device exports fields the mirror does not check"
+
+
+def test_lane_word_encoding() -> None:
+    """The word helpers (the device's encoding, docs/protocol.md): a NOP's request word is
+    its own answer; results of -127..127 travel in the code, others (and aux) need the record."""
+    w = abi.encode_req_word(abi.Op.NOP, 0x1234567)
+    assert w == 0x80234567 and abi.decode_resp_word(w) == 0     # the echo is the result 0
+    for result in range(abi.CODE_MIN_RESULT, abi.CODE_MAX_RESULT + 1):
+        r = abi.encode_resp_word(w, result)
+        assert r & abi.WORD_SEQ_MASK == 0x234567 and abi.decode_resp_word(r) == result
+    for result in (abi.CODE_MIN_RESULT - 1, abi.CODE_MAX_RESULT + 1, -(2**63), 2**63 - 1, None):
+        r = abi.encode_resp_word(w, result)
+        assert r == 0x234567 and abi.decode_resp_word(r) is None   # code 0: read the record
+    assert abi.encode_req_word(abi.Op.CLOSE, 2**24) == abi.Op.CLOSE << 24   # the seq bits wrap

@@ -1,18 +1,21 @@
 """Fuzzing the hostcall server with what a buggy or hostile kernel could write into a lane.
 
 The lanes' mailboxes are written straight from Python (no device code): random and
-malformed requests (unknown opcodes, bad fds, huge and negative-as-unsigned lengths and
-offsets, data_len mismatches, unterminated and over-long paths, `..` and symlinks leading
-out of the root, directories, unknown open flags), many lanes at once, then one
-`Server.sweep()` takes them all and the test waits (bounded) for every answer. The
-server's polling thread is never started: the test is the poller.
+malformed request words (unknown opcodes, the seq bits jumping or standing still while the
+opcode changes, the 24-bit wrap) and records (a record opcode that disagrees with the word,
+bad fds, huge and negative-as-unsigned lengths and offsets, data_len mismatches,
+unterminated and over-long paths, `..` and symlinks leading out of the root, directories,
+unknown open flags), many lanes at once, then one `Server.sweep()` takes them all and the
+test waits (bounded) for every answer. The server's polling thread is never started: the
+test is the poller.
 
-Checked for every request: it is answered exactly once, with a result >= 0 or a negative
-errno in -1..-133 (and the errno the validation rules promise, where the request breaks
-one); the server keeps answering valid requests interleaved with the garbage, with the
-right bytes; and nothing outside the root is created, deleted, modified or even read
-(listing, inode, size, mtime, ctime and atime of everything in the sandbox beside the root,
-and outside.txt's content at the end).
+Checked for every request: it is answered exactly once, by a response word that carries its
+seq bits, with a result >= 0 or a negative errno in -1..-133 (and the errno the validation
+rules promise, where the request breaks one); a NOP by its own word echoed; an answer in the
+word's code leaves the response record alone; the server keeps answering valid requests
+interleaved with the garbage, with the right bytes; and nothing outside the root is
+created, deleted, modified or even read (listing, inode, size, mtime, ctime and atime of
+everything in the sandbox beside the root, and outside.txt's content at the end).
 
 Explicit unit tests of each validation rule come first; the hypothesis fuzzer last.
 `GPUVFS_FUZZ_EXAMPLES` sets the fuzzer's number of batches (default 420);
@@ -57,7 +60,7 @@ WAIT_S = 5.0
 
 @dataclass
 class Req:
-    opcode: int
+    opcode: int                    # the request word's opcode (8 bits): what the server routes by
     flags: int = 0
     fd: int = -1
     data_len: int = 0
@@ -65,6 +68,11 @@ class Req:
     length: int = 0
     arg: tuple[int, int, int, int] = (0, 0, 0, 0)
     payload: bytes = b""
+    rec_opcode: int | None = None  # the record's opcode field (None: the word's), never read
+    seq_step: int = 1              # how far the word's seq bits move (a device bug may jump)
+
+
+POISON = -0x1111111111111112       # a response record the server did not write
 
 
 @dataclass
@@ -250,16 +258,19 @@ class Harness:
         # What this server answers; anything else must be -ENOSYS. (The cache's LOOKUP/FILL
         # handlers are not registered here: tests/test_fuzz_cache.py fuzzes them.)
         self.registered = frozenset(self.server._routes)
-        self.answers: Counter[tuple[int, int]] = Counter()  # (lane, seq) -> times answered
+        # (batch, lane, request word) -> times answered. The batch is part of the key: with
+        # the seq bits jumping, a lane may see the same word again in a later batch.
+        self.answers: Counter[tuple[int, int, int]] = Counter()
+        self.batch = 0
         self._answers_lock = threading.Lock()
         self.sent = 0
         self.outcomes: Counter[tuple[str, str]] = Counter()  # (opcode, errno name or "ok"): coverage
         real_answer = self.server.answer
 
-        def counting_answer(lane: int, seq: int, result: int, aux: tuple[int, int, int] = (0, 0, 0)) -> None:
-            with self._answers_lock:
-                self.answers[(lane, seq)] += 1
-            real_answer(lane, seq, result, aux)
+        def counting_answer(lane: int, word: int, result: int, aux: tuple[int, int, int] | None = None) -> None:
+            real_answer(lane, word, result, aux)
+            with self._answers_lock:       # counted once written: run() may wait for the count
+                self.answers[(self.batch, lane, word)] += 1
 
         self.server.answer = counting_answer  # type: ignore[method-assign]
 
@@ -274,44 +285,82 @@ class Harness:
         self.backend.close()
         self.lanes.close()
 
-    def run(self, reqs: list[Req]) -> list[Answer]:
-        """Writes reqs into lanes 0..n-1, bumps their req_seq, sweeps once, waits for all."""
+    def run(self, reqs: list[Req], lanes: list[int] | None = None) -> list[Answer]:
+        """Writes reqs into `lanes` (default 0..n-1): records and payloads, then each lane's
+        request word moved by the request's seq_step; sweeps once; waits for every answer."""
         n = len(reqs)
         assert 1 <= n <= NLANES
+        idx = np.arange(n) if lanes is None else np.asarray(lanes)
+        assert len(set(idx.tolist())) == n and all(0 <= i < NLANES for i in idx.tolist())
         L = self.lanes
+        self.batch += 1
         arr = np.zeros(n, dtype=abi.REQUEST)
-        for k in ("opcode", "flags", "fd", "data_len", "offset", "length"):
+        for k in ("flags", "fd", "data_len", "offset", "length"):
             arr[k] = [getattr(r, k) for r in reqs]
+        arr["opcode"] = [r.opcode if r.rec_opcode is None else r.rec_opcode for r in reqs]
         arr["arg"] = [r.arg for r in reqs]
-        L.data[:n] = JUNK
-        for i, r in enumerate(reqs):
+        L.data[idx] = JUNK
+        for i, r in zip(idx.tolist(), reqs):
             if r.payload:
                 p = r.payload[:DATA]
                 L.data[i, :len(p)] = np.frombuffer(p, dtype=np.uint8)
-        L.resp["result"][:n] = -0x1111111111111112  # poison: a response left unwritten shows
-        L.resp["aux"][:n] = 0xEEEEEEEEEEEEEEEE
-        assert np.array_equal(L.req_seq[:n], L.resp_seq[:n]), "a lane was still pending before the batch"
-        L.req[:n] = arr
-        seqs = L.req_seq[:n] + np.uint32(1)   # wraps at 2**32 as the device's counter does
-        L.req_seq[:n] = seqs
+        L.resp["result"][idx] = POISON  # a response left unwritten shows
+        L.resp["aux"][idx] = 0xEEEEEEEEEEEEEEEE
+        assert np.array_equal(L.req_word[idx] & abi.WORD_SEQ_MASK, L.resp_word[idx] & abi.WORD_SEQ_MASK), \
+            "a lane was still pending before the batch"
+        L.req[idx] = arr
+        words = []
+        prev_words = {}
+        for i, r in zip(idx.tolist(), reqs):
+            assert 0 <= r.opcode <= 0xFF, f"an opcode is 8 bits in the request word: {r}"
+            prev = prev_words[i] = int(L.req_word[i])
+            w = abi.encode_req_word(r.opcode, prev + r.seq_step)
+            if w == prev:   # the word did not move: that is no request at all
+                w = abi.encode_req_word(r.opcode, prev + 1)
+            words.append(w)
+        words_a = np.array(words, dtype="<u4")
+        L.req_word[idx] = words_a       # after the records (the device's release orders them)
         took = self.server.sweep()
         assert took == n, f"sweep took {took} of {n} requests"
+        # A word whose seq bits stood still (only its opcode moved) looks answered by the
+        # previous answer's word: the device could not tell, and this test waits for the
+        # server's answer() instead (NOPs are answered within the sweep).
+        still = [(k, i, w) for k, (i, r, w) in enumerate(zip(idx.tolist(), reqs, words))
+                 if (w ^ prev_words[i]) & abi.WORD_SEQ_MASK == 0 and r.opcode != abi.Op.NOP]
         deadline = time.monotonic() + WAIT_S
-        while not np.array_equal(L.resp_seq[:n], seqs):
+        seqs = words_a & abi.WORD_SEQ_MASK
+
+        def waiting() -> list[int]:
+            late = np.flatnonzero((L.resp_word[idx] & abi.WORD_SEQ_MASK) != seqs).tolist()
+            with self._answers_lock:
+                return late + [k for k, i, w in still if not self.answers.get((self.batch, i, w))]
+
+        while late := waiting():
             if time.monotonic() > deadline:
-                late = [(i, reqs[i]) for i in np.flatnonzero(L.resp_seq[:n] != seqs)[:5]]
-                raise AssertionError(f"requests not answered within {WAIT_S} s: {late}")
+                raise AssertionError(f"requests not answered within {WAIT_S} s: {[reqs[k] for k in late[:5]]}")
             time.sleep(0.0002)
-        out = [Answer(int(L.resp[i]["result"]), tuple(int(a) for a in L.resp[i]["aux"]),  # type: ignore[arg-type]
-                      L.data[i].tobytes()) for i in range(n)]
+        out = []
+        for i, r, w in zip(idx.tolist(), reqs, words):
+            rw = int(L.resp_word[i])
+            res = abi.decode_resp_word(rw)
+            if res is None:
+                out.append(Answer(int(L.resp[i]["result"]), tuple(int(a) for a in L.resp[i]["aux"]),  # type: ignore[arg-type]
+                                  L.data[i].tobytes()))
+                assert out[-1].result != POISON, f"lane {i}: code 0 but no response record: {r}"
+            else:
+                # The word said it all: the record was left alone (the device will not read it).
+                assert int(L.resp[i]["result"]) == POISON, f"lane {i}: answered in the word, record written too"
+                out.append(Answer(res, (0, 0, 0), L.data[i].tobytes()))
+            if r.opcode == abi.Op.NOP:
+                assert rw == w, f"NOP on lane {i}: answered {rw:#x}, not its own word {w:#x}"
         assert self.server.sweep() == 0, "a lane was taken twice"
         with self._answers_lock:
-            for i, (r, s) in enumerate(zip(reqs, seqs.tolist())):
-                times = self.answers.get((i, s), 0)
-                if r.opcode == abi.Op.NOP:   # answered in one vectorised step, not through answer()
-                    assert times == 0 and out[i].result == 0, f"NOP on lane {i}: {out[i]}"
+            for i, r, w, a in zip(idx.tolist(), reqs, words, out):
+                times = self.answers.get((self.batch, i, w), 0)
+                if r.opcode == abi.Op.NOP:   # answered by echo in the sweep, not through answer()
+                    assert times == 0 and a.result == 0, f"NOP on lane {i}: {a}"
                 else:
-                    assert times == 1, f"lane {i} seq {s} answered {times} times: {r}"
+                    assert times == 1, f"lane {i} word {w:#x} answered {times} times: {r}"
         self.sent += n
         for r, a in zip(reqs, out):
             name = abi.Op(r.opcode).name if r.opcode in abi.Op._value2member_map_ else "unknown"
@@ -355,9 +404,76 @@ def _sane(result: int) -> bool:
 
 
 # ---------------------------------------------------------------- one test per validation rule
-@pytest.mark.parametrize("opcode", [0, max(abi.Op) + 1, 999, 2**31, 2**32 - 1])
+@pytest.mark.parametrize("opcode", [0, 1, max(op for op in abi.Op if op != abi.Op.NOP) + 1, 0x7F, 0x81, 0xFF])
 def test_unknown_opcode_is_enosys(h: Harness, opcode: int) -> None:
     assert h.call(opcode, fd=3, length=10).result == -errno.ENOSYS
+
+
+def test_answer_travels_in_the_word_when_it_fits(h: Harness) -> None:
+    """Server.answer: a result in -127..127 without aux is the word's code alone; anything
+    else (aux given, or a result out of that range) is the record, then code 0."""
+    L, lane = h.lanes, NLANES - 1
+    w = abi.encode_req_word(abi.Op.CLOSE, 0xABCDEF)
+    for result, aux, code in [(0, None, 128), (-127, None, 1), (127, None, 255), (-9, None, 128 - 9),
+                              (-128, None, 0), (128, None, 0), (2**62, None, 0), (5, (1, 2, 3), 0),
+                              (0, (0, 0, 0), 0)]:
+        L.resp["result"][lane] = POISON
+        h.server.answer(lane, w, result, aux)
+        rw = int(L.resp_word[lane])
+        assert rw & abi.WORD_SEQ_MASK == 0xABCDEF and rw >> abi.WORD_SHIFT == code, (result, aux, hex(rw))
+        if code:
+            assert abi.decode_resp_word(rw) == result and int(L.resp["result"][lane]) == POISON
+        else:
+            assert int(L.resp["result"][lane]) == result
+            assert tuple(int(a) for a in L.resp["aux"][lane]) == (aux or (0, 0, 0))
+    assert abi.encode_resp_word(w, 0) == abi.encode_req_word(abi.Op.NOP, 0xABCDEF), "NOP's echo is not result 0"
+
+
+def test_lone_requests_on_any_lane(h: Harness) -> None:
+    """One request at a time on changing lanes, and pairs that include the last lone lane:
+    the lone-lane shortcut, its miss, and the vector path all answer each request once."""
+    fd = h.open("/keep/ref.bin")
+    plan = [[5], [5], [5], [9], [9], [9, 5], [5, 9, 12], [12], [0], [NLANES - 1], [NLANES - 1, 0], [3]]
+    for k, lanes in enumerate(plan):
+        reqs = [[Req(abi.Op.NOP), Req(abi.Op.CLOSE, fd=NEVER_FD), Req(abi.Op.PREAD, fd=fd, offset=7, length=200),
+                 Req(abi.Op.PREAD, fd=fd, offset=9, length=100), Req(abi.Op.WALLCLOCK)][(k + j) % 5]
+                for j in range(len(lanes))]
+        for r, a in zip(reqs, h.run(reqs, lanes)):
+            if r.opcode == abi.Op.PREAD:
+                assert a.result == r.length and a.data[:r.length] == REF[r.offset:r.offset + r.length].tobytes()
+            else:
+                _expect(r, a, h.registered)
+            if r.opcode == abi.Op.CLOSE:
+                assert a.result == -errno.EBADF
+    assert h.close_fd(fd) == 0
+
+
+def test_seq_bits_wrap(h: Harness) -> None:
+    """The word carries 24 bits of the device's seq: across the wrap every request is still
+    new to the server (it compares with the lane's previous word only) and answered once."""
+    lane = [7]
+    h.run([Req(abi.Op.NOP, seq_step=2**24 - 2)], lane)   # the seq bits at 0xFFFFFE
+    assert int(h.lanes.req_word[7]) & abi.WORD_SEQ_MASK == 0xFFFFFE
+    for k in range(6):
+        r = [Req(abi.Op.NOP), Req(abi.Op.CLOSE, fd=NEVER_FD), Req(abi.Op.WALLCLOCK)][k % 3]
+        _expect(r, h.run([r], lane)[0], h.registered)
+    assert int(h.lanes.req_word[7]) & abi.WORD_SEQ_MASK == 4
+
+
+def test_the_word_routes_not_the_record(h: Harness) -> None:
+    """The server routes by the word's opcode; the record's opcode field is never read, and
+    a word-only request (NOP, WALLCLOCK) is answered without reading the record at all."""
+    path = _path_fields("/a.bin")
+    opened = len(h.table)
+    # A NOP and a WALLCLOCK whose stale records say OPEN: nothing is opened.
+    assert h.call(abi.Op.NOP, rec_opcode=abi.Op.OPEN, **path).result == 0
+    assert h.call(abi.Op.WALLCLOCK, rec_opcode=abi.Op.OPEN, **path).result > 1_600_000_000 * 10**9
+    # A CLOSE whose record says OPEN is a CLOSE (of fd -1).
+    assert h.call(abi.Op.CLOSE, rec_opcode=abi.Op.OPEN, **path).result == -errno.EBADF
+    # An OPEN whose record says NOP is an OPEN.
+    fd = h.call(abi.Op.OPEN, rec_opcode=abi.Op.NOP, **path).result
+    assert fd >= FIRST_FD and len(h.table) == opened + 1
+    assert h.close_fd(fd) == 0 and len(h.table) == opened
 
 
 def test_valid_open_pread_fstat_close(h: Harness) -> None:
@@ -588,7 +704,10 @@ FDS = st.one_of(LIVE_FDS, LIVE_FDS,
                 st.integers(FIRST_FD, FIRST_FD + MAX_FDS + 1),   # live, opened in the batch, or never
 
                 st.sampled_from([0, 1, 2, -1, -2, -(2**31), 2**31 - 1, NEVER_FD, 65539, 1 << 20]), I32)
-OPCODES = st.one_of(st.sampled_from(sorted(int(op) for op in abi.Op)), st.integers(0, 20), U32)
+OPCODES = st.one_of(st.sampled_from(sorted(int(op) for op in abi.Op)), st.integers(0, 20), st.integers(0, 255))
+# How far a fuzzed word's seq bits move: by one as the device moves them, or anywhere (0: the
+# seq stands still and only the opcode moves; 2**24: the same, through the wrap).
+SEQ_STEPS = st.one_of(st.just(1), st.just(1), st.integers(0, 2**24 + 1), st.sampled_from([0, 2**24, 2**32 - 1]))
 FLAG_BITS = [abi.O_CREAT, abi.O_EXCL, abi.O_TRUNC, abi.O_APPEND]
 OPEN_FLAGS = st.one_of(
     st.tuples(st.sampled_from([abi.O_RDONLY, abi.O_WRONLY, abi.O_RDWR, abi.O_ACCMODE]),
@@ -671,7 +790,8 @@ def line_req(draw: st.DrawFn) -> Req:
 
 RAW = st.builds(Req, opcode=OPCODES, flags=U32, fd=I32, data_len=st.one_of(st.integers(0, DATA + 1), U32),
                 offset=st.one_of(OFFSETS, U64), length=st.one_of(SIZES, U64),
-                arg=st.tuples(U64, U64, U64, U64), payload=st.binary(max_size=64))
+                arg=st.tuples(U64, U64, U64, U64), payload=st.binary(max_size=64),
+                rec_opcode=st.one_of(st.none(), OPCODES, U32), seq_step=SEQ_STEPS)
 REQUESTS = st.one_of(
     _with_path(abi.Op.OPEN, OPEN_FLAGS), _with_path(abi.Op.OPEN, OPEN_FLAGS), _with_path(abi.Op.OPEN, OPEN_FLAGS),
     io_req(), io_req(), io_req(),
@@ -679,8 +799,9 @@ REQUESTS = st.one_of(
     _req(st.sampled_from([abi.Op.FSTAT, abi.Op.CLOSE, abi.Op.FSYNC]), fd=FDS),
     _with_path(abi.Op.UNLINK, U32),
     line_req(),
-    _req(st.one_of(st.sampled_from([abi.Op.NOP, abi.Op.WALLCLOCK, abi.Op.FILL, 0]), st.integers(13, 2**32 - 1)),
-         flags=U32, fd=I32, offset=U64, length=U64, data_len=U32),
+    _req(st.one_of(st.sampled_from([abi.Op.NOP, abi.Op.WALLCLOCK, abi.Op.FILL, 0]), st.integers(13, 255)),
+         flags=U32, fd=I32, offset=U64, length=U64, data_len=U32, rec_opcode=st.one_of(st.none(), U32),
+         seq_step=SEQ_STEPS),
     RAW, RAW,
 )
 
@@ -771,9 +892,10 @@ def _fuzz_one_batch(h: Harness, sandbox: Sandbox, batch: list[Req], reads: list[
     valid = [Req(abi.Op.PREAD, fd=ref_fd, offset=off, length=n) for off, n in reads]
     valid += [h.open_req("/keep/ref.bin"), Req(abi.Op.FSTAT, fd=ref_fd), Req(abi.Op.NOP)]
     tagged = [(r, False) for r in fuzz] + [(r, True) for r in valid]
-    random.Random(shuffle_seed).shuffle(tagged)
+    rnd = random.Random(shuffle_seed)
+    rnd.shuffle(tagged)
     reqs = [r for r, _ in tagged]
-    answers = h.run(reqs)
+    answers = h.run(reqs, rnd.sample(range(NLANES), len(reqs)))   # any lanes, not only the first
     extra_fd = None
     for (r, is_valid), a in zip(tagged, answers):
         _expect(r, a, h.registered)

@@ -293,7 +293,7 @@ extern "C" __attribute__((visibility("default"))) int gvfs_cpu_abi(unsigned long
       offsetof(gvfs_request, length), offsetof(gvfs_request, arg),
       sizeof(gvfs_response), offsetof(gvfs_response, result), offsetof(gvfs_response, aux),
       sizeof(gvfs_lanes), offsetof(gvfs_lanes, count), offsetof(gvfs_lanes, data_bytes),
-      offsetof(gvfs_lanes, req_seq), offsetof(gvfs_lanes, resp_seq), offsetof(gvfs_lanes, req),
+      offsetof(gvfs_lanes, req_word), offsetof(gvfs_lanes, resp_word), offsetof(gvfs_lanes, req),
       offsetof(gvfs_lanes, resp), offsetof(gvfs_lanes, data), offsetof(gvfs_lanes, lock),
       offsetof(gvfs_lanes, seq),
       sizeof(gvfs_ctx), offsetof(gvfs_ctx, magic), offsetof(gvfs_ctx, lanes), offsetof(gvfs_ctx, counters),
@@ -305,6 +305,13 @@ extern "C" __attribute__((visibility("default"))) int gvfs_cpu_abi(unsigned long
       GVFS_OP_NOP, GVFS_OP_OPEN, GVFS_OP_PREAD, GVFS_OP_PWRITE, GVFS_OP_FSTAT, GVFS_OP_CLOSE,
       GVFS_OP_FSYNC, GVFS_OP_UNLINK, GVFS_OP_WRITE_LINE, GVFS_OP_READ_LINE, GVFS_OP_WALLCLOCK, GVFS_OP_FILL, GVFS_OP_LOOKUP,
       GVFS_O_WRONLY, GVFS_O_RDWR, GVFS_O_CREAT, GVFS_O_EXCL, GVFS_O_TRUNC, GVFS_O_APPEND,
+      GVFS_WORD_SEQ_MASK, GVFS_WORD_SHIFT, GVFS_CODE_RECORD, GVFS_CODE_BIAS,
+      // which opcodes are the word alone, in the order of the opcodes above
+      gvfs_op_word_only(GVFS_OP_NOP), gvfs_op_word_only(GVFS_OP_OPEN), gvfs_op_word_only(GVFS_OP_PREAD),
+      gvfs_op_word_only(GVFS_OP_PWRITE), gvfs_op_word_only(GVFS_OP_FSTAT), gvfs_op_word_only(GVFS_OP_CLOSE),
+      gvfs_op_word_only(GVFS_OP_FSYNC), gvfs_op_word_only(GVFS_OP_UNLINK), gvfs_op_word_only(GVFS_OP_WRITE_LINE),
+      gvfs_op_word_only(GVFS_OP_READ_LINE), gvfs_op_word_only(GVFS_OP_WALLCLOCK), gvfs_op_word_only(GVFS_OP_FILL),
+      gvfs_op_word_only(GVFS_OP_LOOKUP),
   };
   int n = (int)(sizeof(v) / sizeof(v[0]));
   for (int i = 0; i < n && i < cap; ++i) out[i] = v[i];

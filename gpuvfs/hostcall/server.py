@@ -1,11 +1,12 @@
 """The hostcall server: the host half of the protocol in device/gvfs/hostcall.cuh.
 
 The lanes live in one block of pinned host memory mapped into the device (on the cpu
-backend, plain host memory). The server sweeps every lane at once with NumPy, takes the
-requests whose sequence number moved, answers cheap opcodes on the polling thread (NOP in
-one vectorised step), and hands those that can block (file IO, stdin) to a thread pool so
-one slow read never stalls other lanes. Every field read from a lane is untrusted:
-handlers validate it and answer -errno; nothing a lane says can stop the server.
+backend, plain host memory). Each lane has a request word and a response word
+(docs/protocol.md): the server snapshots every request word at once, takes the lanes whose
+word moved, answers NOPs by echoing their word, other cheap opcodes on the polling thread,
+and hands those that can block (file IO, stdin) to a thread pool so one slow read never
+stalls other lanes. Every word and field read from a lane is untrusted: handlers validate
+it and answer -errno; nothing a lane says can stop the server.
 
 While no kernel of the runtime is in flight (and nothing is pending) the polling thread
 sleeps on an event: it does not burn a core.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +30,18 @@ from .. import abi
 log = logging.getLogger("gpuvfs.hostcall")
 
 PAGE = 4096
+_U32 = struct.Struct("<I")       # one lane word, read from or written into a bytes snapshot
+_unpack, _pack = _U32.unpack_from, _U32.pack_into
+_I32 = np.dtype("<i4")           # the vector path's view of the words (see _sweep_many)
+_NOP = int(abi.Op.NOP)
+# As int32, the words with opcode 0x80 (NOP) are the lowest: those below 0x81000000. A 0-d
+# array, as a NumPy scalar operand costs a conversion on every call.
+_NOP_END = np.array((_NOP + 1) << 24, dtype=np.uint32).view(np.int32)
+_SEQ = abi.WORD_SEQ_MASK
+_SHIFT = abi.WORD_SHIFT
+_BIAS = abi.CODE_BIAS
+_CODE_MIN, _CODE_MAX = abi.CODE_MIN_RESULT, abi.CODE_MAX_RESULT
+_AUX_MASK = 0xFFFFFFFFFFFFFFFF
 
 
 def _align(n: int, a: int = PAGE) -> int:
@@ -55,9 +69,9 @@ class Lanes:
                 f"lane_bytes must be a multiple of 256 between {abi.LANE_DATA_MIN} and {1 << 26}, got {data_bytes}")
         self.count = count
         self.data_bytes = data_bytes
-        off_req_seq = 0
-        off_resp_seq = _align(4 * count)
-        off_req = off_resp_seq + _align(4 * count)
+        off_req_word = 0
+        off_resp_word = _align(4 * count)
+        off_req = off_resp_word + _align(4 * count)
         off_resp = off_req + _align(abi.REQUEST.itemsize * count)
         off_data = off_resp + _align(abi.RESPONSE.itemsize * count)
         total = off_data + data_bytes * count
@@ -65,15 +79,15 @@ class Lanes:
         buf = self._mem.array
         buf[:] = 0
         dp = self._mem.device_ptr
-        self.req_seq = buf[off_req_seq:off_req_seq + 4 * count].view("<u4")
-        self.resp_seq = buf[off_resp_seq:off_resp_seq + 4 * count].view("<u4")
+        self.req_word = buf[off_req_word:off_req_word + 4 * count].view("<u4")
+        self.resp_word = buf[off_resp_word:off_resp_word + 4 * count].view("<u4")
         self.req = buf[off_req:off_req + abi.REQUEST.itemsize * count].view(abi.REQUEST)
         self.resp = buf[off_resp:off_resp + abi.RESPONSE.itemsize * count].view(abi.RESPONSE)
         self.data = buf[off_data:off_data + data_bytes * count].reshape(count, data_bytes)
         self._dev_words, dev_ptr = backend.device_zeros(8 * count)  # lock[count], seq[count]
         self.device = {
             "count": count, "data_bytes": data_bytes,
-            "req_seq": dp + off_req_seq, "resp_seq": dp + off_resp_seq,
+            "req_word": dp + off_req_word, "resp_word": dp + off_resp_word,
             "req": dp + off_req, "resp": dp + off_resp, "data": dp + off_data,
             "lock": dev_ptr, "seq": dev_ptr + 4 * count,
         }
@@ -139,7 +153,13 @@ class Server:
         self.lanes = lanes
         self.counters = Counters()
         self._routes: dict[int, _Route] = {}
-        self._taken = np.zeros(lanes.count, dtype="<u4")   # I4: last sequence taken per lane
+        n = lanes.count
+        # I4: the last request word taken per lane. Kept as bytes, so that the idle check is
+        # one copy and one memcmp of the request words; the same memory as an array for the
+        # vector path, and as a memoryview for copying a snapshot in.
+        self._taken_b = bytearray(4 * n)
+        self._taken = np.frombuffer(self._taken_b, dtype=_I32)
+        self._taken_mv = memoryview(self._taken_b)
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="gpuvfs-io")
         self._in_flight = in_flight
         self._spin_seconds = spin_seconds
@@ -151,11 +171,21 @@ class Server:
         self._thread: threading.Thread | None = None
         self._busy_pool = 0
         self._busy_lock = threading.Lock()
-        self.register(abi.Op.NOP, lambda lane, q: 0)  # answered vectorised in sweep()
-        # Views for the hot path (strided views into the lanes: no copies).
-        self._req_opcode = lanes.req["opcode"]
+        self.register(abi.Op.NOP, lambda lane, q: 0)  # answered by echo in sweep(), never called
+        # The hot path's views (no copies): the request words as bytes, the response words
+        # for scalar stores and as int32 (the vector path), the response record's columns,
+        # and preallocated sweep buffers.
+        self._req_bytes = memoryview(lanes.req_word).cast("B")
+        self._resp_words = memoryview(lanes.resp_word).cast("B").cast("I")
+        self._resp_i32 = lanes.resp_word.view(_I32)
         self._resp_result = lanes.resp["result"]
         self._resp_aux = lanes.resp["aux"]
+        self._new = np.empty(n, dtype=bool)
+        self._nop = np.empty(n, dtype=bool)
+        self._hint4 = 0                     # 4 x the lane the last lone request came on
+        blank = np.zeros(1, dtype=abi.REQUEST)
+        blank.flags.writeable = False
+        self._blank = blank[0]              # what a handler sees of a word-only request
 
     # ---- configuration ----
     def register(self, op: int, handler: Handler, *, blocking: bool = False,
@@ -164,104 +194,152 @@ class Server:
 
         A handler raises OSError for a -errno answer; `blocking` handlers run on the pool.
         `inline`, if given, is tried first on the polling thread: it must not block, and
-        returns None when the request has to go to the pool after all."""
-        self._routes[int(op)] = _Route(handler, blocking, inline)
+        returns None when the request has to go to the pool after all. A handler that
+        returns a tuple is answered through the response record; one that returns a result
+        in -127..127 alone, through the response word's code (docs/protocol.md)."""
+        op = int(op)
+        if not 0 <= op <= 0xFF:
+            raise ValueError(f"opcodes are 8 bits (they travel in the request word), got {op}")
+        self._routes[op] = _Route(handler, blocking, inline)
 
     # ---- answering ----
-    def answer(self, lane: int, seq: int, result: int, aux: tuple[int, int, int] = (0, 0, 0)) -> None:
-        """Writes the response, then the sequence number (x86 keeps the stores in order)."""
-        self._resp_aux[lane] = aux        # column views: a structured scalar's field
-        self._resp_result[lane] = result  # stores cost microseconds each
+    def answer(self, lane: int, word: int, result: int, aux: tuple[int, int, int] | None = None) -> None:
+        """Answers request `word` of `lane`. A result in -127..127 without aux travels in
+        the response word's code alone; anything else is written into the response record,
+        then the word with code 0 (x86 keeps the stores in order: the device, which reads
+        the record only after its acquire of the word, sees the record)."""
+        seq = word & _SEQ
         if result < 0:
             self.counters.add(errors=1)
-        self.lanes.resp_seq[lane] = seq
+        if aux is None and _CODE_MIN <= result <= _CODE_MAX:
+            self._resp_words[lane] = (result + _BIAS) << _SHIFT | seq
+            return
+        # Column views: a structured scalar's field stores cost microseconds each.
+        self._resp_aux[lane] = aux if aux is not None else (0, 0, 0)
+        self._resp_result[lane] = result
+        self._resp_words[lane] = seq
 
-    def _run_one(self, lane: int, seq: int, q: np.void, fast: bool = False) -> bool:
-        """Answers one request; with `fast`, only through the route's inline form, and
-        returns False (answering nothing) when that declines."""
-        route = self._routes.get(int(q["opcode"]))
+    def _run_one(self, lane: int, word: int, q: np.void, fast: bool = False) -> bool:
+        """Answers request `word` of `lane` (record `q`); with `fast`, only through the
+        route's inline form, and returns False (answering nothing) when that declines."""
+        op = word >> _SHIFT
+        route = self._routes.get(op)
         try:
             if route is None:
-                raise OSError(errno.ENOSYS, f"unknown opcode {int(q['opcode'])}")
+                raise OSError(errno.ENOSYS, f"unknown opcode {op}")
             out = route.inline(lane, q) if fast and route.inline else route.handler(lane, q)
             if out is None:
                 return False
-            result, *aux = out if isinstance(out, tuple) else (out, 0, 0, 0)
-            aux = tuple(int(a) & 0xFFFFFFFFFFFFFFFF for a in aux) + (0,) * (3 - len(aux))
-            self.answer(lane, seq, int(result), aux[:3])  # type: ignore[arg-type]
+            if isinstance(out, tuple):
+                result, *rest = out
+                aux = [int(a) & _AUX_MASK for a in rest[:3]]
+                aux += [0] * (3 - len(aux))
+                self.answer(lane, word, int(result), tuple(aux))  # type: ignore[arg-type]
+            else:
+                self.answer(lane, word, int(out))
         except OSError as e:
-            self.answer(lane, seq, -(e.errno or errno.EIO))
+            self.answer(lane, word, -(e.errno or errno.EIO))
         except Exception:  # a bug in a handler: log it, answer EIO, keep serving
-            log.exception("hostcall handler for opcode %s failed", int(q["opcode"]))
-            self.answer(lane, seq, -errno.EIO)
+            log.exception("hostcall handler for opcode %s failed", op)
+            self.answer(lane, word, -errno.EIO)
         return True
 
-    def _run_pooled(self, lane: int, seq: int, q: np.void) -> None:
+    def _run_pooled(self, lane: int, word: int, q: np.void) -> None:
         self._handoff.set()  # we hold the GIL now: the polling thread may go on
         try:
-            self._run_one(lane, seq, q)
+            self._run_one(lane, word, q)
         finally:
             with self._busy_lock:
                 self._busy_pool -= 1
 
-    def sweep(self) -> int:
-        """One pass over every lane; returns how many requests it took.
+    def sweep(self, sb: bytes | None = None) -> int:
+        """One pass over every lane; returns how many requests it took. `sb`: a snapshot of
+        the request words that differs from the words taken (the spin loop's), or None.
 
-        The hot path is a handful of NumPy calls whatever the number of lanes: one compare
-        finds the pending lanes; NOPs are answered in three vectorised stores; one pending
-        lane (the latency-bound case) is handled with scalar reads of prebuilt views."""
-        L = self.lanes
-        # Read the sequence words first (I2); x86 keeps the later loads of the requests
-        # after this one. A pending lane's word cannot move until we answer it.
-        pending = np.flatnonzero(L.req_seq != self._taken)
-        n = pending.size
-        if n == 0:
-            return 0
-        self.counters.hostcalls += n
-        if n == 1:
-            lane = int(pending[0])
-            seq = int(L.req_seq[lane])
-            self._taken[lane] = seq
-            if self._req_opcode[lane] == abi.Op.NOP:
-                self._resp_result[lane] = 0
-                L.resp_seq[lane] = seq
-                self.counters.nops += 1
+        One snapshot of the request words decides everything (I2: the words are read
+        first; x86 keeps the later loads of the records after it). Nothing pending: one
+        memcmp against the words taken last. One request on the lane of the last lone
+        request (the latency-bound case: a thread keeps getting the same lane): found by
+        patching that lane's word into the taken words and comparing again, and a NOP
+        answered by echo, with no NumPy call at all. Anything else: _sweep_many."""
+        taken = self._taken_b
+        if sb is None:
+            sb = self._req_bytes.tobytes()
+            if sb == taken:
+                return 0
+        o = self._hint4
+        w = _unpack(sb, o)[0]
+        old = _unpack(taken, o)[0]
+        if w != old:
+            _pack(taken, o, w)               # I4: taken before it is answered
+            if sb == taken:                  # that lane alone moved
+                c = self.counters
+                c.hostcalls += 1
+                if w >> _SHIFT == _NOP:
+                    self._resp_words[o >> 2] = w   # the echo is the answer (code 0x80: 0)
+                    c.nops += 1
+                else:
+                    self._dispatch(o >> 2, w)
                 return 1
-            self._dispatch(lane, seq, L.req[lane].copy())
+            _pack(taken, o, old)             # more lanes moved: _sweep_many takes them all
+        return self._sweep_many(sb)
+
+    def _sweep_many(self, sb: bytes) -> int:
+        """The vector path, on the snapshot `sb` (which differs from the taken words): a
+        handful of NumPy calls over the words whatever the number of lanes, on int32 views
+        (a NOP's word, 0x80 in the top byte, is below 0x81000000 as an int32: one compare
+        finds them). Every pending NOP is answered by one masked copy of its word; only the
+        other new lanes' records are read."""
+        s = np.frombuffer(sb, dtype=_I32)
+        new = np.not_equal(s, self._taken, out=self._new)
+        n = int(np.count_nonzero(new))       # >= 1: sb differs from the taken words
+        self._taken_mv[:] = sb               # I4: this sweep takes every lane whose word moved
+        c = self.counters
+        c.hostcalls += n
+        if n == 1:                           # a lone request: look at its lane first next time
+            lane = int(new.argmax())
+            self._hint4 = o = 4 * lane
+            w = _unpack(sb, o)[0]
+            if w >> _SHIFT == _NOP:
+                self._resp_words[lane] = w
+                c.nops += 1
+            else:
+                self._dispatch(lane, w)
             return 1
-        seqs = L.req_seq[pending]
-        self._taken[pending] = seqs
-        ops = self._req_opcode[pending]
-        nop = ops == abi.Op.NOP
+        nop = np.less(s, _NOP_END, out=self._nop)
+        np.logical_and(nop, new, out=nop)
+        # The answer to a NOP is its own word. A masked copy stores the masked elements only
+        # (NumPy copies each run of True), so pool threads' answers on other lanes stand.
+        np.copyto(self._resp_i32, s, where=nop)
         n_nop = int(np.count_nonzero(nop))
-        if n_nop:
-            idx = pending if n_nop == n else pending[nop]
-            self._resp_result[idx] = 0
-            L.resp_seq[idx] = seqs if n_nop == n else seqs[nop]
-            self.counters.nops += n_nop
-            if n_nop == n:
-                return n
-        rest = np.flatnonzero(~nop)
-        reqs = L.req[pending[rest]]           # copies: handlers see a snapshot
-        for j, i in enumerate(rest.tolist()):
-            self._dispatch(int(pending[i]), int(seqs[i]), reqs[j])
+        c.nops += n_nop
+        if n_nop == n:
+            return n
+        rest = np.not_equal(new, nop, out=new).nonzero()[0]   # new and not a NOP
+        reqs = self.lanes.req[rest]          # one gather of their records: handlers see a copy
+        for j, lane in enumerate(rest.tolist()):
+            self._dispatch(lane, _unpack(sb, 4 * lane)[0], reqs[j])
         return n
 
-    def _dispatch(self, lane: int, seq: int, q: np.void) -> None:
-        op = int(q["opcode"])
+    def _dispatch(self, lane: int, word: int, q: np.void | None = None) -> None:
+        op = word >> _SHIFT
         route = self._routes.get(op)
         key = op if route is not None else -1  # untrusted: unknown opcodes share one count
         op_counts = self.counters.ops
         op_counts[key] = op_counts.get(key, 0) + 1
+        if route is None or op in abi.WORD_ONLY:
+            q = self._blank                    # nothing to read: the device wrote no record
+        elif q is None:
+            q = self.lanes.req[lane].copy()    # a snapshot: the handler may run later
         if route is not None and route.blocking:
-            if route.inline is not None and self._run_one(lane, seq, q, fast=True):
+            if route.inline is not None and self._run_one(lane, word, q, fast=True):
                 return
             with self._busy_lock:
                 self._busy_pool += 1
             self._submitted = True
-            self._pool.submit(self._run_pooled, lane, seq, q)
+            self._pool.submit(self._run_pooled, lane, word, q)
         else:
-            self._run_one(lane, seq, q)
+            self._run_one(lane, word, q)
 
     # ---- the polling thread ----
     def start(self) -> None:

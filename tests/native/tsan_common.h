@@ -123,13 +123,13 @@ inline void be_device_thread(int me, unsigned nthreads) {
 // ---------------------------------------------------------------- the lanes' memory
 // "Pinned host memory" and "device memory": plain heap arrays here.
 struct LaneMemory {
-  std::vector<gvfs_u32> req_seq, resp_seq, lock, seq;
+  std::vector<gvfs_u32> req_word, resp_word, lock, seq;
   std::vector<gvfs_request> req;
   std::vector<gvfs_response> resp;
   std::vector<gvfs_u8> data;
   std::vector<gvfs_u64> counters;
   LaneMemory(unsigned n, unsigned data_bytes)
-      : req_seq(n, 0), resp_seq(n, 0), lock(n, 0), seq(n, 0), req(n), resp(n), data((size_t)n * data_bytes + 64, 0),
+      : req_word(n, 0), resp_word(n, 0), lock(n, 0), seq(n, 0), req(n), resp(n), data((size_t)n * data_bytes + 64, 0),
         counters(GVFS_NCOUNTERS, 0) {}
 
   // `ctx` zeroed, then what every kernel receives: the magic words, these lanes and counters.
@@ -137,20 +137,22 @@ struct LaneMemory {
     std::memset(&ctx, 0, sizeof ctx);
     ctx.magic = GVFS_CTX_MAGIC;
     ctx.abi_version = GVFS_ABI_VERSION;
-    ctx.lanes = gvfs_lanes{.count = (gvfs_u32)req_seq.size(), .data_bytes = data_bytes, .req_seq = req_seq.data(),
-                           .resp_seq = resp_seq.data(), .req = req.data(), .resp = resp.data(), .data = data.data(),
+    ctx.lanes = gvfs_lanes{.count = (gvfs_u32)req_word.size(), .data_bytes = data_bytes, .req_word = req_word.data(),
+                           .resp_word = resp_word.data(), .req = req.data(), .resp = resp.data(), .data = data.data(),
                            .lock = lock.data(), .seq = seq.data()};
     ctx.counters = counters.data();
   }
 
-  // After the servers stopped: every lane's owner-side sequence is what was asked and
-  // answered, and the servers answered every request. Returns the number of requests.
+  // After the servers stopped: every lane's owner-side sequence is what the last request
+  // word carried and the last response word answered, and the servers answered every request
+  // (seq[i] counts the requests of lane i). Returns the number of requests.
   gvfs_u64 check_all_answered(gvfs_u64 answered) const {
     for (size_t i = 0; i < seq.size(); ++i)
-      CHECK(seq[i] == req_seq[i] && req_seq[i] == resp_seq[i], "lane %u: seq %u req_seq %u resp_seq %u", (unsigned)i,
-            seq[i], req_seq[i], resp_seq[i]);
+      CHECK((seq[i] & GVFS_WORD_SEQ_MASK) == (req_word[i] & GVFS_WORD_SEQ_MASK) &&
+                (req_word[i] & GVFS_WORD_SEQ_MASK) == (resp_word[i] & GVFS_WORD_SEQ_MASK),
+            "lane %u: seq %u req_word %#x resp_word %#x", (unsigned)i, seq[i], req_word[i], resp_word[i]);
     gvfs_u64 requests = 0;
-    for (gvfs_u32 s : req_seq) requests += s;
+    for (gvfs_u32 s : seq) requests += s;
     CHECK(requests == answered, "requests %llu != answered %llu", (unsigned long long)requests,
           (unsigned long long)answered);
     return requests;
@@ -162,21 +164,27 @@ inline std::atomic<bool> stop_servers{false};
 inline std::atomic<gvfs_u64> answered{0};    // relaxed: summed at the end
 
 // How a server publishes an answer. RELEASE is the protocol; the others are hostcall
-// self-tests: RELAXED stores resp_seq relaxed, NONE leaves it to `serve` (which stored it early).
+// self-tests: RELAXED stores resp_word relaxed, NONE leaves it to `serve` (which stored it
+// early, with code 0: the record, which is written after it).
 enum class Publish { RELEASE, RELAXED, NONE };
 
 // One server's sweep (gpuvfs/hostcall/server.py's loop) over its share of the lanes: sid,
-// sid + nservers, ... A lane whose req_seq (acquire) differs from the sequence last taken has
-// a request; `serve(i, s, prev)` answers request s of lane i (prev: the one taken before) and
-// writes the reply payload; its response words are written, then resp_seq is published
-// (after the data and the response), and `answered` counts it. Returns once stop_servers is
-// set and a sweep found nothing.
+// sid + nservers, ... A lane whose req_word (acquire) differs from the word last taken has a
+// request; `serve(i, w, prev)` answers request word w of lane i (prev: the one taken before)
+// and writes the reply payload, and returns the answer. The answer is then encoded as the
+// Python server does: a NOP by echoing its word; a result in -127..127 without aux in the
+// response word's code (but in 1 of 4 such answers through the record anyway, as the
+// protocol allows, so that the device's record path sees small results too); anything else
+// through the response record, written first. Then resp_word is published (after the data
+// and the record) and `answered` counts it. Returns once stop_servers is set and a sweep
+// found nothing.
 struct ServerSweep {
   gvfs_lanes *L;
   std::vector<gvfs_u32> mine;   // this server's lanes
-  std::vector<gvfs_u32> taken;  // I4: the last sequence taken, per lane of `mine`
+  std::vector<gvfs_u32> taken;  // I4: the last request word taken, per lane of `mine`
+  Rng rng;                      // picks the record for some answers that fit in the word
 
-  ServerSweep(gvfs_lanes *L_, unsigned sid, unsigned nservers) : L(L_) {
+  ServerSweep(gvfs_lanes *L_, unsigned sid, unsigned nservers, gvfs_u64 seed = 1) : L(L_), rng(seed * 31u + sid) {
     for (gvfs_u32 i = sid; i < L->count; i += nservers) mine.push_back(i);
     taken.assign(mine.size(), 0);
   }
@@ -186,21 +194,34 @@ struct ServerSweep {
       bool any = false;
       for (size_t j = 0; j < mine.size(); ++j) {
         const gvfs_u32 i = mine[j];
-        const gvfs_u32 s = ref(&L->req_seq[i]).load(std::memory_order_acquire);
-        if (s == taken[j]) continue;
+        const gvfs_u32 w = ref(&L->req_word[i]).load(std::memory_order_acquire);
+        if (w == taken[j]) continue;
         any = true;
-        // I4: the owner waits for each answer before it submits again, so a sequence word moves by one.
-        CHECK(s == taken[j] + 1u, "lane %u: req_seq jumped from %u to %u", i, taken[j], s);
+        // I4: the owner waits for each answer before it submits again, so the seq bits move
+        // by one (mod 2^24) from one request word of a lane to the next.
+        CHECK(((w - taken[j]) & GVFS_WORD_SEQ_MASK) == 1u, "lane %u: req_word went from %#x to %#x", i, taken[j], w);
         const gvfs_u32 prev = taken[j];
-        taken[j] = s;
-        const gvfs_response r = serve(i, s, prev);
-        L->resp[i].result = r.result;
-        L->resp[i].aux[0] = r.aux[0];
-        L->resp[i].aux[1] = r.aux[1];
-        L->resp[i].aux[2] = r.aux[2];
+        taken[j] = w;
+        const gvfs_response r = serve(i, w, prev);
+        const gvfs_u32 op = w >> GVFS_WORD_SHIFT, seq = w & GVFS_WORD_SEQ_MASK;
+        const bool fits = r.aux[0] == 0 && r.aux[1] == 0 && r.aux[2] == 0 && r.result >= 1 - GVFS_CODE_BIAS &&
+                          r.result <= 255 - GVFS_CODE_BIAS;
+        gvfs_u32 word;
+        if (op == GVFS_OP_NOP && publish != Publish::NONE) {
+          CHECK(r.result == 0 && fits, "lane %u: a NOP answered %lld", i, (long long)r.result);
+          word = w;  // the echo: code 0x80 is the result 0
+        } else if (fits && publish != Publish::NONE && rng.below(4) != 0) {
+          word = (gvfs_u32)(r.result + GVFS_CODE_BIAS) << GVFS_WORD_SHIFT | seq;
+        } else {
+          L->resp[i].result = r.result;
+          L->resp[i].aux[0] = r.aux[0];
+          L->resp[i].aux[1] = r.aux[1];
+          L->resp[i].aux[2] = r.aux[2];
+          word = seq;  // code 0: the record
+        }
         if (publish != Publish::NONE)
-          ref(&L->resp_seq[i]).store(s, publish == Publish::RELAXED ? std::memory_order_relaxed
-                                                                    : std::memory_order_release);
+          ref(&L->resp_word[i]).store(word, publish == Publish::RELAXED ? std::memory_order_relaxed
+                                                                       : std::memory_order_release);
         answered.fetch_add(1, std::memory_order_relaxed);
       }
       if (!any) {

@@ -14,23 +14,30 @@
 // device fd table, name cache and page cache above them are not exercised here.
 //
 // One or more "server" threads stand in for the Python server (gpuvfs/hostcall/server.py):
-// each sweeps its share of the lanes, takes a lane when an acquire load of req_seq differs
-// from its own taken[] word, reads the request and its payload, writes a response that is a
-// function of the request (and a byte pattern derived from the request into the payload),
-// and publishes resp_seq with a release store.
+// each sweeps its share of the lanes, takes a lane when an acquire load of req_word differs
+// from its own taken[] word, routes by the word's opcode, reads the request record (except
+// for the word-only opcodes, NOP and WALLCLOCK, whose record it must not need) and its
+// payload, writes a response that is a function of the request (and a byte pattern derived
+// from the request into the payload), and publishes resp_word with a release store: a NOP's
+// own word, a small result without aux in the word's code (most of the time), anything else
+// through the response record (tsan_common.h, ServerSweep). The device threads' calls thus
+// decode answers both ways: gvfs_lane_wait and gvfs_lane_wait_result, from the word alone
+// and from the record.
 //
 // Every answer is checked by the device thread that asked (result, aux words, every payload
 // byte), the server checks every payload byte it receives and the invariants it can see
-// (I2: a lane it takes is PENDING; I4: each sequence number moves by one and is answered
-// once), and a shadow owner word per lane checks I1 (one owner at a time). Any failed check
-// prints a line and exits 1; any TSan report exits 66 (TSAN_OPTIONS=halt_on_error=1).
+// (I2: a lane it takes is PENDING; I4: each request word's seq bits move by one and each
+// word is answered once; a record's opcode is the word's), and a shadow owner word per lane
+// checks I1 (one owner at a time). Any failed check prints a line and exits 1; any TSan
+// report exits 66 (TSAN_OPTIONS=halt_on_error=1).
 //
 // Built with -DGVFS_TSAN_SELFTEST, `--selftest=MODE` breaks the protocol on purpose, so that
 // run-tsan.sh can prove TSan catches it:
-//   relaxed  the server writes the whole response, then stores resp_seq with a RELAXED store
+//   relaxed  the server writes the whole response, then stores resp_word with a RELAXED store
 //            (the values are right on x86: only the missing happens-before edge is wrong);
-//   early    the server publishes resp_seq (release) before it writes the result and payload;
-//   submit   the device publishes req_seq with a relaxed store (device-side bug);
+//   early    the server publishes resp_word (release, code 0) before it writes the record and
+//            payload;
+//   submit   the device publishes req_word with a relaxed store (device-side bug);
 //   unlock   the device drops the lane's lock with a relaxed store, so the next owner does
 //            not see the previous owner's (and through it the server's) accesses.
 #include "gpuvfs.cuh"
@@ -56,11 +63,13 @@ struct Config : Options {  // lanes, servers, threads, iters, seed, selftest (""
 };
 Config cfg;
 
-enum : gvfs_u32 {
+enum : gvfs_u32 {    // 8 bits, as every opcode (they travel in req_word's top byte)
   T_OP_CALC = 100,   // no payload: result = offset*3 + length; aux = (fd^flags, ~offset, opcode*7)
   T_OP_XCHG = 101,   // payload in (data_len bytes, pattern from arg[0]); payload out (length
                      // bytes, pattern from offset): result = length, aux0 = checksum(in)
-  T_OP_UNKNOWN = 777 // answered -ENOSYS
+  T_OP_SMALL = 102,  // no payload: result = offset % 255 - 127 (all of -127..127), no aux:
+                     // the answer fits in the response word's code
+  T_OP_UNKNOWN = 0xFE // answered -ENOSYS
 };
 
 constexpr int FIRST_FD = 3;
@@ -86,19 +95,25 @@ constexpr gvfs_u64 WALL_CACHE_NS = 100000;     // wall-clock cache: short, so re
 constexpr gvfs_u64 WALL_MAX_RTT_NS = 20000000; // (TSan is slow: allow 20 ms round trips into the cache)
 
 // ---------------------------------------------------------------- the stand-in server
-// Answers one request of lane i: checks its payload, writes the reply payload into the
-// lane's data, and returns the response words (the caller writes them, then publishes).
-gvfs_response serve(gvfs_lanes *L, gvfs_u32 i, gvfs_u32 seq) {
+// Answers request word w of lane i: checks its payload, writes the reply payload into the
+// lane's data, and returns the answer (the caller encodes it, writes it, then publishes).
+gvfs_response serve(gvfs_lanes *L, gvfs_u32 i, gvfs_u32 w) {
   gvfs_response r;
-  const gvfs_request q = L->req[i];  // a plain copy: ordered after the acquire of req_seq
+  const gvfs_u32 op = w >> GVFS_WORD_SHIFT, seq = w & GVFS_WORD_SEQ_MASK;
+  gvfs_request q{};
+  if (!gvfs_op_word_only(op)) {
+    q = L->req[i];  // a plain copy: ordered after the acquire of req_word
+    CHECK(q.opcode == op, "lane %u seq %u: the record says opcode %u, the word %u", i, seq, q.opcode, op);
+  }
   gvfs_u8 *d = L->data + (gvfs_u64)i * L->data_bytes;
   r.result = 0; r.aux[0] = r.aux[1] = r.aux[2] = 0;
   CHECK(q.data_len <= L->data_bytes, "lane %u: data_len %u > data_bytes", i, q.data_len);
   auto fd_ok = [](int fd) { return fd >= FIRST_FD && fd < FIRST_FD + NFILES; };
   gvfs_u64 fill_n = 0;  // bytes of payload to write back (pattern chosen below)
   int fill_kind = 0;    // 1: file bytes of fd from offset; 2: out_byte(offset, k); 3: 'a' + k % 26
-  switch (q.opcode) {
+  switch (op) {
     case GVFS_OP_NOP: break;
+    case T_OP_SMALL: r.result = (gvfs_i64)(q.offset % 255u) - 127; break;
     case T_OP_CALC:
       r.result = (gvfs_i64)(q.offset * 3u + q.length);
       r.aux[0] = (gvfs_u64)(gvfs_u32)q.fd ^ q.flags; r.aux[1] = ~q.offset; r.aux[2] = (gvfs_u64)q.opcode * 7u;
@@ -182,22 +197,24 @@ gvfs_response serve(gvfs_lanes *L, gvfs_u32 i, gvfs_u32 seq) {
 
 void server_thread(unsigned sid) {
   gvfs_lanes *L = &ctx.lanes;
-  ServerSweep sweep(L, sid, cfg.servers);
+  ServerSweep sweep(L, sid, cfg.servers, cfg.seed);
   const bool sel_relaxed = cfg.selftest == "relaxed", sel_early = cfg.selftest == "early";
   sweep.run(
       [&](gvfs_u32 i, gvfs_u32 s, gvfs_u32 prev) {
-        // I2: the lane is PENDING (we are the only writer of resp_seq).
-        CHECK(ref(&L->resp_seq[i]).load(std::memory_order_relaxed) == prev, "lane %u: resp_seq moved under the server", i);
-        if (sel_early) ref(&L->resp_seq[i]).store(s, std::memory_order_release);  // broken on purpose
+        // I2: the lane is PENDING (we are the only writer of resp_word: it still answers prev).
+        CHECK((ref(&L->resp_word[i]).load(std::memory_order_relaxed) & GVFS_WORD_SEQ_MASK) == (prev & GVFS_WORD_SEQ_MASK),
+              "lane %u: resp_word moved under the server", i);
+        if (sel_early) ref(&L->resp_word[i]).store(s & GVFS_WORD_SEQ_MASK, std::memory_order_release);  // broken on purpose
         return serve(L, i, s);
       },
       sel_early ? Publish::NONE : sel_relaxed ? Publish::RELAXED : Publish::RELEASE);
   // At the end every lane of ours is IDLE: answered, and nothing left pending.
   for (size_t j = 0; j < sweep.mine.size(); ++j) {
     const gvfs_u32 i = sweep.mine[j];
-    CHECK(ref(&L->req_seq[i]).load(std::memory_order_acquire) == sweep.taken[j], "lane %u: request left unanswered", i);
-    CHECK(ref(&L->resp_seq[i]).load(std::memory_order_relaxed) == sweep.taken[j],
-          "lane %u: resp_seq != req_seq at the end", i);
+    CHECK(ref(&L->req_word[i]).load(std::memory_order_acquire) == sweep.taken[j], "lane %u: request left unanswered", i);
+    CHECK((ref(&L->resp_word[i]).load(std::memory_order_relaxed) & GVFS_WORD_SEQ_MASK) ==
+              (sweep.taken[j] & GVFS_WORD_SEQ_MASK),
+          "lane %u: resp_word's seq != req_word's at the end", i);
   }
 }
 
@@ -208,7 +225,8 @@ gvfs_u32 acquire_checked(gvfs_lanes *L, int me) {
   int prev = (*owner)[lane].exchange(me, std::memory_order_relaxed);
   CHECK(prev == -1, "I1: thread %d acquired lane %u held by thread %d", me, lane, prev);
   // CLAIMED: our own request is not in flight.
-  CHECK(ref(&L->req_seq[lane]).load(std::memory_order_relaxed) == L->seq[lane], "lane %u claimed but not IDLE", lane);
+  CHECK((ref(&L->req_word[lane]).load(std::memory_order_relaxed) & GVFS_WORD_SEQ_MASK) == (L->seq[lane] & GVFS_WORD_SEQ_MASK),
+        "lane %u claimed but not IDLE", lane);
   return lane;
 }
 void release_checked(gvfs_lanes *L, gvfs_u32 lane, int me) {
@@ -223,16 +241,16 @@ void release_checked(gvfs_lanes *L, gvfs_u32 lane, int me) {
   gvfs_lane_release(L, lane);
 }
 
-void submit(gvfs_lanes *L, gvfs_u32 lane) {
+void submit(gvfs_lanes *L, gvfs_u32 lane, gvfs_u32 opcode) {
 #ifdef GVFS_TSAN_SELFTEST
   if (cfg.selftest == "submit") {  // broken on purpose: a relaxed publish of the request
     gvfs_u32 s = L->seq[lane] + 1u;
     L->seq[lane] = s;
-    ref(&L->req_seq[lane]).store(s, std::memory_order_relaxed);
+    ref(&L->req_word[lane]).store(opcode << GVFS_WORD_SHIFT | (s & GVFS_WORD_SEQ_MASK), std::memory_order_relaxed);
     return;
   }
 #endif
-  gvfs_lane_submit(L, lane);
+  gvfs_lane_submit(L, lane, opcode);
 }
 
 // The lane steps one by one, payload both ways.
@@ -248,10 +266,11 @@ void do_xchg(gvfs_lanes *L, Rng &rng, int me, unsigned it) {
   q->offset = off; q->length = out_n;
   q->arg[0] = seed; q->arg[1] = q->arg[2] = q->arg[3] = 0;
   const gvfs_u32 before = L->seq[lane];
-  submit(L, lane);
+  submit(L, lane, T_OP_XCHG);
   CHECK(L->seq[lane] == before + 1u, "lane %u: submit did not advance seq", lane);
   gvfs_response r = gvfs_lane_wait(L, lane);
-  CHECK(ref(&L->resp_seq[lane]).load(std::memory_order_relaxed) == L->seq[lane], "lane %u: wait returned early", lane);
+  CHECK((ref(&L->resp_word[lane]).load(std::memory_order_relaxed) & GVFS_WORD_SEQ_MASK) == (L->seq[lane] & GVFS_WORD_SEQ_MASK),
+        "lane %u: wait returned early", lane);
   CHECK(r.result == (gvfs_i64)out_n, "thread %d iter %u: XCHG result %lld, want %llu", me, it, (long long)r.result,
         (unsigned long long)out_n);
   // Checksum of what we sent, computed from the pattern (the server overwrote the buffer).
@@ -307,10 +326,20 @@ void device_thread(int me) {
             (long long)r.result, (unsigned long long)(off * 3u + len));
       CHECK(r.aux[0] == ((gvfs_u64)(gvfs_u32)fd ^ flags) && r.aux[1] == ~off && r.aux[2] == T_OP_CALC * 7u,
             "thread %d iter %u: CALC aux mismatch", me, it);
-    } else if (pick < 28) {
+    } else if (pick < 24) {
       gvfs_u64 off = rng.next() >> 24, len = rng.next() >> 24;
       gvfs_i64 r = gvfs_hostcall_result(L, T_OP_CALC, -1, 0, off, len);
       CHECK(r == (gvfs_i64)(off * 3u + len), "thread %d iter %u: CALC (result only) %lld", me, it, (long long)r);
+    } else if (pick < 28) {
+      // Results of -127..127 without aux: the answer's word carries them (or the record does).
+      const gvfs_u64 off = rng.next() >> 20;
+      const gvfs_i64 want = (gvfs_i64)(off % 255u) - 127;
+      const gvfs_i64 r = gvfs_hostcall_result(L, T_OP_SMALL, -1, 0, off, 0);
+      CHECK(r == want, "thread %d iter %u: SMALL (result only) %lld, want %lld", me, it, (long long)r, (long long)want);
+      const gvfs_response full = gvfs_hostcall(L, T_OP_SMALL, -1, 0, off + 1, 0);
+      const gvfs_i64 want1 = (gvfs_i64)((off + 1) % 255u) - 127;
+      CHECK(full.result == want1 && full.aux[0] == 0 && full.aux[1] == 0 && full.aux[2] == 0,
+            "thread %d iter %u: SMALL %lld, want %lld and no aux", me, it, (long long)full.result, (long long)want1);
     } else if (pick < 50) {
       do_xchg(L, rng, me, it);
     } else if (pick < 62) {

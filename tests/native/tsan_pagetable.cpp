@@ -15,8 +15,8 @@
 //
 // One or two "server" threads stand in for gpuvfs/hostcall/cache.py: FILL (file_no, offset,
 // length) writes pat(file_no, byte offset) into the lane's data and returns length (the
-// device never asks past the file's size: checked), publishing resp_seq with a release store
-// after the data; LOOKUP hands out file versions of a few paths (a version names its path).
+// device never asks past the file's size: checked), publishing resp_word with a release store
+// after the data (the result in the word's code when it fits: -ESTALE, -EIO, short fills); LOOKUP hands out file versions of a few paths (a version names its path).
 // The server counts every FILL per page, so "one fill per page" is checked exactly.
 //
 // Phases (each checks every byte a call returns against the pattern, and canary bytes past
@@ -183,12 +183,14 @@ std::atomic<gvfs_u32> flaky_lookups{0};
 gvfs_u64 hint[NSTATIC + 1];                   // a sequential hint per file, shared like an fd's (device atomics)
 
 // ---------------------------------------------------------------- the stand-in server
-gvfs_response serve(gvfs_lanes *L, gvfs_u32 i, gvfs_u32 seq, Rng &rng) {
+gvfs_response serve(gvfs_lanes *L, gvfs_u32 i, gvfs_u32 w, Rng &rng) {
   gvfs_response r;
   r.result = 0; r.aux[0] = r.aux[1] = r.aux[2] = 0;
-  const gvfs_request q = L->req[i];  // a plain copy: ordered after the acquire of req_seq
+  const gvfs_u32 op = w >> GVFS_WORD_SHIFT, seq = w & GVFS_WORD_SEQ_MASK;
+  const gvfs_request q = L->req[i];  // a plain copy: ordered after the acquire of req_word
+  CHECK(q.opcode == op, "lane %u seq %u: the record says opcode %u, the word %u", i, seq, q.opcode, op);
   gvfs_u8 *d = L->data + (gvfs_u64)i * L->data_bytes;
-  if (q.opcode == GVFS_OP_FILL) {
+  if (op == GVFS_OP_FILL) {
     const gvfs_u64 f = q.arg[0], off = q.offset, len = q.length, size = size_of(f);
     CHECK(q.fd == -1 && q.data_len == 0 && q.flags == 0 && q.arg[1] == 0, "lane %u: FILL request words", i);
     CHECK(size != 0, "lane %u: FILL of file_no %llu, never handed out", i, (ull)f);
@@ -222,7 +224,7 @@ gvfs_response serve(gvfs_lanes *L, gvfs_u32 i, gvfs_u32 seq, Rng &rng) {
     r.result = (gvfs_i64)len;
     return r;
   }
-  if (q.opcode == GVFS_OP_LOOKUP) {
+  if (op == GVFS_OP_LOOKUP) {
     CHECK(q.data_len >= 2 && q.data_len <= GVFS_PATH_MAX && d[q.data_len - 1] == 0 &&
           std::strlen((const char *)d) + 1 == q.data_len, "lane %u: LOOKUP path words", i);
     n_lookups.fetch_add(1, std::memory_order_relaxed);
@@ -241,13 +243,13 @@ gvfs_response serve(gvfs_lanes *L, gvfs_u32 i, gvfs_u32 seq, Rng &rng) {
     r.result = (gvfs_i64)f; r.aux[0] = size_of(f); r.aux[1] = f * 1000u + 7u; r.aux[2] = 0100644;
     return r;
   }
-  fail("lane %u seq %u: unexpected opcode %u", i, seq, q.opcode);
+  fail("lane %u seq %u: unexpected opcode %u", i, seq, op);
 }
 
 void server_thread(unsigned sid) {
   gvfs_lanes *L = &ctx.lanes;
   Rng rng(cfg.seed * 7919u + sid);
-  ServerSweep(L, sid, cfg.servers).run([&](gvfs_u32 i, gvfs_u32 s, gvfs_u32) { return serve(L, i, s, rng); });
+  ServerSweep(L, sid, cfg.servers, cfg.seed).run([&](gvfs_u32 i, gvfs_u32 w, gvfs_u32) { return serve(L, i, w, rng); });
 }
 
 // ---------------------------------------------------------------- helpers for device threads
