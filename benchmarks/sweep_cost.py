@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""What the hostcall server's polling thread costs per sweep, host only (no device, no GPU).
+
+The round trip and the many-lane rate that benchmarks/hostcall_bench.py measures on the GPU
+are each a device part (PCIe) plus the host's work per sweep; this script times the host's
+part alone, in this process, against the host loops of that benchmark's floors, which do
+the least a mailbox can do (hostcall_bench.echo_pingpong / echo_sweep):
+
+  idle check         Server.sweep() with nothing pending, 256 and 4096 lanes. Floors: one
+                     poll of echo_pingpong (read one word, compare) and one idle iteration of
+                     echo_sweep (copy the words, compare with the answers, any()).
+  one NOP            Server.sweep() answering one NOP: on the lane of the last lone request
+                     (the latency-bound case: one device thread keeps its lane) and on another
+                     lane (the lone-lane shortcut misses, the vector path finds it). Floor:
+                     one answering iteration of echo_pingpong.
+  4096 NOPs          Server.sweep() answering a NOP on every one of 4096 lanes. Floor: one
+                     answering iteration of echo_sweep (copy, compare, any, masked copy).
+
+Each figure is the median over repeats of (a loop of the operation - the same loop with
+only its "device" step, which moves the words, and no answer). Plain NumPy arrays on the
+cpu backend's memory, so no figure here includes a PCIe access or a cache miss on memory
+the GPU wrote: they are the Python and NumPy overheads, which is what the server's code
+decides.
+
+    PYTHONPATH=. python3 benchmarks/sweep_cost.py [--json out.json] [--repeats 7]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Figure, machine_info, print_table, write_json  # noqa: E402
+
+from gpuvfs import abi, backends  # noqa: E402
+from gpuvfs.hostcall.server import Lanes, Server  # noqa: E402
+
+NOP = int(abi.Op.NOP)
+
+
+def per_op_ns(body: Callable[[int], None], base: Callable[[int], None], n: int, repeats: int) -> float:
+    """Median over `repeats` of (time of body(n) - time of base(n)) / n, in ns."""
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        base(n)
+        t1 = time.perf_counter_ns()
+        body(n)
+        t2 = time.perf_counter_ns()
+        out.append(((t2 - t1) - (t1 - t0)) / n)
+    return float(np.median(out))
+
+
+class Rig:
+    """A Server on `lanes` lanes of the cpu backend's memory; the test is the device."""
+
+    def __init__(self, lanes: int) -> None:
+        self.backend = backends.select("cpu")
+        self.lanes = Lanes(self.backend, lanes, abi.LANE_DATA_MIN)
+        self.server = Server(self.lanes, workers=1)
+        self.req = memoryview(self.lanes.req_word).cast("B").cast("I")
+        self.seq = 0
+
+    def close(self) -> None:
+        self.server.close()
+        self.lanes.close()
+        self.backend.close()
+
+
+def measure(repeats: int) -> tuple[list[Figure], dict[str, float]]:
+    raw: dict[str, float] = {}
+    figs: list[Figure] = []
+    floor_ping = np.zeros(64, dtype=np.uint32)
+    ping, pong = memoryview(floor_ping[0:1]), memoryview(floor_ping[32:33])
+
+    # ---- idle
+    for L in (256, 4096):
+        rig = Rig(L)
+        sweep = rig.server.sweep
+
+        def idle(n: int) -> None:
+            for _ in range(n):
+                sweep()
+
+        def nothing(n: int) -> None:
+            for _ in range(n):
+                pass
+
+        raw[f"idle_{L}"] = per_op_ns(idle, nothing, 20000, repeats)
+        fq = np.zeros(L, dtype=np.uint32)
+        fr = np.zeros(L, dtype=np.uint32)
+
+        def floor_idle(n: int) -> None:
+            for _ in range(n):
+                s = fq.copy()
+                changed = s != fr
+                if changed.any():
+                    np.copyto(fr, s, where=changed)
+
+        raw[f"floor_sweep_idle_{L}"] = per_op_ns(floor_idle, nothing, 20000, repeats)
+        rig.close()
+
+    def floor_poll(n: int) -> None:
+        cur = 0
+        for _ in range(n):
+            v = ping[0]
+            if v != cur:
+                pong[0] = v
+                cur = v
+
+    def nothing(n: int) -> None:
+        for _ in range(n):
+            pass
+
+    raw["floor_poll_idle"] = per_op_ns(floor_poll, nothing, 100000, repeats)
+    for L in (256, 4096):
+        figs.append(Figure(f"idle_{L}", f"idle check, {L} lanes", "us", raw[f"idle_{L}"] * 1e-3,
+                           raw[f"floor_sweep_idle_{L}"] * 1e-3, "one idle iteration of echo_sweep",
+                           "<= 0.3 us" if L == 256 else "", "value_max" if L == 256 else "", 0.3))
+    figs.append(Figure("idle_poll_floor", "idle poll of echo_pingpong (1 word)", "us", raw["floor_poll_idle"] * 1e-3))
+
+    # ---- one NOP, 256 lanes: on the hinted lane, and on changing lanes
+    rig = Rig(256)
+    srv, req = rig.server, rig.req
+    state = {"seq": 0}
+
+    def one_nop_same(n: int) -> None:
+        s = state["seq"]
+        sweep = srv.sweep
+        for _ in range(n):
+            s += 1
+            req[0] = NOP << 24 | (s & 0xFFFFFF)
+            sweep()
+        state["seq"] = s
+
+    def post_same(n: int) -> None:   # the device's step alone: the word moves, nobody answers
+        s = state["seq"]
+        for _ in range(n):
+            s += 1
+            req[0] = NOP << 24 | (s & 0xFFFFFF)
+        state["seq"] = s
+        srv.sweep()                      # answers the last one (outside the n-loop's cost: once)
+
+    raw["nop_one_lane_hinted"] = per_op_ns(one_nop_same, post_same, 20000, repeats)
+    seqs = [0] * 256
+
+    def one_nop_moving(n: int) -> None:
+        sweep = srv.sweep
+        for k in range(n):
+            lane = (k * 37 + 1) & 255
+            seqs[lane] += 1
+            req[lane] = NOP << 24 | (seqs[lane] & 0xFFFFFF)
+            sweep()
+
+    def post_moving(n: int) -> None:
+        for k in range(n):
+            lane = (k * 37 + 1) & 255
+            seqs[lane] += 1
+            req[lane] = NOP << 24 | (seqs[lane] & 0xFFFFFF)
+        srv.sweep()
+
+    raw["nop_one_lane_moving"] = per_op_ns(one_nop_moving, post_moving, 20000, repeats)
+    rig.close()
+
+    cur = {"v": 0}
+
+    def floor_answer(n: int) -> None:
+        v0 = cur["v"]
+        c = v0
+        for k in range(n):
+            ping[0] = (v0 + k + 1) & 0xFFFFFFFF   # the device's step
+            v = ping[0]
+            if v != c:
+                pong[0] = v
+                c = v
+        cur["v"] = c
+
+    def floor_post(n: int) -> None:
+        v0 = cur["v"]
+        for k in range(n):
+            ping[0] = (v0 + k + 1) & 0xFFFFFFFF
+        cur["v"] = (v0 + n) & 0xFFFFFFFF
+
+    raw["floor_pingpong_answer"] = per_op_ns(floor_answer, floor_post, 100000, repeats)
+    figs.append(Figure("nop_one_lane_hinted", "one NOP, 256 lanes, the last lone lane", "us",
+                       raw["nop_one_lane_hinted"] * 1e-3, raw["floor_pingpong_answer"] * 1e-3,
+                       "one answering iteration of echo_pingpong"))
+    figs.append(Figure("nop_one_lane_moving", "one NOP, 256 lanes, another lane each time", "us",
+                       raw["nop_one_lane_moving"] * 1e-3, raw["floor_pingpong_answer"] * 1e-3))
+
+    # ---- 4096 NOPs in one sweep
+    L = 4096
+    rig = Rig(L)
+    srv, words = rig.server, rig.lanes.req_word
+    base = np.full(L, NOP << 24, dtype=np.uint32)
+    one = np.uint32(1)
+
+    def all_nops(n: int) -> None:
+        sweep = srv.sweep
+        for _ in range(n):
+            np.add(base, one, out=base)
+            np.copyto(words, base)
+            sweep()
+
+    def post_all(n: int) -> None:
+        for _ in range(n):
+            np.add(base, one, out=base)
+            np.copyto(words, base)
+        srv.sweep()
+
+    # fewer than 2^24 sweeps in all, so the seq bits never carry into the opcode here
+    raw["nops_4096"] = per_op_ns(all_nops, post_all, 2000, repeats)
+    n_sweeps = srv.counters.nops
+    rig.close()
+    fq = np.zeros(L, dtype=np.uint32)
+    fr = np.zeros(L, dtype=np.uint32)
+
+    def floor_all(n: int) -> None:
+        for _ in range(n):
+            np.add(fq, one, out=fq)
+            s = fq.copy()
+            changed = s != fr
+            if changed.any():
+                np.copyto(fr, s, where=changed)
+
+    def floor_post_all(n: int) -> None:
+        for _ in range(n):
+            np.add(fq, one, out=fq)
+        np.copyto(fr, fq)
+
+    raw["floor_sweep_4096"] = per_op_ns(floor_all, floor_post_all, 2000, repeats)
+    figs.append(Figure("nops_4096", "4096 NOPs answered in one sweep", "us", raw["nops_4096"] * 1e-3,
+                       raw["floor_sweep_4096"] * 1e-3, "one answering iteration of echo_sweep, 4096 lanes"))
+    raw["nops_answered"] = float(n_sweeps)
+    return figs, raw
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeats", type=int, default=7, help="repeats of every measurement (the median is reported)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    args = p.parse_args(argv)
+    figs, raw = measure(args.repeats)
+    info = machine_info("cpu")
+    print_table("hostcall server, host cost per sweep (no device)", figs,
+                [f"median of {args.repeats} repeats; each minus its loop with the device step alone",
+                 "host only: no PCIe, no cache misses on memory a GPU wrote"])
+    write_json(args.json, {"benchmark": "sweep_cost", "schema": 1, "backend": "cpu", "machine": info,
+                           "figures": [f.to_json() for f in figs], "raw_ns": raw, "checks_ok": True, "problems": []})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
