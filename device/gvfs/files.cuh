@@ -111,12 +111,16 @@ GVFS_FN long gvfs_pwrite_hostcall(gvfs_ctx *ctx, int fd, const void *buf, unsign
 }
 
 // ---- the device fd table ----
-GVFS_FN gvfs_fdent *gvfs_fd_get(gvfs_ctx *ctx, int fd) {
+// The table entry an fd number names, or null when the number is out of range.
+GVFS_FN gvfs_fdent *gvfs_fd_entry(gvfs_ctx *ctx, int fd) {
   gvfs_files *F = &ctx->files;
   long i = (long)fd - GVFS_FD_BASE;
-  if (i < 0 || i >= (long)F->max_fds) return (gvfs_fdent *)0;
-  gvfs_fdent *e = &F->fds[i];
-  return gvfs_load_acquire_dev(&e->state) == GVFS_FD_OPEN ? e : (gvfs_fdent *)0;
+  return i < 0 || i >= (long)F->max_fds ? (gvfs_fdent *)0 : &F->fds[i];
+}
+
+GVFS_FN gvfs_fdent *gvfs_fd_get(gvfs_ctx *ctx, int fd) {
+  gvfs_fdent *e = gvfs_fd_entry(ctx, fd);
+  return e && gvfs_load_acquire_dev(&e->state) == GVFS_FD_OPEN ? e : (gvfs_fdent *)0;
 }
 
 // What the read paths need of an fd, in one batch of loads (one memory round trip where
@@ -127,10 +131,8 @@ GVFS_FN gvfs_fdent *gvfs_fd_get(gvfs_ctx *ctx, int fd) {
 struct gvfs_fd_view { gvfs_u32 kind; gvfs_i32 host_fd; gvfs_u64 file_no, size; gvfs_u64 *next_off; };
 
 GVFS_FN bool gvfs_fd_view_of(gvfs_ctx *ctx, int fd, gvfs_fd_view *v) {
-  gvfs_files *F = &ctx->files;
-  long i = (long)fd - GVFS_FD_BASE;
-  if (i < 0 || i >= (long)F->max_fds) return false;
-  gvfs_fdent *e = &F->fds[i];
+  gvfs_fdent *e = gvfs_fd_entry(ctx, fd);
+  if (!e) return false;
   const gvfs_u32 st = gvfs_load_relaxed_dev(&e->state);
   v->kind = gvfs_load_relaxed_dev(&e->kind);
   v->host_fd = (gvfs_i32)gvfs_load_relaxed_dev((const gvfs_u32 *)&e->host_fd);
@@ -159,19 +161,17 @@ GVFS_FN gvfs_u32 gvfs_fd_try_start(gvfs_files *F, gvfs_u32 start) {
 // loaded at once (a thread holding many fds open scans past them 8 a round trip, not one).
 GVFS_FN int gvfs_fd_reserve_scan(gvfs_files *F, gvfs_u32 start) {
   for (gvfs_u32 k = 1; k < F->max_fds; k += 8u) {
-    gvfs_u32 st[8];
+    gvfs_u32 idx[8], st[8];
     GVFS_UNROLL
     for (gvfs_u32 u = 0; u < 8u; ++u) {
-      gvfs_u32 i = start + k + u;  // < 2 * max_fds: one wrap, no division
-      if (i >= F->max_fds) i -= F->max_fds;
-      st[u] = k + u < F->max_fds ? gvfs_load_relaxed_dev(&F->fds[i].state) : GVFS_FD_OPEN;
+      idx[u] = start + k + u;  // < 2 * max_fds: one wrap, no division
+      if (idx[u] >= F->max_fds) idx[u] -= F->max_fds;
+      st[u] = k + u < F->max_fds ? gvfs_load_relaxed_dev(&F->fds[idx[u]].state) : GVFS_FD_OPEN;
     }
-    for (gvfs_u32 u = 0; u < 8u; ++u) {
-      gvfs_u32 i = start + k + u;
-      if (i >= F->max_fds) i -= F->max_fds;
-      if (st[u] == GVFS_FD_FREE && gvfs_cas_acquire_dev(&F->fds[i].state, GVFS_FD_FREE, GVFS_FD_SETUP) == GVFS_FD_FREE)
-        return (int)i;
-    }
+    for (gvfs_u32 u = 0; u < 8u; ++u)
+      if (st[u] == GVFS_FD_FREE &&
+          gvfs_cas_acquire_dev(&F->fds[idx[u]].state, GVFS_FD_FREE, GVFS_FD_SETUP) == GVFS_FD_FREE)
+        return (int)idx[u];
   }
   return -1;
 }
@@ -242,15 +242,13 @@ GVFS_FN void gvfs_pathkey_make(gvfs_pathkey *k, const char *p) {
       }
     }
     const gvfs_u64 z = gvfs_zero_bytes(c);
-    if (z != 0ull) {
-      const gvfs_u32 nb = (gvfs_u32)gvfs_ctz64(z) / 8u;  // path bytes before the NUL in this word
-      c &= nb ? ~0ull >> (64u - 8u * nb) : 0ull;
-    }
+    const gvfs_u32 nb = z ? (gvfs_u32)gvfs_ctz64(z) / 8u : 8u;  // path bytes before the NUL in this word
+    if (nb < 8u) c &= nb ? ~0ull >> (64u - 8u * nb) : 0ull;
     k->w[i] = c;
     h = (h ^ c) * 0x9e3779b97f4a7c15ull;
     h ^= h >> 29;
-    if (z != 0ull) {
-      k->len = 8u * i + (gvfs_u32)gvfs_ctz64(z) / 8u;
+    if (nb < 8u) {
+      k->len = 8u * i + nb;
       k->nwords = i + 1u;
       break;
     }
