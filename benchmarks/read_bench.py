@@ -508,6 +508,24 @@ def warm_page_cache(path: str) -> float:
 
 # ------------------------------------------------------------------------------ baselines
 
+def time_memcpy(dev: Dev, dst: int, src: int, n: int, kind: int, reps: int) -> list[float]:
+    """Seconds of each of `reps` cudaMemcpyAsync calls of n bytes, timed by events on a stream
+    of their own after the gate (one more, first, as a warm-up)."""
+    cp = dev.cp
+    stream = cp.cuda.Stream(non_blocking=True)
+    ts = []
+    for i in range(reps + 1):
+        e0, e1 = cp.cuda.Event(), cp.cuda.Event()
+        dev.gate(stream)
+        e0.record(stream)
+        cp.cuda.runtime.memcpyAsync(dst, src, n, kind, stream.ptr)
+        e1.record(stream)
+        e1.synchronize()
+        if i:
+            ts.append(cp.cuda.get_elapsed_time(e0, e1) / 1e3)
+    return ts
+
+
 def bench_d2d(dev: Dev, src: Any, n: int, reps: int) -> dict[str, Any]:
     """Device->device copy of n bytes: seconds per copy (bytes copied = n)."""
     if not dev.cuda:
@@ -524,18 +542,7 @@ def bench_d2d(dev: Dev, src: Any, n: int, reps: int) -> dict[str, Any]:
     rtm = cp.cuda.runtime
     a = src[:n]
     b = cp.empty(n, dtype=cp.uint8)
-    stream = cp.cuda.Stream(non_blocking=True)
-    kind = getattr(rtm, "memcpyDeviceToDevice", 3)
-    ts = []
-    for i in range(reps + 1):  # the first is a warm-up
-        e0, e1 = cp.cuda.Event(), cp.cuda.Event()
-        dev.gate(stream)
-        e0.record(stream)
-        rtm.memcpyAsync(b.data.ptr, a.data.ptr, n, kind, stream.ptr)
-        e1.record(stream)
-        e1.synchronize()
-        if i:
-            ts.append(cp.cuda.get_elapsed_time(e0, e1) / 1e3)
+    ts = time_memcpy(dev, b.data.ptr, a.data.ptr, n, getattr(rtm, "memcpyDeviceToDevice", 3), reps)
     ok = dev.equal(a, b)
     del b
     return {"n": n, "s": ts, "ok": ok, "how": "cudaMemcpyAsync device->device, events"}
@@ -549,18 +556,7 @@ def bench_h2d(dev: Dev, host_src: np.ndarray, n: int, reps: int) -> dict[str, An
     h = np.frombuffer(mem, dtype=np.uint8, count=n)
     h[:] = host_src[:n]
     d = cp.empty(n, dtype=cp.uint8)
-    stream = cp.cuda.Stream(non_blocking=True)
-    kind = getattr(rtm, "memcpyHostToDevice", 1)
-    ts = []
-    for i in range(reps + 1):
-        e0, e1 = cp.cuda.Event(), cp.cuda.Event()
-        dev.gate(stream)
-        e0.record(stream)
-        rtm.memcpyAsync(d.data.ptr, h.ctypes.data, n, kind, stream.ptr)
-        e1.record(stream)
-        e1.synchronize()
-        if i:
-            ts.append(cp.cuda.get_elapsed_time(e0, e1) / 1e3)
+    ts = time_memcpy(dev, d.data.ptr, h.ctypes.data, n, getattr(rtm, "memcpyHostToDevice", 1), reps)
     step = max(1, n // 65536)
     ok = bool(np.array_equal(cp.asnumpy(d[::step]), h[::step]))
     del d, h, mem

@@ -10,7 +10,6 @@ All of its output comes from the kernel (gvfs_printf); the file is <dir>/hello.t
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
