@@ -374,7 +374,7 @@ class Runtime:
         """Every open after this confirms its file with the host once (docs/consistency.md).
         `concurrent`: now, beside running kernels (else ordered before the next launch)."""
         with self._launch_lock:
-            self._epoch = (self._epoch + 1) & 0xFFFFFFFF
+            self._epoch = (self._epoch + 1) & 0xFFFFFFFF or 1   # 0: "before any launch" (files.cuh)
             self.backend.write_u32(self._words, 0, self._epoch, concurrent=concurrent)
 
     def _internal(self, name: str) -> Kernel:

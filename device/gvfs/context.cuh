@@ -33,7 +33,7 @@ enum gvfs_counter : gvfs_u32 {
 #define GVFS_FD_HOST 2u       // every call is a hostcall on the host fd
 
 struct gvfs_fdent {           // 48 bytes
-  gvfs_u32 state;             // FREE -> SETUP (CAS by the opener) -> OPEN (release) -> FREE (CAS by close)
+  gvfs_u32 state;             // FREE -> SETUP (CAS by the opener) -> OPEN (the opener) -> FREE (CAS by close)
   gvfs_u32 kind;
   gvfs_i32 host_fd;           // GVFS_FD_HOST: the host server's fd
   gvfs_u32 mode;
@@ -43,16 +43,13 @@ struct gvfs_fdent {           // 48 bytes
   gvfs_u64 next_off;          // where the last read ended: the sequential-readahead hint
 };
 
-struct gvfs_nameent {         // 272 bytes; a seqlock: state = version << 2 | kind
-  gvfs_u32 state;             // kind: 0 empty, 1 busy (being written), 2 ready
-  gvfs_u32 epoch;             // the validation epoch its fields were last confirmed in
-  gvfs_u64 hash;              // of the path; immutable once ready
-  gvfs_u64 file_no;
-  gvfs_u64 size;
-  gvfs_u64 mtime_ns;
-  gvfs_u32 mode;
-  gvfs_u32 len;               // path length without NUL; immutable once ready
-  char path[GVFS_NAME_MAX];   // immutable once ready
+struct gvfs_nameent {         // 272 bytes (files.cuh: the name cache)
+  gvfs_u32 state;             // version << 2 | kind (empty, claimed, ready, busy)
+  gvfs_u32 len;               // path length without NUL; immutable once the path is readable
+  gvfs_u64 hash;              // of the path, never 0; 0 until the path is written, then immutable
+  gvfs_u64 answer[4];         // the host's answer (file version, size, mtime, mode, epoch),
+                              // each word stamped with the version that wrote it
+  char path[GVFS_NAME_MAX];   // immutable once readable
 };
 
 struct gvfs_files {

@@ -7,10 +7,11 @@
 //           path the name cache knows, confirmed in the current epoch, never leaves it either.
 //   HOST    anything else (writes, creation, the cache off): each call is a hostcall on the
 //           host server's fd; data moves through the lane's buffer, data_bytes at a time.
-// Name cache (gvfs_files.names): path -> file version, open addressing on a 64-bit FNV-1a
-// hash. An entry is a seqlock: writers CAS ready -> busy, write, and store-release
-// ready with the version bumped; readers take a snapshot and check the state word did not
-// move. Entries are only added, never removed (for the Runtime's life).
+// Name cache (gvfs_files.names): path -> file version, open addressing on a 64-bit hash of
+// the path's words. An entry's owner (one at a time, by CAS on its state) writes the host's
+// answer as four words stamped with a version; readers take the four in one batch of
+// relaxed loads and use them when the stamps agree (N1..N4 below): no fence on the hit.
+// Entries are only added, never removed (for the Runtime's life).
 // Consistency: the host bumps `epoch` before every launch and on rt.revalidate(); an entry
 // confirmed in an older epoch is confirmed again by one hostcall (LOOKUP), which hands out
 // a new file version if the file changed (docs/consistency.md).
@@ -118,16 +119,16 @@ GVFS_FN gvfs_fdent *gvfs_fd_entry(gvfs_ctx *ctx, int fd) {
   return i < 0 || i >= (long)F->max_fds ? (gvfs_fdent *)0 : &F->fds[i];
 }
 
+// The entry of an open fd, or null. A relaxed load: the fields are ordered before any use
+// of the fd's number by how the number was learnt (see gvfs_fd_publish).
 GVFS_FN gvfs_fdent *gvfs_fd_get(gvfs_ctx *ctx, int fd) {
   gvfs_fdent *e = gvfs_fd_entry(ctx, fd);
-  return e && gvfs_load_acquire_dev(&e->state) == GVFS_FD_OPEN ? e : (gvfs_fdent *)0;
+  return e && gvfs_load_relaxed_dev(&e->state) == GVFS_FD_OPEN ? e : (gvfs_fdent *)0;
 }
 
 // What the read paths need of an fd, in one batch of loads (one memory round trip where
-// gvfs_fd_get's acquire and the field loads after it take two). Relaxed loads suffice: a
-// thread learns an fd's number only after gvfs_open returned it, in its own program order
-// or through the kernel's own synchronisation, and either orders the open's field stores
-// before these loads. The state check still catches an fd never opened or closed since.
+// gvfs_fd_get and the field loads after it take two). Relaxed loads suffice for the reason
+// gvfs_fd_publish gives. The state check still catches an fd never opened or closed since.
 struct gvfs_fd_view { gvfs_u32 kind; gvfs_i32 host_fd; gvfs_u64 file_no, size; gvfs_u64 *next_off; };
 
 GVFS_FN bool gvfs_fd_view_of(gvfs_ctx *ctx, int fd, gvfs_fd_view *v) {
@@ -142,11 +143,16 @@ GVFS_FN bool gvfs_fd_view_of(gvfs_ctx *ctx, int fd, gvfs_fd_view *v) {
   return st == GVFS_FD_OPEN;
 }
 
-// An fd entry is reserved (FREE -> SETUP by CAS), filled, then published (store-release
-// OPEN); a reservation that is not needed goes back with a plain store. The CAS acquires
-// (but does not release: it publishes nothing, and a release would wait for every store in
-// flight): it reads from the closer's release, so the closer's last reads of the fields
-// happen before the new owner's writes to them.
+// An fd entry is reserved (FREE -> SETUP by CAS), filled, then published (OPEN); a
+// reservation that is not needed goes back with a plain store. The CAS acquires (but does
+// not release: it publishes nothing, and a release would wait for every store in flight): it
+// reads from the closer's release, so the closer's last reads of the fields happen before
+// the new owner's writes to them. Publishing OPEN needs no release either (a release costs
+// as much as the rest of an open): a thread learns an fd's number only from gvfs_open's
+// return, in its own program order, or from another thread through the kernel's own
+// synchronisation (a barrier, a flag it releases), and either orders the fields before
+// any use of the number. The state word then only tells a live fd from a closed or never
+// opened one.
 // Each thread starts at its own place (no shared counter to contend on); a thread that
 // opens and closes in a loop finds its last entry free again at the first try, so that try
 // is a CAS straight away, with no test load before it. The caller may issue it early and
@@ -190,7 +196,7 @@ GVFS_FN int gvfs_fd_publish(gvfs_files *F, int i, gvfs_u32 kind, gvfs_i32 host_f
   e->kind = kind; e->host_fd = host_fd; e->mode = mode;
   e->file_no = file_no; e->size = size; e->mtime_ns = mtime_ns;
   gvfs_store_relaxed_u64_dev(&e->next_off, 0ull);
-  gvfs_store_release_dev(&e->state, GVFS_FD_OPEN);  // the fields before OPEN (fd_get acquires)
+  gvfs_store_relaxed_dev(&e->state, GVFS_FD_OPEN);  // no release: see above
   return i + GVFS_FD_BASE;
 }
 
@@ -254,19 +260,38 @@ GVFS_FN void gvfs_pathkey_make(gvfs_pathkey *k, const char *p) {
     }
     if (off == 0u) a = wp[i + 1u];  // no NUL yet: the next word belongs to the path
   }
-  k->h = h;
+  k->h = h ? h : 1u;  // 0 means "not written yet" in an entry (N3)
 }
 
-// Name-cache entry states: kind in bits 0..1, a version above (bumped by every write, so
-// a reader's snapshot can tell it raced a writer: a seqlock).
+// Name-cache entry states: kind in bits 0..1, a version above (bumped by every write of the
+// answer).
 //   EMPTY    -> CLAIMED  an opener of a new path (CAS); it then writes hash/len/path
 //   CLAIMED  -> BUSY     the same opener, store-release: from now on the path is readable
 //   READY    -> BUSY     an opener that found the entry unconfirmed in this epoch (CAS), or
 //                        gvfs_name_forget
-//   BUSY     -> READY    the owner, after writing the fields (store-release, version + 1)
+//   BUSY     -> READY    the owner, after writing the answer (store-release, version + 1)
 // Whoever holds CLAIMED/BUSY does the one LOOKUP; other openers of the path wait for READY
 // (the name-cache twin of one fill per page). A LOOKUP that failed is kept as a negative
 // entry (file_no 0, mode = errno) for the rest of the epoch.
+//
+// Reading an entry takes one batch of relaxed loads and no fence (an open answered on the
+// GPU is a few memory round trips, and a fence costs as much as one):
+//   N1  The answer is four words, each stamped in its top 12 bits with the low bits of the
+//       version that wrote it (only the owner writes them, and every write stamps all four
+//       with a new version). Each aligned 8-byte load is single-copy atomic, so four loads
+//       that show the same stamp all come from one write: a whole answer, whatever order
+//       the loads were performed in. A mix shows two stamps and is read again. (A reader
+//       would have to stall across 4096 writes of one entry, each a LOOKUP hostcall, to
+//       be fooled by the wrap.)
+//   N2  Whether the answer is current is its epoch, not the state: an answer confirmed in
+//       this epoch is good even while an owner is busy writing the next one.
+//   N3  hash, len and path are written once, before the state's release of BUSY, and the
+//       hash is never 0. Loaded relaxed beside the state, they can still show the bytes
+//       from before that write; only a hash that is 0 or that matches while len or path do
+//       not can be such a view, and those are loaded again after an acquire of the state.
+//       A nonzero hash that differs is another path for good.
+//   N4  Entries are only added, never removed (for the Runtime's life), so an index found
+//       stays that path's entry.
 #define GVFS_NAME_EMPTY 0u
 #define GVFS_NAME_CLAIMED 1u
 #define GVFS_NAME_READY 2u
@@ -274,64 +299,124 @@ GVFS_FN void gvfs_pathkey_make(gvfs_pathkey *k, const char *p) {
 
 struct gvfs_name_snap { gvfs_u64 file_no, size, mtime_ns; gvfs_u32 mode, epoch; };
 
-// The owner (CLAIMED or BUSY) writes the fields and publishes READY.
+// The answer's four words (N1): a 12-bit stamp over 52 bits each.
+//   w0 = size   w1 = mtime bits 0..51   w2 = mtime bits 52..63 << 40 | file_no (40 bits)
+//   w3 = mode (16 bits) << 32 | epoch
+#define GVFS_STAMP_SHIFT 52u
+#define GVFS_STAMP_LOW ((1ull << GVFS_STAMP_SHIFT) - 1ull)
+#define GVFS_NAME_FILE_BITS 40u
+
+// Whether an answer fits the words: sizes up to 4 PiB, any mtime, 16-bit modes (st_mode and
+// errno values do). One that does not is stored unconfirmed, so every open asks the host.
+GVFS_FN bool gvfs_snap_fits(const gvfs_name_snap *s) {
+  return s->size <= GVFS_STAMP_LOW && (s->file_no >> GVFS_NAME_FILE_BITS) == 0ull && s->mode <= 0xffffu;
+}
+GVFS_FN void gvfs_snap_pack(const gvfs_name_snap *s, gvfs_u32 version, gvfs_u64 w[4]) {
+  const gvfs_u64 t = (gvfs_u64)(version & 0xfffu) << GVFS_STAMP_SHIFT;
+  w[0] = t | (s->size & GVFS_STAMP_LOW);
+  w[1] = t | (s->mtime_ns & GVFS_STAMP_LOW);
+  w[2] = t | (s->mtime_ns >> GVFS_STAMP_SHIFT) << GVFS_NAME_FILE_BITS | (s->file_no & ((1ull << GVFS_NAME_FILE_BITS) - 1ull));
+  w[3] = t | (gvfs_u64)(s->mode & 0xffffu) << 32 | s->epoch;
+}
+// Decodes the words; false when they come from more than one write (N1).
+GVFS_FN bool gvfs_snap_unpack(const gvfs_u64 w[4], gvfs_name_snap *s) {
+  s->size = w[0] & GVFS_STAMP_LOW;
+  s->mtime_ns = (w[1] & GVFS_STAMP_LOW) | ((w[2] & GVFS_STAMP_LOW) >> GVFS_NAME_FILE_BITS) << GVFS_STAMP_SHIFT;
+  s->file_no = w[2] & ((1ull << GVFS_NAME_FILE_BITS) - 1ull);
+  s->mode = (gvfs_u32)(w[3] >> 32) & 0xffffu;
+  s->epoch = (gvfs_u32)w[3];
+  const gvfs_u64 t = w[0] >> GVFS_STAMP_SHIFT;
+  return (w[1] >> GVFS_STAMP_SHIFT) == t && (w[2] >> GVFS_STAMP_SHIFT) == t && (w[3] >> GVFS_STAMP_SHIFT) == t;
+}
+
+// The owner (CLAIMED or BUSY) writes the answer and publishes READY. The release orders the
+// answer before READY for openers that waited for it (they load the entry again after an
+// acquire of the state: gvfs_name_find's `ordered`).
 GVFS_FN void gvfs_name_publish(gvfs_nameent *e, const gvfs_name_snap *s) {
-  // Seqlock writer: the fence orders the BUSY state (set by the owner's CAS) before the
-  // field stores, so a reader that saw any new field also sees the state move.
-  gvfs_fence_acq_rel_dev();
-  gvfs_u32 st = gvfs_load_relaxed_dev(&e->state);
-  gvfs_store_relaxed_u64_dev(&e->file_no, s->file_no);
-  gvfs_store_relaxed_u64_dev(&e->size, s->size);
-  gvfs_store_relaxed_u64_dev(&e->mtime_ns, s->mtime_ns);
-  gvfs_store_relaxed_dev(&e->mode, s->mode);
-  gvfs_store_relaxed_dev(&e->epoch, s->epoch);
-  gvfs_store_release_dev(&e->state, ((st >> 2) + 1u) << 2 | GVFS_NAME_READY);
+  const gvfs_u32 st = gvfs_load_relaxed_dev(&e->state);  // ours: only the owner writes it now
+  const gvfs_u32 version = (st >> 2) + 1u;
+  gvfs_name_snap put = *s;
+  if (!gvfs_snap_fits(&put)) { put.file_no = 0; put.size = 0; put.mode = 0; put.epoch = 0; }  // unconfirmed
+  gvfs_u64 w[4];
+  gvfs_snap_pack(&put, version, w);
+  GVFS_UNROLL
+  for (gvfs_u32 u = 0; u < 4u; ++u) gvfs_store_relaxed_u64_dev(&e->answer[u], w[u]);
+  gvfs_store_release_dev(&e->state, version << 2 | GVFS_NAME_READY);
 }
 
 #define GVFS_NAME_PROBES 32u
 
-// Finds the entry of the path (ready or busy: its path is readable); -1 if none. Waits out
-// entries whose path is still being written. `free_slot`: the first empty slot of the
-// probe sequence (where the path would go), or -1 if the window is full. When the entry is
-// READY, `snap` gets its fields and *snap_ok says whether that snapshot is consistent.
-GVFS_FN int gvfs_name_find(gvfs_files *F, const gvfs_pathkey *k, int *free_slot, gvfs_name_snap *snap,
-                           bool *snap_ok) {
+// One entry as loaded: everything in one batch of relaxed loads (one memory round trip),
+// the path's first 4 words included. Nothing is computed from the loads here, so that the
+// caller can issue more (gvfs_open_cached's CAS) before it waits for them.
+struct gvfs_name_view { gvfs_u32 st, len; gvfs_u64 hash, w[4], p[4]; };
+
+// Loads entry `e` for key `k`. `ordered`: after an acquire of the state, so that what the
+// state shows was written is seen (N3); otherwise nothing waits for anything.
+GVFS_FN void gvfs_name_load(const gvfs_nameent *e, const gvfs_pathkey *k, bool ordered, gvfs_name_view *v) {
+  v->st = ordered ? gvfs_load_acquire_dev(&e->state) : gvfs_load_relaxed_dev(&e->state);
+  v->len = gvfs_load_relaxed_dev(&e->len);
+  v->hash = gvfs_load_relaxed_u64_dev(&e->hash);
+  const gvfs_u64 *ew = (const gvfs_u64 *)e->path;
+  GVFS_UNROLL
+  for (gvfs_u32 u = 0; u < 4u; ++u) {
+    v->w[u] = gvfs_load_relaxed_u64_dev(&e->answer[u]);
+    v->p[u] = u < k->nwords ? gvfs_load_relaxed_u64_dev(&ew[u]) : 0ull;
+  }
+}
+
+// Whether the entry's path is the key's: the loaded words, then the rest 4 at a time.
+GVFS_FN bool gvfs_name_matches(const gvfs_nameent *e, const gvfs_pathkey *k, const gvfs_name_view *v) {
+  if (v->hash != k->h || v->len != k->len) return false;
+  gvfs_u64 diff = 0;
+  GVFS_UNROLL
+  for (gvfs_u32 u = 0; u < 4u; ++u) diff |= u < k->nwords ? v->p[u] ^ k->w[u] : 0ull;
+  const gvfs_u64 *ew = (const gvfs_u64 *)e->path;
+  for (gvfs_u32 j0 = 4; j0 < k->nwords; j0 += 4u) {  // 4 words of the path in flight at once
+    gvfs_u64 w[4];
+    GVFS_UNROLL
+    for (gvfs_u32 u = 0; u < 4u; ++u) w[u] = j0 + u < k->nwords ? gvfs_load_relaxed_u64_dev(&ew[j0 + u]) : 0ull;
+    GVFS_UNROLL
+    for (gvfs_u32 u = 0; u < 4u; ++u) diff |= j0 + u < k->nwords ? w[u] ^ k->w[j0 + u] : 0ull;
+  }
+  return diff == 0;
+}
+
+GVFS_FN gvfs_u32 gvfs_name_slot(const gvfs_files *F, const gvfs_pathkey *k, gvfs_u32 p) {
+  return (gvfs_u32)(k->h + p) & (F->nnames - 1u);
+}
+
+// Finds the entry of the path (its path readable); -1 if none. Waits out entries whose path
+// is still being written. `free_slot`: the first empty slot of the probe sequence (where the
+// path would go), or -1 if the window is full. `snap` gets the entry's answer and *snap_ok
+// says whether it is whole (N1). `first`: the first probe's entry, already loaded (relaxed)
+// by the caller, or null. `ordered`: every entry loaded after an acquire of its state.
+GVFS_FN int gvfs_name_find(gvfs_files *F, const gvfs_pathkey *k, int *free_slot, gvfs_name_snap *snap, bool *snap_ok,
+                           const gvfs_name_view *first, bool ordered) {
   *free_slot = -1;
   *snap_ok = false;
   gvfs_u32 probes = F->nnames < GVFS_NAME_PROBES ? F->nnames : GVFS_NAME_PROBES;
   for (gvfs_u32 p = 0; p < probes; ++p) {
-    gvfs_u32 i = (gvfs_u32)(k->h + p) & (F->nnames - 1u);
+    const gvfs_u32 i = gvfs_name_slot(F, k, p);
     gvfs_nameent *e = &F->names[i];
-    // Seqlock read: state (acquire), the fields, a fence, the state again. Everything the
-    // entry holds is loaded in one batch after the first state load (one memory round trip
-    // for the identity, the path and the snapshot together, not one after another).
-    gvfs_u32 st = gvfs_load_acquire_dev(&e->state);
-    while ((st & 3u) == GVFS_NAME_CLAIMED) { gvfs_backoff(32); st = gvfs_load_acquire_dev(&e->state); }
-    if ((st & 3u) == GVFS_NAME_EMPTY) { *free_slot = (int)i; return -1; }  // never removed mid-kernel
-    const gvfs_u64 hash = e->hash;  // immutable once the path is readable
-    const gvfs_u32 len = e->len;
-    gvfs_name_snap s;
-    s.file_no = gvfs_load_relaxed_u64_dev(&e->file_no);
-    s.size = gvfs_load_relaxed_u64_dev(&e->size);
-    s.mtime_ns = gvfs_load_relaxed_u64_dev(&e->mtime_ns);
-    s.mode = gvfs_load_relaxed_dev(&e->mode);
-    s.epoch = gvfs_load_relaxed_dev(&e->epoch);
-    const gvfs_u64 *ew = (const gvfs_u64 *)e->path;
-    gvfs_u64 diff = 0;
-    for (gvfs_u32 j0 = 0; j0 < k->nwords; j0 += 4u) {  // 4 words of the path in flight at once
-      gvfs_u64 w[4];
-      GVFS_UNROLL
-      for (gvfs_u32 u = 0; u < 4u; ++u) w[u] = j0 + u < k->nwords ? ew[j0 + u] : 0ull;
-      GVFS_UNROLL
-      for (gvfs_u32 u = 0; u < 4u; ++u) diff |= j0 + u < k->nwords ? w[u] ^ k->w[j0 + u] : 0ull;
+    gvfs_name_view v;
+    bool acquired = ordered;
+    if (p == 0 && first && !ordered) v = *first;
+    else gvfs_name_load(e, k, ordered, &v);
+    for (;;) {
+      if ((v.st & 3u) == GVFS_NAME_CLAIMED) {  // the path is being written: wait, then look again
+        gvfs_backoff(32);
+        gvfs_name_load(e, k, acquired = true, &v);
+        continue;
+      }
+      if ((v.st & 3u) == GVFS_NAME_EMPTY) { *free_slot = (int)i; return -1; }  // (N4) the claim's CAS decides
+      if (gvfs_name_matches(e, k, &v)) {
+        *snap_ok = gvfs_snap_unpack(v.w, snap);
+        return (int)i;
+      }
+      if (acquired || (v.hash != 0 && v.hash != k->h)) break;  // another path (N3)
+      gvfs_name_load(e, k, acquired = true, &v);  // maybe a view from before the path's write (N3)
     }
-    if (hash != k->h || len != k->len || diff != 0) continue;
-    if ((st & 3u) == GVFS_NAME_READY) {
-      gvfs_fence_acq_rel_dev();  // the field loads above happen before the re-check below
-      *snap_ok = gvfs_load_relaxed_dev(&e->state) == st;
-      *snap = s;
-    }
-    return (int)i;
   }
   return -1;
 }
@@ -340,7 +425,8 @@ GVFS_FN bool gvfs_cache_on(gvfs_ctx *ctx) { return ctx->pt.nsets != 0u; }
 
 // Marks a name-cache entry unconfirmed, so the next open of its path asks the host (which
 // hands out a new version if the file changed). Used after the device itself changes a
-// file: open for writing, pwrite, unlink.
+// file: open for writing, pwrite, unlink. The answer it leaves is an empty one from an
+// epoch that is never current: nobody uses an unconfirmed answer.
 GVFS_FN void gvfs_name_forget(gvfs_files *F, int idx) {
   if (idx < 0) return;
   gvfs_nameent *e = &F->names[idx];
@@ -348,9 +434,10 @@ GVFS_FN void gvfs_name_forget(gvfs_files *F, int idx) {
     gvfs_u32 st = gvfs_load_relaxed_dev(&e->state);
     if ((st & 3u) != GVFS_NAME_READY) { gvfs_backoff(64); continue; }  // an owner is on it: wait
     if (gvfs_cas_acq_rel_dev(&e->state, st, (st & ~3u) | GVFS_NAME_BUSY) != st) continue;
-    gvfs_fence_acq_rel_dev();  // seqlock writer: BUSY before the field store
-    gvfs_store_relaxed_dev(&e->epoch, gvfs_load_relaxed_dev(F->epoch) - 1u);
-    gvfs_store_release_dev(&e->state, ((st >> 2) + 1u) << 2 | GVFS_NAME_READY);
+    gvfs_name_snap s;
+    s.file_no = 0; s.size = 0; s.mtime_ns = 0; s.mode = 0;
+    s.epoch = 0;  // never current (the host skips 0), whichever epoch a reader loaded
+    gvfs_name_publish(e, &s);
     return;
   }
 }
@@ -363,7 +450,7 @@ GVFS_FN int gvfs_name_index(gvfs_files *F, const char *path) {
   int free_slot;
   gvfs_name_snap snap;
   bool ok;
-  return k.nwords ? gvfs_name_find(F, &k, &free_slot, &snap, &ok) : -1;
+  return k.nwords ? gvfs_name_find(F, &k, &free_slot, &snap, &ok, (const gvfs_name_view *)0, true) : -1;
 }
 
 GVFS_FN gvfs_name_snap gvfs_lookup_call(gvfs_ctx *ctx, const char *path, gvfs_u32 epoch) {
@@ -376,7 +463,7 @@ GVFS_FN gvfs_name_snap gvfs_lookup_call(gvfs_ctx *ctx, const char *path, gvfs_u3
     // (EMFILE, EIO, ...) leaves the entry unconfirmed, so the next open asks again.
     gvfs_i64 e = -r.result;
     if (e != GVFS_ENOENT && e != GVFS_ENOTDIR && e != GVFS_EACCES && e != GVFS_EISDIR && e != GVFS_ELOOP &&
-        e != GVFS_ENAMETOOLONG && e != GVFS_EINVAL) s.epoch = epoch - 1u;
+        e != GVFS_ENAMETOOLONG && e != GVFS_EINVAL) s.epoch = 0;  // never current
     return s;
   }
   s.file_no = (gvfs_u64)r.result; s.size = r.aux[0]; s.mtime_ns = r.aux[1]; s.mode = (gvfs_u32)r.aux[2];
@@ -392,62 +479,66 @@ GVFS_FN int gvfs_fd_for(gvfs_ctx *ctx, int slot, const gvfs_name_snap *s) {
 
 // Read-only open through the name cache: answered on the GPU when the path was confirmed
 // in this epoch; otherwise exactly one opener asks the host and the others wait for it.
-// The fd's first try is issued before the name cache is read, so the two are in flight
-// together.
+// The hit is one memory round trip after the path key: the epoch, the path's first entry
+// (state, path, answer) and the fd's first try are all in flight together. The entry's loads
+// are issued before the CAS, whose acquire would hold back every load after it.
 GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, const char *path) {
   gvfs_files *F = &ctx->files;
   gvfs_pathkey k;
   gvfs_pathkey_make(&k, path);
-  // The epoch, the fd's first try and the name entry's state are then in flight together:
-  // the CAS's answer is looked at only after the name cache was read.
+  const bool named = F->nnames != 0u && k.nwords != 0u;
+  gvfs_name_view first;
+  if (named) gvfs_name_load(&F->names[gvfs_name_slot(F, &k, 0)], &k, false, &first);
   const gvfs_u32 epoch = gvfs_load_relaxed_dev(F->epoch);
   const gvfs_u32 start = gvfs_fd_start(F);
   bool reserved = gvfs_fd_try_start(F, start) == GVFS_FD_FREE;
   int slot = (int)start;
-  if (F->nnames == 0u || k.nwords == 0u) {
+  if (!named) {
     if (!reserved && (slot = gvfs_fd_reserve_scan(F, start)) < 0) return -GVFS_EMFILE;
     gvfs_name_snap s = gvfs_lookup_call(ctx, path, epoch);
     return gvfs_fd_for(ctx, slot, &s);
   }
   gvfs_u32 ns = 64;
-  for (;;) {
+  for (gvfs_u32 round = 0;; ++round) {
     int free_slot;
     bool ok;
     gvfs_name_snap s;
-    int idx = gvfs_name_find(F, &k, &free_slot, &s, &ok);
+    // Round 0 looks at the relaxed view; a view that says "ask the host" may be from before
+    // another opener's answer, so every later round looks in order (acquire) before acting.
+    const bool ordered = round != 0u;
+    int idx = gvfs_name_find(F, &k, &free_slot, &s, &ok, &first, ordered);
     if (!reserved) {  // the start entry was taken: search on (as on Linux, no fd is EMFILE whatever the path)
       if ((slot = gvfs_fd_reserve_scan(F, start)) < 0) return -GVFS_EMFILE;
       reserved = true;
     }
+    if (idx >= 0 && ok && s.epoch == epoch && epoch != 0u) {  // (N2; epoch 0: no launch yet)
+      gvfs_count_sum(ctx, GVFS_C_OPENS_ON_DEVICE, 1);  // a plain add: no warp vote on the open path
+      return gvfs_fd_for(ctx, slot, &s);
+    }
+    if (!ordered) continue;
     if (idx >= 0) {
       gvfs_nameent *e = &F->names[idx];
-      if (ok) {
-        if (s.epoch == epoch) {
-          gvfs_count_sum(ctx, GVFS_C_OPENS_ON_DEVICE, 1);  // a plain add: no warp vote on the open path
-          return gvfs_fd_for(ctx, slot, &s);
-        }
-        gvfs_u32 st = gvfs_load_relaxed_dev(&e->state);
-        if ((st & 3u) == GVFS_NAME_READY &&
-            gvfs_cas_acq_rel_dev(&e->state, st, (st & ~3u) | GVFS_NAME_BUSY) == st) {
-          s = gvfs_lookup_call(ctx, path, epoch);   // we confirm it for everybody
-          gvfs_name_publish(e, &s);
-          return gvfs_fd_for(ctx, slot, &s);
-        }
+      gvfs_u32 st = gvfs_load_relaxed_dev(&e->state);
+      if ((st & 3u) == GVFS_NAME_READY &&
+          gvfs_cas_acq_rel_dev(&e->state, st, (st & ~3u) | GVFS_NAME_BUSY) == st) {
+        s = gvfs_lookup_call(ctx, path, epoch);   // we confirm it for everybody
+        gvfs_name_publish(e, &s);
+        return gvfs_fd_for(ctx, slot, &s);
       }
-      gvfs_backoff(ns);                             // another opener is confirming it
+      gvfs_backoff(ns);                           // another opener is confirming it
       if (ns < 4096u) ns *= 2u;
       continue;
     }
-    if (free_slot < 0) {                            // probe window full: not cached
+    if (free_slot < 0) {                          // probe window full: not cached
       s = gvfs_lookup_call(ctx, path, epoch);
       return gvfs_fd_for(ctx, slot, &s);
     }
     gvfs_nameent *e = &F->names[free_slot];
     if (gvfs_cas_acq_rel_dev(&e->state, GVFS_NAME_EMPTY, GVFS_NAME_CLAIMED) != GVFS_NAME_EMPTY) continue;
-    e->hash = k.h;
-    e->len = k.len;
+    gvfs_store_relaxed_u64_dev(&e->hash, k.h);
+    gvfs_store_relaxed_dev(&e->len, k.len);
     gvfs_u64 *ew = (gvfs_u64 *)e->path;
-    for (gvfs_u32 j = 0; j < k.nwords; ++j) ew[j] = k.w[j];
+    for (gvfs_u32 j = 0; j < k.nwords; ++j) gvfs_store_relaxed_u64_dev(&ew[j], k.w[j]);
     gvfs_store_release_dev(&e->state, GVFS_NAME_BUSY);  // the path is readable from here on
     s = gvfs_lookup_call(ctx, path, epoch);
     gvfs_name_publish(e, &s);
