@@ -9,13 +9,15 @@ import enum
 
 import numpy as np
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 PATH_MAX = 4096          # bytes, including the terminating NUL
 LANE_DATA_MIN = 4096
 CTX_MAGIC = 0x53465647   # "GVFS"
 
 
-# The lane words (device/gvfs/hostcall.cuh, docs/protocol.md):
+# The lane words (device/gvfs/hostcall.cuh, docs/protocol.md). The host reads and writes
+# only the two in host memory; lock[i] = seq << 1 | held lives in device memory, where the
+# device keeps each lane's seq (the host only allocates it, zeroed).
 #   req_word  = opcode << 24 | (seq & 0xFFFFFF)
 #   resp_word = code << 24 | (seq & 0xFFFFFF); code 0: the answer is in the response record,
 #               code 1..255: the result is code - 128 and the aux words are zero.
@@ -89,7 +91,7 @@ RESPONSE = np.dtype([("result", "<i8"), ("aux", "<u8", (3,))], align=True)
 
 LANES = np.dtype(
     [("count", "<u4"), ("data_bytes", "<u4"), ("req_word", "<u8"), ("resp_word", "<u8"),
-     ("req", "<u8"), ("resp", "<u8"), ("data", "<u8"), ("lock", "<u8"), ("seq", "<u8")],
+     ("req", "<u8"), ("resp", "<u8"), ("data", "<u8"), ("lock", "<u8")],
     align=True,
 )
 PAGETABLE = np.dtype(

@@ -20,7 +20,7 @@ def test_abi_mirror_matches_device_headers(data_root: str) -> None:
         R.itemsize, *(R.fields[f][1] for f in ("opcode", "flags", "fd", "data_len", "offset", "length", "arg")),
         S.itemsize, S.fields["result"][1], S.fields["aux"][1],
         L.itemsize, *(L.fields[f][1] for f in ("count", "data_bytes", "req_word", "resp_word", "req", "resp", "data",
-                                                 "lock", "seq")),
+                                                 "lock")),
         C.itemsize, C.fields["magic"][1], C.fields["lanes"][1], C.fields["counters"][1],
         C.fields["readahead_pages"][1], C.fields["pt"][1], C.fields["files"][1],
         abi.PAGETABLE.itemsize, abi.PAGETABLE.fields["state"][1], abi.PAGETABLE.fields["pool"][1],

@@ -295,7 +295,6 @@ extern "C" __attribute__((visibility("default"))) int gvfs_cpu_abi(unsigned long
       sizeof(gvfs_lanes), offsetof(gvfs_lanes, count), offsetof(gvfs_lanes, data_bytes),
       offsetof(gvfs_lanes, req_word), offsetof(gvfs_lanes, resp_word), offsetof(gvfs_lanes, req),
       offsetof(gvfs_lanes, resp), offsetof(gvfs_lanes, data), offsetof(gvfs_lanes, lock),
-      offsetof(gvfs_lanes, seq),
       sizeof(gvfs_ctx), offsetof(gvfs_ctx, magic), offsetof(gvfs_ctx, lanes), offsetof(gvfs_ctx, counters),
       offsetof(gvfs_ctx, readahead_pages), offsetof(gvfs_ctx, pt), offsetof(gvfs_ctx, files),
       sizeof(gvfs_pagetable), offsetof(gvfs_pagetable, state), offsetof(gvfs_pagetable, pool),

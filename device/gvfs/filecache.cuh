@@ -24,7 +24,7 @@ GVFS_FN gvfs_i64 gvfs_fill_call(gvfs_ctx *ctx, gvfs_u32 lane, gvfs_u64 file_no, 
   gvfs_lanes *L = &ctx->lanes;
   gvfs_lane_post(L, lane, GVFS_OP_FILL, 0, -1, 0, off, len, file_no);
   gvfs_count(ctx, GVFS_C_FILLS, 1);
-  return gvfs_lane_wait_result(L, lane);
+  return gvfs_lane_wait_result(L, lane, gvfs_wait_cap_ns(len));
 }
 
 // Reads around the cache: FILLs straight into `buf`, a lane buffer at a time.

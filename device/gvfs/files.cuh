@@ -83,7 +83,7 @@ GVFS_FN long gvfs_pread_hostcall(gvfs_ctx *ctx, int fd, void *buf, unsigned long
     if (chunk > L->data_bytes) chunk = L->data_bytes;
     gvfs_u32 lane = gvfs_lane_acquire(L);
     gvfs_lane_post(L, lane, GVFS_OP_PREAD, 0, fd, 0, off + done, chunk);
-    gvfs_i64 got = gvfs_lane_wait_result(L, lane);
+    gvfs_i64 got = gvfs_lane_wait_result(L, lane, gvfs_wait_cap_ns(chunk));
     if (got > 0) gvfs_copy((gvfs_u8 *)buf + done, gvfs_lane_data(L, lane), (gvfs_u64)got);
     gvfs_lane_release(L, lane);
     if (got < 0) return done ? (long)done : (long)got;
@@ -102,7 +102,7 @@ GVFS_FN long gvfs_pwrite_hostcall(gvfs_ctx *ctx, int fd, const void *buf, unsign
     gvfs_u32 lane = gvfs_lane_acquire(L);
     if (chunk) gvfs_copy(gvfs_lane_data(L, lane), (const gvfs_u8 *)buf + done, chunk);
     gvfs_lane_post(L, lane, GVFS_OP_PWRITE, 0, fd, (gvfs_u32)chunk, off + done, chunk);
-    gvfs_i64 put = gvfs_lane_wait_result(L, lane);
+    gvfs_i64 put = gvfs_lane_wait_result(L, lane, gvfs_wait_cap_ns(chunk));
     gvfs_lane_release(L, lane);
     if (put < 0) return done ? (long)done : (long)put;
     done += (unsigned long)put;

@@ -58,6 +58,10 @@ GVFS_FN gvfs_u32 gvfs_cas_acquire_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 d
   asm volatile("atom.acquire.gpu.cas.b32 %0, [%1], %2, %3;" : "=r"(old) : "l"(p), "r"(expected), "r"(desired) : "memory");
   return old;
 }
+// Sets bits; returns the previous value. Acquire only: a lock taken this way publishes nothing.
+GVFS_FN gvfs_u32 gvfs_fetch_or_acquire_dev(gvfs_u32 *p, gvfs_u32 v) {
+  gvfs_u32 old; asm volatile("atom.acquire.gpu.or.b32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory"); return old;
+}
 GVFS_FN gvfs_u32 gvfs_fetch_add_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) {
   gvfs_u32 old; asm volatile("atom.acq_rel.gpu.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory"); return old;
 }
@@ -207,6 +211,7 @@ inline gvfs_u32 gvfs_cas_acquire_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 de
   gvfs_ref(p).compare_exchange_strong(expected, desired, std::memory_order_acquire, std::memory_order_relaxed);
   return expected;
 }
+inline gvfs_u32 gvfs_fetch_or_acquire_dev(gvfs_u32 *p, gvfs_u32 v) { return gvfs_ref(p).fetch_or(v, std::memory_order_acquire); }
 inline gvfs_u32 gvfs_fetch_add_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) { return gvfs_ref(p).fetch_add(v, std::memory_order_acq_rel); }
 inline gvfs_u32 gvfs_fetch_add_acquire_dev(gvfs_u32 *p, gvfs_u32 v) { return gvfs_ref(p).fetch_add(v, std::memory_order_acquire); }
 inline gvfs_u32 gvfs_fetch_sub_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) { return gvfs_ref(p).fetch_sub(v, std::memory_order_acq_rel); }

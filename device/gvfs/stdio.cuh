@@ -590,7 +590,7 @@ GVFS_FN long gvfs_write_line(gvfs_ctx *ctx, gvfs_u32 stream, const char *s, unsi
   gvfs_u8 *d = gvfs_lane_data(L, lane);
   for (unsigned long i = 0; i < len; ++i) d[i] = (gvfs_u8)s[i];
   gvfs_lane_post(L, lane, GVFS_OP_WRITE_LINE, stream, -1, (gvfs_u32)len, 0, len);
-  gvfs_response r = gvfs_lane_wait(L, lane);
+  gvfs_response r = gvfs_lane_wait(L, lane, gvfs_wait_cap_ns(len));
   gvfs_lane_release(L, lane);
   return (long)r.result;
 }
@@ -626,7 +626,7 @@ GVFS_FMT_CORE int gvfs_vprintf(gvfs_ctx *ctx, gvfs_u32 stream, const char *fmt, 
   }
   gvfs_sink_flush(&k);
   gvfs_lane_post(L, lane, GVFS_OP_WRITE_LINE, stream, -1, (gvfs_u32)k.len, 0, k.len);
-  gvfs_response r = gvfs_lane_wait(L, lane);
+  gvfs_response r = gvfs_lane_wait(L, lane, gvfs_wait_cap_ns(k.len));
   gvfs_lane_release(L, lane);
   return r.result < 0 ? (int)r.result : (int)r.result + 1;  // + the newline
 }
@@ -677,7 +677,7 @@ GVFS_FN long gvfs_read_line(gvfs_ctx *ctx, char *buf, unsigned long cap) {
   if (want > L->data_bytes) want = L->data_bytes;
   gvfs_u32 lane = gvfs_lane_acquire(L);
   gvfs_lane_post(L, lane, GVFS_OP_READ_LINE, 0, 0, 0, 0, want);
-  gvfs_response r = gvfs_lane_wait(L, lane);
+  gvfs_response r = gvfs_lane_wait(L, lane, gvfs_wait_cap_ns(want));
   gvfs_i64 n = r.result;
   if (n > (gvfs_i64)want) n = -GVFS_EIO;  // never trust a length beyond what was asked
   if (n > 0) gvfs_copy(buf, gvfs_lane_data(L, lane), (gvfs_u64)n);

@@ -86,12 +86,12 @@ class Lanes:
         self.req = buf[off_req:off_req + abi.REQUEST.itemsize * count].view(abi.REQUEST)
         self.resp = buf[off_resp:off_resp + abi.RESPONSE.itemsize * count].view(abi.RESPONSE)
         self.data = buf[off_data:off_data + data_bytes * count].reshape(count, data_bytes)
-        self._dev_words, dev_ptr = backend.device_zeros(8 * count)  # lock[count], seq[count]
+        self._dev_words, dev_ptr = backend.device_zeros(4 * count)  # lock[count]: seq << 1 | held
         self.device = {
             "count": count, "data_bytes": data_bytes,
             "req_word": dp + off_req_word, "resp_word": dp + off_resp_word,
             "req": dp + off_req, "resp": dp + off_resp, "data": dp + off_data,
-            "lock": dev_ptr, "seq": dev_ptr + 4 * count,
+            "lock": dev_ptr,
         }
 
     def close(self) -> None:

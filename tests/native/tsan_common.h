@@ -123,13 +123,13 @@ inline void be_device_thread(int me, unsigned nthreads) {
 // ---------------------------------------------------------------- the lanes' memory
 // "Pinned host memory" and "device memory": plain heap arrays here.
 struct LaneMemory {
-  std::vector<gvfs_u32> req_word, resp_word, lock, seq;
+  std::vector<gvfs_u32> req_word, resp_word, lock;  // lock[i] = seq << 1 | held
   std::vector<gvfs_request> req;
   std::vector<gvfs_response> resp;
   std::vector<gvfs_u8> data;
   std::vector<gvfs_u64> counters;
   LaneMemory(unsigned n, unsigned data_bytes)
-      : req_word(n, 0), resp_word(n, 0), lock(n, 0), seq(n, 0), req(n), resp(n), data((size_t)n * data_bytes + 64, 0),
+      : req_word(n, 0), resp_word(n, 0), lock(n, 0), req(n), resp(n), data((size_t)n * data_bytes + 64, 0),
         counters(GVFS_NCOUNTERS, 0) {}
 
   // `ctx` zeroed, then what every kernel receives: the magic words, these lanes and counters.
@@ -139,20 +139,24 @@ struct LaneMemory {
     ctx.abi_version = GVFS_ABI_VERSION;
     ctx.lanes = gvfs_lanes{.count = (gvfs_u32)req_word.size(), .data_bytes = data_bytes, .req_word = req_word.data(),
                            .resp_word = resp_word.data(), .req = req.data(), .resp = resp.data(), .data = data.data(),
-                           .lock = lock.data(), .seq = seq.data()};
+                           .lock = lock.data()};
     ctx.counters = counters.data();
   }
 
-  // After the servers stopped: every lane's owner-side sequence is what the last request
-  // word carried and the last response word answered, and the servers answered every request
-  // (seq[i] counts the requests of lane i). Returns the number of requests.
+  // After the device threads and the servers stopped: every lane is free, its seq (lock[i]
+  // >> 1, I5) is what the last request word carried and the last response word answered,
+  // and the servers answered every request (the seq counts the requests of lane i). Returns
+  // the number of requests.
   gvfs_u64 check_all_answered(gvfs_u64 answered) const {
-    for (size_t i = 0; i < seq.size(); ++i)
-      CHECK((seq[i] & GVFS_WORD_SEQ_MASK) == (req_word[i] & GVFS_WORD_SEQ_MASK) &&
+    for (size_t i = 0; i < lock.size(); ++i) {
+      const gvfs_u32 seq = lock[i] >> 1;
+      CHECK((lock[i] & GVFS_LANE_HELD) == 0u, "lane %u still held at the end (lock %#x)", (unsigned)i, lock[i]);
+      CHECK((seq & GVFS_WORD_SEQ_MASK) == (req_word[i] & GVFS_WORD_SEQ_MASK) &&
                 (req_word[i] & GVFS_WORD_SEQ_MASK) == (resp_word[i] & GVFS_WORD_SEQ_MASK),
-            "lane %u: seq %u req_word %#x resp_word %#x", (unsigned)i, seq[i], req_word[i], resp_word[i]);
+            "lane %u: seq %u req_word %#x resp_word %#x", (unsigned)i, seq, req_word[i], resp_word[i]);
+    }
     gvfs_u64 requests = 0;
-    for (gvfs_u32 s : seq) requests += s;
+    for (gvfs_u32 w : lock) requests += w >> 1;
     CHECK(requests == answered, "requests %llu != answered %llu", (unsigned long long)requests,
           (unsigned long long)answered);
     return requests;
