@@ -79,7 +79,8 @@ GVFS_FN gvfs_u64 *gvfs_counter(gvfs_ctx *ctx, gvfs_u32 which) {
   return &ctx->counters[gvfs_counter_shard() * GVFS_NCOUNTERS + which];
 }
 // For a caller that already summed its warp's counts (one lane adds for all).
-GVFS_FN void gvfs_count_sum(gvfs_ctx *ctx, gvfs_u32 which, gvfs_u64 v) {
-  if (v) gvfs_fetch_add_u64_relaxed_dev(gvfs_counter(ctx, which), v);
+GVFS_FN void gvfs_count_sum_at(gvfs_u64 *counters, gvfs_u32 which, gvfs_u64 v) {
+  if (v) gvfs_fetch_add_u64_relaxed_dev(counters + which, v);  // counters: gvfs_counter(ctx, 0), loaded early
 }
+GVFS_FN void gvfs_count_sum(gvfs_ctx *ctx, gvfs_u32 which, gvfs_u64 v) { gvfs_count_sum_at(gvfs_counter(ctx, 0), which, v); }
 GVFS_FN void gvfs_count(gvfs_ctx *ctx, gvfs_u32 which, gvfs_u64 v) { gvfs_count_dev(gvfs_counter(ctx, which), v); }

@@ -19,24 +19,24 @@
 #define GVFS_MAX_READAHEAD 16u
 
 // One FILL: bytes [off, off+len) of file version `file_no` into the lane's buffer.
-// The caller holds `lane`. Returns bytes read (short at end of file) or -errno.
-GVFS_FN gvfs_i64 gvfs_fill_call(gvfs_ctx *ctx, gvfs_u32 lane, gvfs_u64 file_no, gvfs_u64 off, gvfs_u64 len) {
-  gvfs_lanes *L = &ctx->lanes;
-  gvfs_lane_post(L, lane, GVFS_OP_FILL, 0, -1, 0, off, len, file_no);
+// The caller holds the lane `c`. Returns bytes read (short at end of file) or -errno.
+GVFS_FN gvfs_i64 gvfs_fill_call(gvfs_ctx *ctx, gvfs_lanes *L, gvfs_claim &c, gvfs_u64 file_no, gvfs_u64 off,
+                                gvfs_u64 len) {
+  gvfs_lane_post(L, c, GVFS_OP_FILL, 0, -1, 0, off, len, file_no);
   gvfs_count(ctx, GVFS_C_FILLS, 1);
-  return gvfs_lane_wait_result(L, lane, gvfs_wait_cap_ns(len));
+  return gvfs_lane_wait_result(L, c, gvfs_wait_cap_ns(len));
 }
 
 // Reads around the cache: FILLs straight into `buf`, a lane buffer at a time.
 GVFS_FN gvfs_i64 gvfs_read_around(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u8 *buf, gvfs_u64 n, gvfs_u64 off) {
-  gvfs_lanes *L = &ctx->lanes;
+  gvfs_lanes l = ctx->lanes, *L = &l;  // in registers (see gvfs_lane_claim)
   gvfs_u64 done = 0;
   while (done < n) {
     gvfs_u64 chunk = n - done < L->data_bytes ? n - done : L->data_bytes;
-    gvfs_u32 lane = gvfs_lane_acquire(L);
-    gvfs_i64 got = gvfs_fill_call(ctx, lane, file_no, off + done, chunk);
-    if (got > 0 && buf) gvfs_copy(buf + done, gvfs_lane_data(L, lane), (gvfs_u64)got);
-    gvfs_lane_release(L, lane);
+    gvfs_claim c = gvfs_lane_claim(L);
+    gvfs_i64 got = gvfs_fill_call(ctx, L, c, file_no, off + done, chunk);
+    if (got > 0 && buf) gvfs_copy(buf + done, gvfs_lane_data(L, c.lane), (gvfs_u64)got);
+    gvfs_lane_release(L, c);
     if (got < 0) return done ? (gvfs_i64)done : got;
     done += (gvfs_u64)got;
     if ((gvfs_u64)got < chunk) break;
@@ -47,31 +47,30 @@ GVFS_FN gvfs_i64 gvfs_read_around(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u8 *buf,
 // Fills the claimed slots of `npages` consecutive pages starting at `page0` with one FILL,
 // and publishes each (VALID, or EMPTY for pages the host could not supply). Returns the
 // FILL's result (bytes or -errno).
-GVFS_FN gvfs_i64 gvfs_fill_run(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, gvfs_u64 page0,
+GVFS_FN gvfs_i64 gvfs_fill_run(gvfs_ctx *ctx, gvfs_pagetable *pt, gvfs_u64 file_no, gvfs_u64 size, gvfs_u64 page0,
                                const gvfs_u32 *slots, gvfs_u32 npages) {
-  gvfs_pagetable *pt = &ctx->pt;
-  gvfs_lanes *L = &ctx->lanes;
+  gvfs_lanes l = ctx->lanes, *L = &l;
   const gvfs_u64 psz = 1ull << pt->page_shift;
   const gvfs_u64 off = page0 << pt->page_shift;
   gvfs_u64 len = (gvfs_u64)npages * psz;
   if (len > size - off) len = size - off;
-  gvfs_u32 lane = gvfs_lane_acquire(L);
-  gvfs_i64 got = gvfs_fill_call(ctx, lane, file_no, off, len);
+  gvfs_claim c = gvfs_lane_claim(L);
+  gvfs_i64 got = gvfs_fill_call(ctx, L, c, file_no, off, len);
   for (gvfs_u32 i = 0; i < npages; ++i) {
     gvfs_u64 start = (gvfs_u64)i * psz;
     gvfs_u64 want = len - start < psz ? len - start : psz;
     bool ok = got >= 0 && (gvfs_u64)got >= start + want;  // a short fill: the file shrank
-    if (ok) gvfs_copy(gvfs_pt_page(pt, slots[i]), gvfs_lane_data(L, lane) + start, want);
+    if (ok) gvfs_copy(gvfs_pt_page(pt, slots[i]), gvfs_lane_data(L, c.lane) + start, want);
     gvfs_pt_fill_done(pt, slots[i], ok);
   }
-  gvfs_lane_release(L, lane);
+  gvfs_lane_release(L, c);
   return got;
 }
 
 // Per-thread read through the cache. `next_off` is the fd's sequential-read hint.
 GVFS_FN long gvfs_cache_pread(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, gvfs_u64 *next_off,
                               void *buf_, unsigned long n, unsigned long off) {
-  gvfs_pagetable *pt = &ctx->pt;
+  gvfs_pagetable ptc = ctx->pt, *pt = &ptc;  // in registers: see gvfs_cache_pread_warp
   gvfs_u8 *buf = (gvfs_u8 *)buf_;
   if (off >= size || n == 0) return 0;
   if (n > size - off) n = size - off;
@@ -109,7 +108,7 @@ GVFS_FN long gvfs_cache_pread(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, gv
         }
         if (nrun > 1) gvfs_count(ctx, GVFS_C_READAHEADS, nrun - 1u);
       }
-      gvfs_i64 got = gvfs_fill_run(ctx, file_no, size, page, run, nrun);
+      gvfs_i64 got = gvfs_fill_run(ctx, pt, file_no, size, page, run, nrun);
       for (gvfs_u32 k = 1; k < nrun; ++k) gvfs_pt_unpin(pt, run[k]);
       if (got < 0) { gvfs_pt_unpin(pt, slot); return done ? (long)done : (long)got; }
       readable = gvfs_slot_kind(gvfs_load_acquire_dev(&pt->state[slot])) == GVFS_SLOT_VALID;
@@ -148,7 +147,8 @@ GVFS_FN long gvfs_cache_pread_group(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 si
                                     void *buf_, unsigned long n, unsigned long off) {
   const gvfs_u32 group = gvfs_coalesced_lanes();
   if ((group & (group - 1u)) == 0u) return gvfs_cache_pread(ctx, file_no, size, next_off, buf_, n, off);
-  gvfs_pagetable *pt = &ctx->pt;
+  gvfs_pagetable ptc = ctx->pt, *pt = &ptc;  // in registers: see gvfs_cache_pread_warp
+  gvfs_u64 *const counters = gvfs_counter(ctx, 0);
   gvfs_u8 *buf = (gvfs_u8 *)buf_;
   const gvfs_u32 shift = pt->page_shift;
   const gvfs_u64 psz = 1ull << shift;
@@ -186,8 +186,8 @@ GVFS_FN long gvfs_cache_pread_group(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 si
     // orders the group's loads before the owners' release below.
     gvfs_syncwarp(group);
     if (me == (gvfs_u32)gvfs_ctz(hits)) {  // one lane counts for the group
-      gvfs_count_sum(ctx, GVFS_C_CACHE_HITS, gvfs_popc(hits));
-      gvfs_count_sum(ctx, GVFS_C_BYTES_HIT, bytes);
+      gvfs_count_sum_at(counters, GVFS_C_CACHE_HITS, gvfs_popc(hits));
+      gvfs_count_sum_at(counters, GVFS_C_BYTES_HIT, bytes);
     }
   }
   if (!hit) return gvfs_cache_pread(ctx, file_no, size, next_off, buf_, n, off);
@@ -202,10 +202,16 @@ GVFS_FN long gvfs_cache_pread_group(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 si
 // arguments. Each round takes up to 32 pages, one per lane; runs of consecutive missing
 // pages go out as one FILL each (issued by the run's first lane), and the whole warp
 // copies every page, 512 bytes per instruction.
-GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size,
+// `pt` is the caller's copy of ctx->pt, loaded with the fd's fields: the page table's
+// pointers and shape then stay in registers. Read through ctx, each would be loaded again
+// after every ordered operation (the asm's "memory" clobber), and after an acquire (the
+// pin), which empties the SM's L1, each such load is one more round trip to L2 on the way
+// to the bytes.
+GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_pagetable *pt, gvfs_u64 file_no, gvfs_u64 size,
                                    void *buf_, unsigned long n, unsigned long off) {
-  gvfs_pagetable *pt = &ctx->pt;
   gvfs_lanes *L = &ctx->lanes;
+  gvfs_u64 *const counters = gvfs_counter(ctx, 0);
+  const gvfs_u32 lane_bytes = L->data_bytes;
   gvfs_u8 *buf = (gvfs_u8 *)buf_;
   const gvfs_u32 FULL = 0xffffffffu;
   const gvfs_u32 me = gvfs_lane_id();
@@ -218,7 +224,7 @@ GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 siz
     if (me == 0) r = (long)gvfs_read_around(ctx, file_no, buf, n, off);
     return (long)gvfs_shfl_u64(FULL, (gvfs_u64)r, 0);
   }
-  gvfs_u32 maxrun = (gvfs_u32)(L->data_bytes >> shift);
+  gvfs_u32 maxrun = (gvfs_u32)(lane_bytes >> shift);
   if (maxrun == 0) maxrun = 1;  // (the runtime keeps lane_bytes >= page_size)
   unsigned long done = 0;
   gvfs_i64 err = 0;
@@ -253,8 +259,9 @@ GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 siz
     gvfs_u32 todo = gvfs_ballot(FULL, leader);
     gvfs_u32 wait_ns = 64;
     while (todo != 0u) {
-      gvfs_u32 hc_lane = 0;
-      bool have = ((todo >> me) & 1u) && gvfs_lane_try_acquire(L, &hc_lane);
+      gvfs_claim hc;
+      hc.lane = 0;
+      bool have = ((todo >> me) & 1u) && gvfs_lane_try_claim(L, &hc);
       const gvfs_u32 batch = gvfs_ballot(FULL, have);
       if (batch == 0u) {  // every lane busy: wait holding none
         gvfs_backoff(wait_ns);
@@ -266,13 +273,13 @@ GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 siz
         gvfs_u64 foff = (page0 + me) << shift;
         gvfs_u64 flen = (gvfs_u64)run_len * psz;
         if (flen > size - foff) flen = size - foff;
-        got = gvfs_fill_call(ctx, hc_lane, file_no, foff, flen);
+        got = gvfs_fill_call(ctx, L, hc, file_no, foff, flen);
       }
       gvfs_syncwarp(FULL);  // the leaders' acquire of their answers, before anyone reads them
       // The whole warp copies each run of the batch from its leader's lane buffer into the slots.
       for (gvfs_u32 ls = batch; ls != 0u; ls &= ls - 1u) {
         const int l = gvfs_ctz(ls);
-        gvfs_u32 l_lane = gvfs_shfl_u32(FULL, hc_lane, l);
+        gvfs_u32 l_lane = gvfs_shfl_u32(FULL, hc.lane, l);
         gvfs_i64 l_got = (gvfs_i64)gvfs_shfl_u64(FULL, (gvfs_u64)got, l);
         gvfs_u32 l_len = gvfs_shfl_u32(FULL, run_len, l);
         const gvfs_u8 *src = gvfs_lane_data(L, l_lane);
@@ -293,7 +300,7 @@ GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 siz
         gvfs_u64 want = size - page_off < psz ? size - page_off : psz;
         gvfs_pt_fill_done(pt, slot, l_got >= 0 && (gvfs_u64)l_got >= start + want);
       }
-      if (have) gvfs_lane_release(L, hc_lane);
+      if (have) gvfs_lane_release(L, hc);
       todo &= ~batch;
     }
     // Hits wait for fills in flight elsewhere; a slot that is not readable is read around.
@@ -340,9 +347,9 @@ GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 siz
         const gvfs_u64 hi = p_pos + psz < off + n ? p_pos + psz : off + n;
         bytes += hi - lo;
       }
-      gvfs_count_sum(ctx, GVFS_C_CACHE_HITS, gvfs_popc(hit_pages));
-      gvfs_count_sum(ctx, GVFS_C_FILL_WAITS, gvfs_popc(waited));
-      gvfs_count_sum(ctx, GVFS_C_BYTES_HIT, bytes);
+      gvfs_count_sum_at(counters, GVFS_C_CACHE_HITS, gvfs_popc(hit_pages));
+      gvfs_count_sum_at(counters, GVFS_C_FILL_WAITS, gvfs_popc(waited));
+      gvfs_count_sum_at(counters, GVFS_C_BYTES_HIT, bytes);
     }
     // Errors: the call returns what was read before the first failing page.
     gvfs_u32 bad = gvfs_ballot(FULL, my_err != 0);

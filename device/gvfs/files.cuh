@@ -49,18 +49,18 @@ GVFS_FN gvfs_i64 gvfs_put_path(gvfs_u8 *data, const char *path) {
 }
 
 GVFS_FN gvfs_response gvfs_path_call(gvfs_ctx *ctx, gvfs_u32 opcode, const char *path, gvfs_u32 flags) {
-  gvfs_lanes *L = &ctx->lanes;
-  gvfs_u32 lane = gvfs_lane_acquire(L);
-  gvfs_i64 len = gvfs_put_path(gvfs_lane_data(L, lane), path);
+  gvfs_lanes l = ctx->lanes, *L = &l;  // in registers (see gvfs_lane_claim)
+  gvfs_claim c = gvfs_lane_claim(L);
+  gvfs_i64 len = gvfs_put_path(gvfs_lane_data(L, c.lane), path);
   gvfs_response r;
   if (len < 0) {
-    gvfs_lane_release(L, lane);
+    gvfs_lane_release(L, c);
     r.result = len; r.aux[0] = r.aux[1] = r.aux[2] = 0;
     return r;
   }
-  gvfs_lane_post(L, lane, opcode, flags, -1, (gvfs_u32)len, 0, 0);
-  r = gvfs_lane_wait(L, lane);
-  gvfs_lane_release(L, lane);
+  gvfs_lane_post(L, c, opcode, flags, -1, (gvfs_u32)len, 0, 0);
+  r = gvfs_lane_wait(L, c);
+  gvfs_lane_release(L, c);
   return r;
 }
 
@@ -76,16 +76,16 @@ GVFS_FN int gvfs_unlink(gvfs_ctx *ctx, const char *path) {
 // Reads through the lanes, data_bytes at a time; a short read from the host (end of
 // file) ends the call. Returns the bytes read, or -errno if nothing was read.
 GVFS_FN long gvfs_pread_hostcall(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, unsigned long off) {
-  gvfs_lanes *L = &ctx->lanes;
+  gvfs_lanes l = ctx->lanes, *L = &l;
   unsigned long done = 0;
   do {
     gvfs_u64 chunk = n - done;
     if (chunk > L->data_bytes) chunk = L->data_bytes;
-    gvfs_u32 lane = gvfs_lane_acquire(L);
-    gvfs_lane_post(L, lane, GVFS_OP_PREAD, 0, fd, 0, off + done, chunk);
-    gvfs_i64 got = gvfs_lane_wait_result(L, lane, gvfs_wait_cap_ns(chunk));
-    if (got > 0) gvfs_copy((gvfs_u8 *)buf + done, gvfs_lane_data(L, lane), (gvfs_u64)got);
-    gvfs_lane_release(L, lane);
+    gvfs_claim c = gvfs_lane_claim(L);
+    gvfs_lane_post(L, c, GVFS_OP_PREAD, 0, fd, 0, off + done, chunk);
+    gvfs_i64 got = gvfs_lane_wait_result(L, c, gvfs_wait_cap_ns(chunk));
+    if (got > 0) gvfs_copy((gvfs_u8 *)buf + done, gvfs_lane_data(L, c.lane), (gvfs_u64)got);
+    gvfs_lane_release(L, c);
     if (got < 0) return done ? (long)done : (long)got;
     done += (unsigned long)got;
     if ((gvfs_u64)got < chunk) break;
@@ -94,16 +94,16 @@ GVFS_FN long gvfs_pread_hostcall(gvfs_ctx *ctx, int fd, void *buf, unsigned long
 }
 
 GVFS_FN long gvfs_pwrite_hostcall(gvfs_ctx *ctx, int fd, const void *buf, unsigned long n, unsigned long off) {
-  gvfs_lanes *L = &ctx->lanes;
+  gvfs_lanes l = ctx->lanes, *L = &l;
   unsigned long done = 0;
   do {
     gvfs_u64 chunk = n - done;
     if (chunk > L->data_bytes) chunk = L->data_bytes;
-    gvfs_u32 lane = gvfs_lane_acquire(L);
-    if (chunk) gvfs_copy(gvfs_lane_data(L, lane), (const gvfs_u8 *)buf + done, chunk);
-    gvfs_lane_post(L, lane, GVFS_OP_PWRITE, 0, fd, (gvfs_u32)chunk, off + done, chunk);
-    gvfs_i64 put = gvfs_lane_wait_result(L, lane, gvfs_wait_cap_ns(chunk));
-    gvfs_lane_release(L, lane);
+    gvfs_claim c = gvfs_lane_claim(L);
+    if (chunk) gvfs_copy(gvfs_lane_data(L, c.lane), (const gvfs_u8 *)buf + done, chunk);
+    gvfs_lane_post(L, c, GVFS_OP_PWRITE, 0, fd, (gvfs_u32)chunk, off + done, chunk);
+    gvfs_i64 put = gvfs_lane_wait_result(L, c, gvfs_wait_cap_ns(chunk));
+    gvfs_lane_release(L, c);
     if (put < 0) return done ? (long)done : (long)put;
     done += (unsigned long)put;
     if ((gvfs_u64)put < chunk) break;
@@ -223,18 +223,24 @@ struct gvfs_pathkey {
 // false alarms, and are never used).
 GVFS_FN gvfs_u64 gvfs_zero_bytes(gvfs_u64 v) { return (v - 0x0101010101010101ull) & ~v & 0x8080808080808080ull; }
 
-// Builds the key of a NUL-terminated path. The path is read an aligned 8-byte word at a
-// time, as strlen does: an aligned word never crosses a page, so this faults only where a
-// byte loop would; the bytes of the NUL's word past the NUL are read but never used (so a
-// memory checker may flag a path that ends within 7 bytes of the end of an allocation
-// whose size is not a multiple of 8). Each word of the key is 8 bytes of the path itself,
+// Builds the key of a NUL-terminated path. The path is read in aligned 8-byte words, as
+// strlen does, the first aligned 32 bytes at once: an aligned block never crosses a page, so
+// this faults only where a byte loop would; bytes past the NUL within that block are read
+// but never used (so a memory checker may flag a path that ends within 31 bytes of the end
+// of an allocation whose size is not a multiple of 32). Each word of the key is 8 bytes of the path itself,
 // whatever its alignment, zero after the NUL; the hash mixes a word at a time. Paths too
 // long for an entry (GVFS_NAME_MAX with the NUL) get nwords = 0 and are read no further.
 GVFS_FN void gvfs_pathkey_make(gvfs_pathkey *k, const char *p) {
   const gvfs_u64 addr = (gvfs_u64)p;
   const gvfs_u32 off = (gvfs_u32)(addr & 7u), sh = off * 8u;
   const gvfs_u64 *wp = (const gvfs_u64 *)(addr - off);
-  gvfs_u64 a = wp[0];
+  // The words up to the end of the first word's aligned 32 bytes are loaded at once (an
+  // aligned 32-byte block never crosses a page either): a short path costs one round trip.
+  const gvfs_u32 npre = 4u - (gvfs_u32)((addr >> 3) & 3u);
+  gvfs_u64 pre[4];
+  GVFS_UNROLL
+  for (gvfs_u32 u = 0; u < 4u; ++u) pre[u] = u < npre ? wp[u] : 0ull;
+  gvfs_u64 a = pre[0];
   gvfs_u64 h = 0xcbf29ce484222325ull;
   k->nwords = 0;
   k->len = GVFS_NAME_MAX;
@@ -243,7 +249,7 @@ GVFS_FN void gvfs_pathkey_make(gvfs_pathkey *k, const char *p) {
     if (off != 0u) {
       c = a >> sh;  // the path's bytes 8i .. 8i+7-off; the rest are in the next aligned word,
       if (gvfs_zero_bytes(c | (~0ull << (64u - sh))) == 0ull) {  // which is read only if the path goes on
-        a = wp[i + 1u];
+        a = i + 1u < npre ? pre[i + 1u] : wp[i + 1u];
         c |= a << (64u - sh);
       }
     }
@@ -258,7 +264,7 @@ GVFS_FN void gvfs_pathkey_make(gvfs_pathkey *k, const char *p) {
       k->nwords = i + 1u;
       break;
     }
-    if (off == 0u) a = wp[i + 1u];  // no NUL yet: the next word belongs to the path
+    if (off == 0u) a = i + 1u < npre ? pre[i + 1u] : wp[i + 1u];  // no NUL yet: the next word is the path's
   }
   k->h = h ? h : 1u;  // 0 means "not written yet" in an entry (N3)
 }
@@ -472,20 +478,20 @@ GVFS_FN gvfs_name_snap gvfs_lookup_call(gvfs_ctx *ctx, const char *path, gvfs_u3
 
 // Publishes the reserved fd `slot` for a looked-up version, or hands it back and returns
 // the negative entry's error.
-GVFS_FN int gvfs_fd_for(gvfs_ctx *ctx, int slot, const gvfs_name_snap *s) {
-  if (s->file_no == 0) { gvfs_fd_unreserve(&ctx->files, slot); return -(int)s->mode; }
-  return gvfs_fd_publish(&ctx->files, slot, GVFS_FD_CACHED, -1, s->file_no, s->size, s->mtime_ns, s->mode);
+GVFS_FN int gvfs_fd_for(gvfs_files *F, int slot, const gvfs_name_snap *s) {
+  if (s->file_no == 0) { gvfs_fd_unreserve(F, slot); return -(int)s->mode; }
+  return gvfs_fd_publish(F, slot, GVFS_FD_CACHED, -1, s->file_no, s->size, s->mtime_ns, s->mode);
 }
 
 // Read-only open through the name cache: answered on the GPU when the path was confirmed
 // in this epoch; otherwise exactly one opener asks the host and the others wait for it.
-// The hit is one memory round trip after the path key: the epoch, the path's first entry
-// (state, path, answer) and the fd's first try are all in flight together. The entry's loads
-// are issued before the CAS, whose acquire would hold back every load after it.
-GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, const char *path) {
-  gvfs_files *F = &ctx->files;
-  gvfs_pathkey k;
-  gvfs_pathkey_make(&k, path);
+// A hit is two memory round trips: the path's first words with the context's fields (the
+// caller's copy `F`, loaded together), then the epoch, the path's first entry (state, path,
+// answer) and the fd's first try, all in flight together. The entry's loads are issued
+// before the CAS, whose acquire would hold back every load after it. (An acquire also
+// empties the SM's L1: without the copy, each context field the open needs would be a
+// dependent L2 round trip of its own.) `opens`: this SM's opens_on_device counter.
+GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, gvfs_files *F, gvfs_u64 *opens, const char *path, const gvfs_pathkey &k) {
   const bool named = F->nnames != 0u && k.nwords != 0u;
   gvfs_name_view first;
   if (named) gvfs_name_load(&F->names[gvfs_name_slot(F, &k, 0)], &k, false, &first);
@@ -496,7 +502,7 @@ GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, const char *path) {
   if (!named) {
     if (!reserved && (slot = gvfs_fd_reserve_scan(F, start)) < 0) return -GVFS_EMFILE;
     gvfs_name_snap s = gvfs_lookup_call(ctx, path, epoch);
-    return gvfs_fd_for(ctx, slot, &s);
+    return gvfs_fd_for(F, slot, &s);
   }
   gvfs_u32 ns = 64;
   for (gvfs_u32 round = 0;; ++round) {
@@ -512,8 +518,8 @@ GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, const char *path) {
       reserved = true;
     }
     if (idx >= 0 && ok && s.epoch == epoch && epoch != 0u) {  // (N2; epoch 0: no launch yet)
-      gvfs_count_sum(ctx, GVFS_C_OPENS_ON_DEVICE, 1);  // a plain add: no warp vote on the open path
-      return gvfs_fd_for(ctx, slot, &s);
+      gvfs_fetch_add_u64_relaxed_dev(opens, 1);  // a plain add: no warp vote on the open path
+      return gvfs_fd_for(F, slot, &s);
     }
     if (!ordered) continue;
     if (idx >= 0) {
@@ -523,7 +529,7 @@ GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, const char *path) {
           gvfs_cas_acq_rel_dev(&e->state, st, (st & ~3u) | GVFS_NAME_BUSY) == st) {
         s = gvfs_lookup_call(ctx, path, epoch);   // we confirm it for everybody
         gvfs_name_publish(e, &s);
-        return gvfs_fd_for(ctx, slot, &s);
+        return gvfs_fd_for(F, slot, &s);
       }
       gvfs_backoff(ns);                           // another opener is confirming it
       if (ns < 4096u) ns *= 2u;
@@ -531,7 +537,7 @@ GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, const char *path) {
     }
     if (free_slot < 0) {                          // probe window full: not cached
       s = gvfs_lookup_call(ctx, path, epoch);
-      return gvfs_fd_for(ctx, slot, &s);
+      return gvfs_fd_for(F, slot, &s);
     }
     gvfs_nameent *e = &F->names[free_slot];
     if (gvfs_cas_acq_rel_dev(&e->state, GVFS_NAME_EMPTY, GVFS_NAME_CLAIMED) != GVFS_NAME_EMPTY) continue;
@@ -542,13 +548,22 @@ GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, const char *path) {
     gvfs_store_release_dev(&e->state, GVFS_NAME_BUSY);  // the path is readable from here on
     s = gvfs_lookup_call(ctx, path, epoch);
     gvfs_name_publish(e, &s);
-    return gvfs_fd_for(ctx, slot, &s);
+    return gvfs_fd_for(F, slot, &s);
   }
 }
 
 GVFS_FN int gvfs_open(gvfs_ctx *ctx, const char *path, int flags) {
   if (path == NULL) return -GVFS_EFAULT;
-  if (gvfs_cache_on(ctx) && flags == GVFS_O_RDONLY) return gvfs_open_cached(ctx, path);
+  // The fields the open needs (they do not change during a kernel) and the path's first
+  // words, in one batch of loads: nothing here waits for anything else here.
+  gvfs_files F = ctx->files;
+  const bool cache_on = gvfs_cache_on(ctx);
+  gvfs_u64 *opens = gvfs_counter(ctx, GVFS_C_OPENS_ON_DEVICE);
+  if (flags == GVFS_O_RDONLY) {
+    gvfs_pathkey k;
+    gvfs_pathkey_make(&k, path);
+    if (cache_on) return gvfs_open_cached(ctx, &F, opens, path, k);
+  }
   gvfs_response r = gvfs_path_call(ctx, GVFS_OP_OPEN, path, (gvfs_u32)flags);
   if (r.result < 0) return (int)r.result;
   // A HOST fd keeps its path's name-cache entry (+1; 0: none) in file_no, to forget it
@@ -576,6 +591,7 @@ GVFS_FN long gvfs_pread_warp(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, 
   const gvfs_u32 FULL = 0xffffffffu;
   gvfs_u32 kind = 0, host_fd = 0;
   gvfs_u64 file_no = 0, size = 0;
+  gvfs_pagetable pt = ctx->pt;  // in the same batch of loads as the fd's (gvfs_cache_pread_warp)
   if (gvfs_lane_id() == 0) {
     gvfs_fd_view v;
     if (gvfs_fd_view_of(ctx, fd, &v)) { kind = v.kind; host_fd = (gvfs_u32)v.host_fd; file_no = v.file_no; size = v.size; }
@@ -586,7 +602,7 @@ GVFS_FN long gvfs_pread_warp(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, 
   size = gvfs_shfl_u64(FULL, size, 0);
   if (kind == 0) return -GVFS_EBADF;
   if (off > 0x7fffffffffffffffull || n > 0x7fffffffffffffffull - off) return -GVFS_EINVAL;
-  if (kind == GVFS_FD_CACHED) return gvfs_cache_pread_warp(ctx, file_no, size, buf, n, off);
+  if (kind == GVFS_FD_CACHED) return gvfs_cache_pread_warp(ctx, &pt, file_no, size, buf, n, off);
   long r = 0;
   if (gvfs_lane_id() == 0) r = gvfs_pread_hostcall(ctx, (int)host_fd, buf, n, off);
   return (long)gvfs_shfl_u64(FULL, (gvfs_u64)r, 0);

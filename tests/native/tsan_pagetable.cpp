@@ -48,11 +48,10 @@
 // warp kernel gets a ctx of its own with its own counters, so per-thread read-arounds of
 // FULL sets are counted exactly: FILLs - miss runs - reads past page 2^40).
 //
-// Not seen by TSan: atomic_thread_fence (gcc -Wtsan: TSan does not model fences). Only the
-// name-cache seqlock relies on fences (files.cuh), and only to order relaxed atomics, so
-// TSan's blindness to them can neither hide nor invent a race on a plain access; what the
-// fences guarantee (whole snapshots) is checked by value instead: an fd's size, mtime and
-// mode must be those of its file_no.
+// Not seen by TSan: whether a name-cache answer is whole. Its four words are relaxed atomics
+// stamped with the version that wrote them (files.cuh, N1), so no access to them is a data
+// race whatever a reader does; a torn answer is caught by value instead: an fd's size, mtime
+// and mode must be those of its file_no.
 //
 // Built with -DGVFS_TSAN_SELFTEST_PT, `--selftest=MODE` breaks the page table on purpose,
 // through macro hooks defined HERE (device/ is untouched), so that run-tsan.sh can prove
@@ -515,7 +514,8 @@ extern "C" __global__ void pt_warp_kernel(WarpArgs *a) {
     gvfs_u8 *dst = buf + shift;
     if (lane == 0) std::memset(dst + n, CANARY, GUARD);
     gvfs_syncwarp(FULL);
-    const long got = gvfs_cache_pread_warp(a->ctx, f, size_of(f), dst, n, off);
+    gvfs_pagetable pt = a->ctx->pt;
+    const long got = gvfs_cache_pread_warp(a->ctx, &pt, f, size_of(f), dst, n, off);
     const long got0 = (long)gvfs_shfl_u64(FULL, (gvfs_u64)got, 0);
     CHECK(got == got0, "warp %u iter %u: lane %u returned %ld, lane 0 %ld", warp, it, lane, got, got0);
     gvfs_syncwarp(FULL);  // every lane's copies are done before lane 0 checks them
