@@ -202,16 +202,13 @@ GVFS_FN long gvfs_cache_pread_group(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 si
 // arguments. Each round takes up to 32 pages, one per lane; runs of consecutive missing
 // pages go out as one FILL each (issued by the run's first lane), and the whole warp
 // copies every page, 512 bytes per instruction.
-// `pt` is the caller's copy of ctx->pt, loaded with the fd's fields: the page table's
-// pointers and shape then stay in registers. Read through ctx, each would be loaded again
-// after every ordered operation (the asm's "memory" clobber), and after an acquire (the
-// pin), which empties the SM's L1, each such load is one more round trip to L2 on the way
-// to the bytes.
-GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_pagetable *pt, gvfs_u64 file_no, gvfs_u64 size,
+// (Unlike the per-thread paths, this one reads the page table's fields through ctx: a
+// copy in registers, loaded with the fd's fields, measured slower on the H100 (4 KiB warp
+// hits 1,060 -> 980 GB/s): at the 128-register cap the copy's registers cost spills.)
+GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size,
                                    void *buf_, unsigned long n, unsigned long off) {
+  gvfs_pagetable *pt = &ctx->pt;
   gvfs_lanes *L = &ctx->lanes;
-  gvfs_u64 *const counters = gvfs_counter(ctx, 0);
-  const gvfs_u32 lane_bytes = L->data_bytes;
   gvfs_u8 *buf = (gvfs_u8 *)buf_;
   const gvfs_u32 FULL = 0xffffffffu;
   const gvfs_u32 me = gvfs_lane_id();
@@ -224,7 +221,7 @@ GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_pagetable *pt, gvfs_u64 f
     if (me == 0) r = (long)gvfs_read_around(ctx, file_no, buf, n, off);
     return (long)gvfs_shfl_u64(FULL, (gvfs_u64)r, 0);
   }
-  gvfs_u32 maxrun = (gvfs_u32)(lane_bytes >> shift);
+  gvfs_u32 maxrun = (gvfs_u32)(L->data_bytes >> shift);
   if (maxrun == 0) maxrun = 1;  // (the runtime keeps lane_bytes >= page_size)
   unsigned long done = 0;
   gvfs_i64 err = 0;
@@ -347,9 +344,9 @@ GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_pagetable *pt, gvfs_u64 f
         const gvfs_u64 hi = p_pos + psz < off + n ? p_pos + psz : off + n;
         bytes += hi - lo;
       }
-      gvfs_count_sum_at(counters, GVFS_C_CACHE_HITS, gvfs_popc(hit_pages));
-      gvfs_count_sum_at(counters, GVFS_C_FILL_WAITS, gvfs_popc(waited));
-      gvfs_count_sum_at(counters, GVFS_C_BYTES_HIT, bytes);
+      gvfs_count_sum(ctx, GVFS_C_CACHE_HITS, gvfs_popc(hit_pages));
+      gvfs_count_sum(ctx, GVFS_C_FILL_WAITS, gvfs_popc(waited));
+      gvfs_count_sum(ctx, GVFS_C_BYTES_HIT, bytes);
     }
     // Errors: the call returns what was read before the first failing page.
     gvfs_u32 bad = gvfs_ballot(FULL, my_err != 0);

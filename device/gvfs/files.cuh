@@ -591,7 +591,6 @@ GVFS_FN long gvfs_pread_warp(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, 
   const gvfs_u32 FULL = 0xffffffffu;
   gvfs_u32 kind = 0, host_fd = 0;
   gvfs_u64 file_no = 0, size = 0;
-  gvfs_pagetable pt = ctx->pt;  // in the same batch of loads as the fd's (gvfs_cache_pread_warp)
   if (gvfs_lane_id() == 0) {
     gvfs_fd_view v;
     if (gvfs_fd_view_of(ctx, fd, &v)) { kind = v.kind; host_fd = (gvfs_u32)v.host_fd; file_no = v.file_no; size = v.size; }
@@ -602,7 +601,7 @@ GVFS_FN long gvfs_pread_warp(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, 
   size = gvfs_shfl_u64(FULL, size, 0);
   if (kind == 0) return -GVFS_EBADF;
   if (off > 0x7fffffffffffffffull || n > 0x7fffffffffffffffull - off) return -GVFS_EINVAL;
-  if (kind == GVFS_FD_CACHED) return gvfs_cache_pread_warp(ctx, &pt, file_no, size, buf, n, off);
+  if (kind == GVFS_FD_CACHED) return gvfs_cache_pread_warp(ctx, file_no, size, buf, n, off);
   long r = 0;
   if (gvfs_lane_id() == 0) r = gvfs_pread_hostcall(ctx, (int)host_fd, buf, n, off);
   return (long)gvfs_shfl_u64(FULL, (gvfs_u64)r, 0);

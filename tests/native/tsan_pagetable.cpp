@@ -514,8 +514,7 @@ extern "C" __global__ void pt_warp_kernel(WarpArgs *a) {
     gvfs_u8 *dst = buf + shift;
     if (lane == 0) std::memset(dst + n, CANARY, GUARD);
     gvfs_syncwarp(FULL);
-    gvfs_pagetable pt = a->ctx->pt;
-    const long got = gvfs_cache_pread_warp(a->ctx, &pt, f, size_of(f), dst, n, off);
+    const long got = gvfs_cache_pread_warp(a->ctx, f, size_of(f), dst, n, off);
     const long got0 = (long)gvfs_shfl_u64(FULL, (gvfs_u64)got, 0);
     CHECK(got == got0, "warp %u iter %u: lane %u returned %ld, lane 0 %ld", warp, it, lane, got, got0);
     gvfs_syncwarp(FULL);  // every lane's copies are done before lane 0 checks them
