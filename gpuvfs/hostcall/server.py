@@ -185,6 +185,7 @@ class Server:
         self._new = np.empty(n, dtype=bool)
         self._nop = np.empty(n, dtype=bool)
         self._hint4 = 0                     # 4 x the lane the last lone request came on
+        self._many = False                  # the last sweep took several requests
         blank = np.zeros(1, dtype=abi.REQUEST)
         blank.flags.writeable = False
         self._blank = blank[0]              # what a handler sees of a word-only request
@@ -269,6 +270,8 @@ class Server:
             sb = self._req_bytes.tobytes()
             if sb == taken:
                 return 0
+        if self._many:                       # busy lanes: the lone-lane try would only cost a
+            return self._sweep_many(sb)      # second compare of every word before the vector path
         o = self._hint4
         w = _unpack(sb, o)[0]
         old = _unpack(taken, o)[0]
@@ -296,6 +299,7 @@ class Server:
         new = np.not_equal(s, self._taken, out=self._new)
         n = int(np.count_nonzero(new))       # >= 1: sb differs from the taken words
         self._taken_mv[:] = sb               # I4: this sweep takes every lane whose word moved
+        self._many = n > 1
         c = self.counters
         c.hostcalls += n
         if n == 1:                           # a lone request: look at its lane first next time
