@@ -182,6 +182,29 @@ GVFS_FN int gvfs_fd_reserve_scan(gvfs_files *F, gvfs_u32 start) {
   return -1;
 }
 
+// The 8 entries after `start`, loaded (relaxed) before the first try's CAS, whose acquire
+// would hold them back: when the start entry is taken (a thread that keeps one fd open finds
+// it there at every later open), the next try is a CAS straight away.
+struct gvfs_fd_next { gvfs_u32 st[8]; };
+GVFS_FN void gvfs_fd_peek(const gvfs_files *F, gvfs_u32 start, gvfs_fd_next *nx) {
+  GVFS_UNROLL
+  for (gvfs_u32 u = 0; u < 8u; ++u) {
+    gvfs_u32 i = start + 1u + u;
+    if (i >= F->max_fds) i -= F->max_fds;
+    nx->st[u] = u + 1u < F->max_fds ? gvfs_load_relaxed_dev(&F->fds[i].state) : GVFS_FD_OPEN;
+  }
+}
+// The start entry was taken: the peeked entries that looked free, then the scan.
+GVFS_FN int gvfs_fd_reserve_next(gvfs_files *F, gvfs_u32 start, const gvfs_fd_next *nx) {
+  for (gvfs_u32 u = 0; u < 8u; ++u) {
+    gvfs_u32 i = start + 1u + u;
+    if (i >= F->max_fds) i -= F->max_fds;
+    if (nx->st[u] == GVFS_FD_FREE && gvfs_cas_acquire_dev(&F->fds[i].state, GVFS_FD_FREE, GVFS_FD_SETUP) == GVFS_FD_FREE)
+      return (int)i;
+  }
+  return gvfs_fd_reserve_scan(F, start);
+}
+
 GVFS_FN int gvfs_fd_reserve(gvfs_files *F) {
   const gvfs_u32 start = gvfs_fd_start(F);
   if (gvfs_fd_try_start(F, start) == GVFS_FD_FREE) return (int)start;
@@ -395,10 +418,12 @@ GVFS_FN gvfs_u32 gvfs_name_slot(const gvfs_files *F, const gvfs_pathkey *k, gvfs
 // Finds the entry of the path (its path readable); -1 if none. Waits out entries whose path
 // is still being written. `free_slot`: the first empty slot of the probe sequence (where the
 // path would go), or -1 if the window is full. `snap` gets the entry's answer and *snap_ok
-// says whether it is whole (N1). `first`: the first probe's entry, already loaded (relaxed)
-// by the caller, or null. `ordered`: every entry loaded after an acquire of its state.
+// says whether it is whole (N1); *seen is the entry's state as loaded with it (a confirmer
+// takes over exactly that version, by CAS from it). `first`: the first probe's entry, already
+// loaded (relaxed) by the caller, or null. `ordered`: every entry loaded after an acquire of
+// its state.
 GVFS_FN int gvfs_name_find(gvfs_files *F, const gvfs_pathkey *k, int *free_slot, gvfs_name_snap *snap, bool *snap_ok,
-                           const gvfs_name_view *first, bool ordered) {
+                           gvfs_u32 *seen, const gvfs_name_view *first, bool ordered) {
   *free_slot = -1;
   *snap_ok = false;
   gvfs_u32 probes = F->nnames < GVFS_NAME_PROBES ? F->nnames : GVFS_NAME_PROBES;
@@ -418,6 +443,7 @@ GVFS_FN int gvfs_name_find(gvfs_files *F, const gvfs_pathkey *k, int *free_slot,
       if ((v.st & 3u) == GVFS_NAME_EMPTY) { *free_slot = (int)i; return -1; }  // (N4) the claim's CAS decides
       if (gvfs_name_matches(e, k, &v)) {
         *snap_ok = gvfs_snap_unpack(v.w, snap);
+        *seen = v.st;
         return (int)i;
       }
       if (acquired || (v.hash != 0 && v.hash != k->h)) break;  // another path (N3)
@@ -456,7 +482,8 @@ GVFS_FN int gvfs_name_index(gvfs_files *F, const char *path) {
   int free_slot;
   gvfs_name_snap snap;
   bool ok;
-  return k.nwords ? gvfs_name_find(F, &k, &free_slot, &snap, &ok, (const gvfs_name_view *)0, true) : -1;
+  gvfs_u32 seen;
+  return k.nwords ? gvfs_name_find(F, &k, &free_slot, &snap, &ok, &seen, (const gvfs_name_view *)0, true) : -1;
 }
 
 GVFS_FN gvfs_name_snap gvfs_lookup_call(gvfs_ctx *ctx, const char *path, gvfs_u32 epoch) {
@@ -497,10 +524,12 @@ GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, gvfs_files *F, gvfs_u64 *opens, cons
   if (named) gvfs_name_load(&F->names[gvfs_name_slot(F, &k, 0)], &k, false, &first);
   const gvfs_u32 epoch = gvfs_load_relaxed_dev(F->epoch);
   const gvfs_u32 start = gvfs_fd_start(F);
+  gvfs_fd_next next;
+  gvfs_fd_peek(F, start, &next);
   bool reserved = gvfs_fd_try_start(F, start) == GVFS_FD_FREE;
   int slot = (int)start;
   if (!named) {
-    if (!reserved && (slot = gvfs_fd_reserve_scan(F, start)) < 0) return -GVFS_EMFILE;
+    if (!reserved && (slot = gvfs_fd_reserve_next(F, start, &next)) < 0) return -GVFS_EMFILE;
     gvfs_name_snap s = gvfs_lookup_call(ctx, path, epoch);
     return gvfs_fd_for(F, slot, &s);
   }
@@ -512,9 +541,10 @@ GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, gvfs_files *F, gvfs_u64 *opens, cons
     // Round 0 looks at the relaxed view; a view that says "ask the host" may be from before
     // another opener's answer, so every later round looks in order (acquire) before acting.
     const bool ordered = round != 0u;
-    int idx = gvfs_name_find(F, &k, &free_slot, &s, &ok, &first, ordered);
+    gvfs_u32 seen = 0;
+    int idx = gvfs_name_find(F, &k, &free_slot, &s, &ok, &seen, &first, ordered);
     if (!reserved) {  // the start entry was taken: search on (as on Linux, no fd is EMFILE whatever the path)
-      if ((slot = gvfs_fd_reserve_scan(F, start)) < 0) return -GVFS_EMFILE;
+      if ((slot = gvfs_fd_reserve_next(F, start, &next)) < 0) return -GVFS_EMFILE;
       reserved = true;
     }
     if (idx >= 0 && ok && s.epoch == epoch && epoch != 0u) {  // (N2; epoch 0: no launch yet)
@@ -523,10 +553,12 @@ GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, gvfs_files *F, gvfs_u64 *opens, cons
     }
     if (!ordered) continue;
     if (idx >= 0) {
+      // Unconfirmed as seen: take over exactly the version whose answer we saw. (A state
+      // loaded again here could be a READY published since, whose answer is current: its
+      // confirmer would ask the host a second time.)
       gvfs_nameent *e = &F->names[idx];
-      gvfs_u32 st = gvfs_load_relaxed_dev(&e->state);
-      if ((st & 3u) == GVFS_NAME_READY &&
-          gvfs_cas_acq_rel_dev(&e->state, st, (st & ~3u) | GVFS_NAME_BUSY) == st) {
+      if ((seen & 3u) == GVFS_NAME_READY &&
+          gvfs_cas_acq_rel_dev(&e->state, seen, (seen & ~3u) | GVFS_NAME_BUSY) == seen) {
         s = gvfs_lookup_call(ctx, path, epoch);   // we confirm it for everybody
         gvfs_name_publish(e, &s);
         return gvfs_fd_for(F, slot, &s);
