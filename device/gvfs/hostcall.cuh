@@ -26,9 +26,8 @@
 //               code 1..255: the result is code - 128 (-127..127), aux words are zero.
 // The seq lives in the lock word so that the one atomic that takes a lane also says its
 // seq: a claim is one device-memory round trip, and the request leaves right after it. The
-// owner keeps the seq in registers from the claim to the release (gvfs_claim); the calls
-// that name a lane by its index alone read it back from lock[i] (one load: while a thread
-// holds the lane, only it changes the word's value, so the load sees its own last write).
+// owner keeps the seq in registers from the claim to the release (gvfs_claim), and writes
+// the lock word only to release it.
 // The request word's opcode is the one the server routes by. A request whose opcode carries
 // no arguments (NOP, WALLCLOCK) is the word alone: req[i] is not written and not read. NOP is
 // 0x80, so its answer is its own word echoed (code 0x80: result 0): a sweep answers every
@@ -51,10 +50,8 @@
 //                       store-release(sys) req_word = opcode << 24 | (seq & 0xFFFFFF). The
 //                       release orders the record and the payload (posted writes across
 //                       PCIe) before the word: the host, which reads the word first, sees
-//                       the whole request. Then a relaxed store lock = seq << 1 | 1: the
-//                       owner's note of its seq, read back only by itself (program order);
-//                       other threads look only at the held bit, and the next owner gets the
-//                       seq from the releasing store, which carries it again.
+//                       the whole request. The lock word is not written: the owner has its
+//                       seq in registers, and the releasing store carries it to the next owner.
 //   PENDING -> ANSWERED host: reads req_word, then req/data (x86 keeps loads in order);
 //                       writes resp/data (unless the code says it all), then stores resp_word
 //                       (x86 keeps stores in order, so resp and data are visible before it).
@@ -186,10 +183,9 @@ struct gvfs_lanes {
 
 // ---- the device side of the protocol ----
 
-// A lane as its owner holds it: the index, and the seq of the lane's latest request (what
-// lock[lane] >> 1 says while we hold it). The claim returns it and it stays in registers
-// through submit, wait and release: none of them reads lock[lane] back. The forms of those
-// calls that take a bare lane index read the seq from lock[lane] instead (gvfs_lane_held).
+// A lane as its owner holds it: the index, and the seq of the lane's latest request. The
+// claim returns it and it stays in registers through submit, wait and release: none of them
+// reads lock[lane] back.
 struct gvfs_claim {
   gvfs_u32 lane;
   gvfs_u32 seq;
@@ -245,7 +241,6 @@ GVFS_FN gvfs_claim gvfs_lane_claim(gvfs_lanes *L) {
     start = (gvfs_u32)((start + probes * 7u + round) % n);
   }
 }
-GVFS_FN gvfs_u32 gvfs_lane_acquire(gvfs_lanes *L) { return gvfs_lane_claim(L).lane; }
 
 // One sweep of probes, no waiting: true and *c when a lane was claimed. For callers that
 // must not wait for a lane while holding another resource (the warp read path).
@@ -262,52 +257,25 @@ GVFS_FN bool gvfs_lane_try_claim(gvfs_lanes *L, gvfs_claim *c) {
   }
   return false;
 }
-GVFS_FN bool gvfs_lane_try_acquire(gvfs_lanes *L, gvfs_u32 *lane) {
-  gvfs_claim c;
-  if (!gvfs_lane_try_claim(L, &c)) return false;
-  *lane = c.lane;
-  return true;
-}
-
-// The claim of a lane we hold, from its index alone: the seq read back from lock[lane].
-// While we hold the lane only we change the word's value (other threads' fetch_or write
-// back what they read), so a relaxed load returns our own last write: the claim's, or the
-// note of our last submit. One device-memory round trip; the gvfs_claim forms avoid it.
-GVFS_FN gvfs_claim gvfs_lane_held(gvfs_lanes *L, gvfs_u32 lane) {
-  gvfs_claim c;
-  c.lane = lane;
-  c.seq = gvfs_load_relaxed_dev(&L->lock[lane]) >> 1;
-  return c;
-}
 
 GVFS_FN gvfs_request *gvfs_lane_req(gvfs_lanes *L, gvfs_u32 lane) { return &L->req[lane]; }
 GVFS_FN gvfs_u8 *gvfs_lane_data(gvfs_lanes *L, gvfs_u32 lane) { return L->data + (gvfs_u64)lane * L->data_bytes; }
 
 // CLAIMED -> PENDING: publishes the request word. The release at system scope orders every
 // store the owner made to req[lane] and data[lane] before the store of req_word: the host,
-// which reads req_word first, then sees a whole request. Then the owner notes the new seq
-// in lock[lane] (relaxed: only the owner reads it back, in program order, and the release
-// that unlocks stores it again for the next owner); issued after req_word, so the request
-// does not wait for it. `opcode` must fit in 8 bits (every GVFS_OP_ does); the mask only
+// which reads req_word first, then sees a whole request. The new seq stays in `c` until the
+// release stores it in lock[lane]. `opcode` must fit in 8 bits (every GVFS_OP_ does); the mask only
 // keeps a stray one from reaching the seq bits. The seq wraps at 2^31 (`seq << 1` drops
 // the bit above), which the words, carrying its low 24 bits, do not see.
 GVFS_FN void gvfs_lane_submit(gvfs_lanes *L, gvfs_claim &c, gvfs_u32 opcode) {
-  volatile gvfs_u32 *const word = &L->req_word[c.lane];
-  gvfs_u32 *const lock = &L->lock[c.lane];
   c.seq += 1u;
-  gvfs_store_release_sys(word, (opcode & 0xFFu) << GVFS_WORD_SHIFT | (c.seq & GVFS_WORD_SEQ_MASK));
-  gvfs_store_relaxed_dev(lock, c.seq << 1 | GVFS_LANE_HELD);
-}
-GVFS_FN void gvfs_lane_submit(gvfs_lanes *L, gvfs_u32 lane, gvfs_u32 opcode) {
-  gvfs_claim c = gvfs_lane_held(L, lane);
-  gvfs_lane_submit(L, c, opcode);
+  gvfs_store_release_sys(&L->req_word[c.lane], (opcode & 0xFFu) << GVFS_WORD_SHIFT | (c.seq & GVFS_WORD_SEQ_MASK));
 }
 
 // A request that is its opcode alone (gvfs_op_word_only: NOP, WALLCLOCK): one 4-byte store
 // crosses PCIe; req[lane] keeps whatever the lane's previous request left there, which the
 // host does not read for these opcodes.
 GVFS_FN void gvfs_lane_post_word(gvfs_lanes *L, gvfs_claim &c, gvfs_u32 opcode) { gvfs_lane_submit(L, c, opcode); }
-GVFS_FN void gvfs_lane_post_word(gvfs_lanes *L, gvfs_u32 lane, gvfs_u32 opcode) { gvfs_lane_submit(L, lane, opcode); }
 
 // Writes the whole request and submits it (CLAIMED -> PENDING): every field, so nothing of
 // the lane's previous request reaches the host; for a word-only opcode, the word alone (the
@@ -323,13 +291,6 @@ GVFS_FN void gvfs_lane_post(gvfs_lanes *L, gvfs_claim &c, gvfs_u32 opcode, gvfs_
   q->offset = offset; q->length = length;
   q->arg[0] = arg0; q->arg[1] = q->arg[2] = q->arg[3] = 0;
   gvfs_lane_submit(L, c, opcode);
-}
-// By index: the seq's load is issued before the record's stores, so its round trip overlaps
-// them (the release of req_word waits for those stores anyway).
-GVFS_FN void gvfs_lane_post(gvfs_lanes *L, gvfs_u32 lane, gvfs_u32 opcode, gvfs_u32 flags, gvfs_i32 fd,
-                            gvfs_u32 data_len, gvfs_u64 offset, gvfs_u64 length, gvfs_u64 arg0 = 0) {
-  gvfs_claim c = gvfs_lane_held(L, lane);
-  gvfs_lane_post(L, c, opcode, flags, fd, data_len, offset, length, arg0);
 }
 
 // The cap on the pause between two polls for a request that moves `bytes` of lane data:
@@ -381,10 +342,6 @@ GVFS_FN gvfs_i64 gvfs_lane_wait_result(gvfs_lanes *L, const gvfs_claim &c, gvfs_
   if (code != GVFS_CODE_RECORD) return (gvfs_i64)code - GVFS_CODE_BIAS;
   return vr->result;
 }
-// By index: the seq's load and the first poll are in flight together.
-GVFS_FN gvfs_i64 gvfs_lane_wait_result(gvfs_lanes *L, gvfs_u32 lane, gvfs_u32 cap_ns = GVFS_WAIT_SHORT_NS) {
-  return gvfs_lane_wait_result(L, gvfs_lane_held(L, lane), cap_ns);
-}
 
 // The whole answer: the record when the code says so, else the decoded result and zero aux.
 GVFS_FN gvfs_response gvfs_lane_wait(gvfs_lanes *L, const gvfs_claim &c, gvfs_u32 cap_ns = GVFS_WAIT_SHORT_NS) {
@@ -402,18 +359,11 @@ GVFS_FN gvfs_response gvfs_lane_wait(gvfs_lanes *L, const gvfs_claim &c, gvfs_u3
   r.aux[2] = vr->aux[2];
   return r;
 }
-GVFS_FN gvfs_response gvfs_lane_wait(gvfs_lanes *L, gvfs_u32 lane, gvfs_u32 cap_ns = GVFS_WAIT_SHORT_NS) {
-  return gvfs_lane_wait(L, gvfs_lane_held(L, lane), cap_ns);
-}
 
 // ANSWERED (or CLAIMED) -> IDLE: the held bit cleared, the seq kept. Release at device
 // scope: our reads of resp/data, and every earlier access of ours to the lane, happen before
 // the next owner's fetch_or, which reads from this store.
 GVFS_FN void gvfs_lane_release(gvfs_lanes *L, const gvfs_claim &c) { gvfs_store_release_dev(&L->lock[c.lane], c.seq << 1); }
-GVFS_FN void gvfs_lane_release(gvfs_lanes *L, gvfs_u32 lane) {
-  gvfs_u32 *const lock = &L->lock[lane];
-  gvfs_store_release_dev(lock, gvfs_load_relaxed_dev(lock) & ~GVFS_LANE_HELD);  // = seq << 1, as above
-}
 
 // A whole call for requests whose input fits in the request words: claim, fill, submit,
 // wait, release. Calls that move data through data[lane] use the steps above.

@@ -586,12 +586,12 @@ GVFS_FMT_CORE void gvfs_vformat(gvfs_fmt_sink *k, const char *fmt, const gvfs_fm
 GVFS_FN long gvfs_write_line(gvfs_ctx *ctx, gvfs_u32 stream, const char *s, unsigned long len) {
   gvfs_lanes *L = &ctx->lanes;
   if (len > L->data_bytes) len = L->data_bytes;
-  gvfs_u32 lane = gvfs_lane_acquire(L);
-  gvfs_u8 *d = gvfs_lane_data(L, lane);
+  gvfs_claim c = gvfs_lane_claim(L);
+  gvfs_u8 *d = gvfs_lane_data(L, c.lane);
   for (unsigned long i = 0; i < len; ++i) d[i] = (gvfs_u8)s[i];
-  gvfs_lane_post(L, lane, GVFS_OP_WRITE_LINE, stream, -1, (gvfs_u32)len, 0, len);
-  gvfs_response r = gvfs_lane_wait(L, lane, gvfs_wait_cap_ns(len));
-  gvfs_lane_release(L, lane);
+  gvfs_lane_post(L, c, GVFS_OP_WRITE_LINE, stream, -1, (gvfs_u32)len, 0, len);
+  gvfs_response r = gvfs_lane_wait(L, c, gvfs_wait_cap_ns(len));
+  gvfs_lane_release(L, c);
   return (long)r.result;
 }
 
@@ -606,9 +606,9 @@ GVFS_FN long gvfs_puts(gvfs_ctx *ctx, const char *s) {
 // Formats into a lane's payload and writes it as one line: claim a lane, format, submit, wait.
 GVFS_FMT_CORE int gvfs_vprintf(gvfs_ctx *ctx, gvfs_u32 stream, const char *fmt, const gvfs_fmt_arg *argv) {
   gvfs_lanes *L = &ctx->lanes;
-  gvfs_u32 lane = gvfs_lane_acquire(L);
+  gvfs_claim c = gvfs_lane_claim(L);
   gvfs_fmt_sink k;
-  gvfs_sink_init(&k, gvfs_lane_data(L, lane), L->data_bytes);
+  gvfs_sink_init(&k, gvfs_lane_data(L, c.lane), L->data_bytes);
   gvfs_vformat(&k, fmt, argv);
   if (k.dropped) {
     // Too long for one lane: keep what fits before the marker, say how much was dropped.
@@ -625,9 +625,9 @@ GVFS_FMT_CORE int gvfs_vprintf(gvfs_ctx *ctx, gvfs_u32 stream, const char *fmt, 
     if (k.staged) --k.staged;
   }
   gvfs_sink_flush(&k);
-  gvfs_lane_post(L, lane, GVFS_OP_WRITE_LINE, stream, -1, (gvfs_u32)k.len, 0, k.len);
-  gvfs_response r = gvfs_lane_wait(L, lane, gvfs_wait_cap_ns(k.len));
-  gvfs_lane_release(L, lane);
+  gvfs_lane_post(L, c, GVFS_OP_WRITE_LINE, stream, -1, (gvfs_u32)k.len, 0, k.len);
+  gvfs_response r = gvfs_lane_wait(L, c, gvfs_wait_cap_ns(k.len));
+  gvfs_lane_release(L, c);
   return r.result < 0 ? (int)r.result : (int)r.result + 1;  // + the newline
 }
 
@@ -675,13 +675,13 @@ GVFS_FN long gvfs_read_line(gvfs_ctx *ctx, char *buf, unsigned long cap) {
   gvfs_lanes *L = &ctx->lanes;
   gvfs_u64 want = cap - 1;
   if (want > L->data_bytes) want = L->data_bytes;
-  gvfs_u32 lane = gvfs_lane_acquire(L);
-  gvfs_lane_post(L, lane, GVFS_OP_READ_LINE, 0, 0, 0, 0, want);
-  gvfs_response r = gvfs_lane_wait(L, lane, gvfs_wait_cap_ns(want));
+  gvfs_claim c = gvfs_lane_claim(L);
+  gvfs_lane_post(L, c, GVFS_OP_READ_LINE, 0, 0, 0, 0, want);
+  gvfs_response r = gvfs_lane_wait(L, c, gvfs_wait_cap_ns(want));
   gvfs_i64 n = r.result;
   if (n > (gvfs_i64)want) n = -GVFS_EIO;  // never trust a length beyond what was asked
-  if (n > 0) gvfs_copy(buf, gvfs_lane_data(L, lane), (gvfs_u64)n);
-  gvfs_lane_release(L, lane);
+  if (n > 0) gvfs_copy(buf, gvfs_lane_data(L, c.lane), (gvfs_u64)n);
+  gvfs_lane_release(L, c);
   buf[n > 0 ? n : 0] = 0;
   return (long)n;
 }

@@ -220,15 +220,12 @@ void server_thread(unsigned sid) {
 }
 
 // ---------------------------------------------------------------- device threads
-// The lane steps come in two forms (hostcall.cuh): on a gvfs_claim, whose seq the thread
-// keeps in registers from the claim to the release (what gvfs_hostcall uses), and on a bare
-// lane index, which reads the seq back from the lock word (what files.cuh and stdio.cuh
-// use). `by_claim` picks one; either way the thread tracks the seq in `c` and checks that
-// the lock word agrees with it (I5).
+// The lane steps work on a gvfs_claim, whose seq the thread keeps in registers from the
+// claim to the release; the harness checks that the lock word agrees with it (I5).
 
 // Claims a lane and checks I1 and that it is IDLE.
-gvfs_claim acquire_checked(gvfs_lanes *L, int me, bool by_claim) {
-  const gvfs_claim c = by_claim ? gvfs_lane_claim(L) : gvfs_lane_held(L, gvfs_lane_acquire(L));
+gvfs_claim acquire_checked(gvfs_lanes *L, int me) {
+  const gvfs_claim c = gvfs_lane_claim(L);
   const gvfs_u32 lane = c.lane;
   CHECK(lane < L->count, "thread %d: lane %u out of range", me, lane);
   int prev = (*owner)[lane].exchange(me, std::memory_order_relaxed);
@@ -241,7 +238,7 @@ gvfs_claim acquire_checked(gvfs_lanes *L, int me, bool by_claim) {
         "lane %u claimed but not IDLE", lane);
   return c;
 }
-void release_checked(gvfs_lanes *L, const gvfs_claim &c, int me, bool by_claim) {
+void release_checked(gvfs_lanes *L, const gvfs_claim &c, int me) {
   int prev = (*owner)[c.lane].exchange(-1, std::memory_order_relaxed);
   CHECK(prev == me, "I1: thread %d releases lane %u owned by %d", me, c.lane, prev);
 #ifdef GVFS_TSAN_SELFTEST
@@ -250,25 +247,18 @@ void release_checked(gvfs_lanes *L, const gvfs_claim &c, int me, bool by_claim) 
     return;
   }
 #endif
-  if (by_claim) gvfs_lane_release(L, c);
-  else gvfs_lane_release(L, c.lane);
+  gvfs_lane_release(L, c);
 }
 
-void submit(gvfs_lanes *L, gvfs_claim &c, gvfs_u32 opcode, bool by_claim) {
+void submit(gvfs_lanes *L, gvfs_claim &c, gvfs_u32 opcode) {
 #ifdef GVFS_TSAN_SELFTEST
   if (cfg.selftest == "submit") {  // broken on purpose: a relaxed publish of the request
     c.seq += 1u;
     ref(&L->req_word[c.lane]).store(opcode << GVFS_WORD_SHIFT | (c.seq & GVFS_WORD_SEQ_MASK), std::memory_order_relaxed);
-    gvfs_store_relaxed_dev(&L->lock[c.lane], c.seq << 1 | GVFS_LANE_HELD);
     return;
   }
 #endif
-  if (by_claim) {
-    gvfs_lane_submit(L, c, opcode);
-  } else {
-    gvfs_lane_submit(L, c.lane, opcode);
-    c.seq += 1u;
-  }
+  gvfs_lane_submit(L, c, opcode);
 }
 
 // The lane steps one by one, payload both ways.
@@ -276,8 +266,7 @@ void do_xchg(gvfs_lanes *L, Rng &rng, int me, unsigned it) {
   gvfs_u32 in_n = (gvfs_u32)(rng.below(16) == 0 ? rng.below(L->data_bytes + 1) : rng.below(200));
   gvfs_u64 out_n = rng.below(16) == 0 ? rng.below(L->data_bytes + 1) : rng.below(200);
   gvfs_u64 seed = rng.next(), off = rng.next() >> 20;
-  const bool by_claim = rng.below(2) == 0;
-  gvfs_claim c = acquire_checked(L, me, by_claim);
+  gvfs_claim c = acquire_checked(L, me);
   const gvfs_u32 lane = c.lane, before = c.seq;
   gvfs_request *q = gvfs_lane_req(L, lane);
   gvfs_u8 *d = gvfs_lane_data(L, lane);
@@ -285,11 +274,11 @@ void do_xchg(gvfs_lanes *L, Rng &rng, int me, unsigned it) {
   q->opcode = T_OP_XCHG; q->flags = 0; q->fd = me; q->data_len = in_n;
   q->offset = off; q->length = out_n;
   q->arg[0] = seed; q->arg[1] = q->arg[2] = q->arg[3] = 0;
-  submit(L, c, T_OP_XCHG, by_claim);
-  const gvfs_u32 noted = gvfs_lane_held(L, lane).seq;  // the owner's note in the lock word
-  CHECK(c.seq == before + 1u && noted == c.seq, "lane %u: submit took seq %u to %u, the lock word says %u", lane,
-        before, c.seq, noted);
-  gvfs_response r = by_claim ? gvfs_lane_wait(L, c) : gvfs_lane_wait(L, lane);
+  submit(L, c, T_OP_XCHG);
+  const gvfs_u32 lock = gvfs_load_relaxed_dev(&L->lock[lane]);  // held, the claim's seq until the release
+  CHECK(c.seq == before + 1u && lock == (before << 1 | GVFS_LANE_HELD),
+        "lane %u: submit took seq %u to %u, the lock word is %#x", lane, before, c.seq, lock);
+  gvfs_response r = gvfs_lane_wait(L, c);
   CHECK((ref(&L->resp_word[lane]).load(std::memory_order_relaxed) & GVFS_WORD_SEQ_MASK) == (c.seq & GVFS_WORD_SEQ_MASK),
         "lane %u: wait returned early", lane);
   CHECK(r.result == (gvfs_i64)out_n, "thread %d iter %u: XCHG result %lld, want %llu", me, it, (long long)r.result,
@@ -302,7 +291,7 @@ void do_xchg(gvfs_lanes *L, Rng &rng, int me, unsigned it) {
   for (gvfs_u64 k = 0; k < out_n; ++k)
     CHECK(d[k] == out_byte(off, k), "thread %d iter %u: XCHG reply byte %llu is %u, want %u", me, it,
           (unsigned long long)k, d[k], out_byte(off, k));
-  release_checked(L, c, me, by_claim);
+  release_checked(L, c, me);
 }
 
 // A random range of a random file for pread/pwrite through the lanes: offsets up to 100 past
