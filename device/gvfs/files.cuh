@@ -207,8 +207,10 @@ GVFS_FN int gvfs_fd_reserve_next(gvfs_files *F, gvfs_u32 start, const gvfs_fd_ne
 
 GVFS_FN int gvfs_fd_reserve(gvfs_files *F) {
   const gvfs_u32 start = gvfs_fd_start(F);
+  gvfs_fd_next next;
+  gvfs_fd_peek(F, start, &next);
   if (gvfs_fd_try_start(F, start) == GVFS_FD_FREE) return (int)start;
-  return gvfs_fd_reserve_scan(F, start);
+  return gvfs_fd_reserve_next(F, start, &next);
 }
 
 GVFS_FN void gvfs_fd_unreserve(gvfs_files *F, int i) { gvfs_store_relaxed_dev(&F->fds[i].state, GVFS_FD_FREE); }
