@@ -35,7 +35,7 @@ GVFS_FN gvfs_i64 gvfs_read_around(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u8 *buf,
     gvfs_u64 chunk = n - done < L->data_bytes ? n - done : L->data_bytes;
     gvfs_claim c = gvfs_lane_claim(L);
     gvfs_i64 got = gvfs_fill_call(ctx, L, c, file_no, off + done, chunk);
-    if (got > 0 && buf) gvfs_copy(buf + done, gvfs_lane_data(L, c.lane), (gvfs_u64)got);
+    if (got > 0 && buf) gvfs_copy_alone(buf + done, gvfs_lane_data(L, c.lane), (gvfs_u64)got);
     gvfs_lane_release(L, c);
     if (got < 0) return done ? (gvfs_i64)done : got;
     done += (gvfs_u64)got;
@@ -60,7 +60,7 @@ GVFS_FN gvfs_i64 gvfs_fill_run(gvfs_ctx *ctx, gvfs_pagetable *pt, gvfs_u64 file_
     gvfs_u64 start = (gvfs_u64)i * psz;
     gvfs_u64 want = len - start < psz ? len - start : psz;
     bool ok = got >= 0 && (gvfs_u64)got >= start + want;  // a short fill: the file shrank
-    if (ok) gvfs_copy(gvfs_pt_page(pt, slots[i]), gvfs_lane_data(L, c.lane) + start, want);
+    if (ok) gvfs_copy_alone(gvfs_pt_page(pt, slots[i]), gvfs_lane_data(L, c.lane) + start, want);
     gvfs_pt_fill_done(pt, slots[i], ok);
   }
   gvfs_lane_release(L, c);
@@ -127,7 +127,7 @@ GVFS_FN long gvfs_cache_pread(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, gv
       if ((gvfs_u64)got < len) break;
       continue;
     }
-    if (buf) gvfs_copy(buf + done, gvfs_pt_page(pt, slot) + in, len);
+    if (buf) gvfs_copy_alone(buf + done, gvfs_pt_page(pt, slot) + in, len);
     gvfs_count(ctx, GVFS_C_BYTES_HIT, r == GVFS_PT_HIT ? len : 0);
     gvfs_pt_unpin(pt, slot);
     done += len;

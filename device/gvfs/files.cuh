@@ -84,7 +84,7 @@ GVFS_FN long gvfs_pread_hostcall(gvfs_ctx *ctx, int fd, void *buf, unsigned long
     gvfs_claim c = gvfs_lane_claim(L);
     gvfs_lane_post(L, c, GVFS_OP_PREAD, 0, fd, 0, off + done, chunk);
     gvfs_i64 got = gvfs_lane_wait_result(L, c, gvfs_wait_cap_ns(chunk));
-    if (got > 0) gvfs_copy((gvfs_u8 *)buf + done, gvfs_lane_data(L, c.lane), (gvfs_u64)got);
+    if (got > 0) gvfs_copy_alone((gvfs_u8 *)buf + done, gvfs_lane_data(L, c.lane), (gvfs_u64)got);
     gvfs_lane_release(L, c);
     if (got < 0) return done ? (long)done : (long)got;
     done += (unsigned long)got;

@@ -680,7 +680,7 @@ GVFS_FN long gvfs_read_line(gvfs_ctx *ctx, char *buf, unsigned long cap) {
   gvfs_response r = gvfs_lane_wait(L, c, gvfs_wait_cap_ns(want));
   gvfs_i64 n = r.result;
   if (n > (gvfs_i64)want) n = -GVFS_EIO;  // never trust a length beyond what was asked
-  if (n > 0) gvfs_copy(buf, gvfs_lane_data(L, c.lane), (gvfs_u64)n);
+  if (n > 0) gvfs_copy_alone(buf, gvfs_lane_data(L, c.lane), (gvfs_u64)n);
   gvfs_lane_release(L, c);
   buf[n > 0 ? n : 0] = 0;
   return (long)n;
