@@ -750,7 +750,7 @@ def close_fd(rt: gpuvfs.Runtime, mod: Any, fd: int) -> None:
 
 def stat_delta(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
     keys = ("hostcalls", "bytes_from_host", "errors", "cache_hits", "cache_misses", "fills", "evictions",
-            "opens_on_device", "bytes_hit", "fill_waits", "readaheads")
+            "opens_on_device", "bytes_hit", "fill_waits", "readaheads", "fills_pushed")
     return {k: int(b[k]) - int(a[k]) for k in keys if k in a and k in b}
 
 

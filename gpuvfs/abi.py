@@ -9,7 +9,7 @@ import enum
 
 import numpy as np
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 PATH_MAX = 4096          # bytes, including the terminating NUL
 LANE_DATA_MIN = 4096
 CTX_MAGIC = 0x53465647   # "GVFS"
@@ -63,6 +63,7 @@ class Op(enum.IntEnum):
     WALLCLOCK = 11
     FILL = 12
     LOOKUP = 13
+    FILL_PUSH = 14
 
 
 # Requests that are the word alone: the device writes no record and the server reads none.
@@ -104,7 +105,7 @@ FILES = np.dtype(
     align=True,
 )
 CTX = np.dtype(
-    [("magic", "<u4"), ("abi_version", "<u4"), ("flags", "<u4"), ("readahead_pages", "<u4"),
+    [("magic", "<u4"), ("abi_version", "<u4"), ("fill_push_bytes", "<u4"), ("readahead_pages", "<u4"),
      ("lanes", LANES), ("counters", "<u8"), ("pt", PAGETABLE), ("files", FILES),
      ("stdio", "<u8")],  # gvfs_stdio_state *: the wall-clock cache (gpuvfs/hostcall/stdio.py)
     align=True,
@@ -131,6 +132,7 @@ class Counter(enum.IntEnum):
     BYTES_HIT = 5
     FILL_WAITS = 6
     READAHEADS = 7
+    FILLS_PUSHED = 8     # of FILLS: the host copied the bytes into the slots (FILL_PUSH)
 
 
 NCOUNTERS = 16

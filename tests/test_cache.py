@@ -80,12 +80,26 @@ def _run_reads(rt, mod, files, offs, lens, stride, blocks, threads, warp):
 # these kernels allow: every lane makes the same calls). "coalesced" runs that path.
 COALESCED = "#define GVFS_CPU_COALESCED 1\n"
 VARIANTS = pytest.mark.parametrize("variant", ["per-thread", "coalesced", "warp"])
+# How fills land in the slots: pulled by the GPU from the lane, or pushed by the host (a DMA
+# on cuda: FILL_PUSH); fill_push_bytes=1 pushes every fill.
+FILLS = pytest.mark.parametrize("fills", ["pull", "push"])
+PUSH_BYTES = {"pull": 0, "push": 1}
 
 
+def _check_fills(st: dict, fills: str) -> None:
+    assert st["fills"] > 0, st
+    if fills == "push":   # every fill of slots; a read around the cache (no slot free) is a FILL still
+        assert 0 < st["fills_pushed"] <= st["fills"], st
+    else:
+        assert st["fills_pushed"] == 0, st
+
+
+@FILLS
 @VARIANTS
-def test_random_reads_cross_pages_and_file_end(make_runtime, data_root, variant):
+def test_random_reads_cross_pages_and_file_end(make_runtime, data_root, variant, fills):
     warp = int(variant == "warp")
-    rt = make_runtime(data_root, page_size=4096, cache_bytes=4 << 20, lane_bytes=32768, lanes=64)
+    rt = make_runtime(data_root, page_size=4096, cache_bytes=4 << 20, lane_bytes=32768, lanes=64,
+                      fill_push_bytes=PUSH_BYTES[fills])
     mod = rt.compile((COALESCED if variant == "coalesced" else "") + KERNELS)
     files = _files(data_root, 5, 60_000)
     rng = np.random.default_rng(7 + warp)
@@ -103,13 +117,16 @@ def test_random_reads_cross_pages_and_file_end(make_runtime, data_root, variant)
     st = rt.stats()
     assert st["cache_misses"] > 0 and st["cache_hits"] > 0 and st["errors"] == 0
     assert st["opens_on_device"] > 0
+    _check_fills(st, fills)
 
 
+@FILLS
 @VARIANTS
-def test_working_set_four_times_the_cache(make_runtime, data_root, variant):
+def test_working_set_four_times_the_cache(make_runtime, data_root, variant, fills):
     warp = int(variant == "warp")
     cache = 256 * 1024
-    rt = make_runtime(data_root, page_size=4096, cache_bytes=cache, lane_bytes=16384, lanes=32)
+    rt = make_runtime(data_root, page_size=4096, cache_bytes=cache, lane_bytes=16384, lanes=32,
+                      fill_push_bytes=PUSH_BYTES[fills])
     assert rt.stats()["cache_bytes"] == cache
     mod = rt.compile((COALESCED if variant == "coalesced" else "") + KERNELS)
     files = _files(data_root, 4, cache, seed=40)           # 4x the cache in all
@@ -131,6 +148,7 @@ def test_working_set_four_times_the_cache(make_runtime, data_root, variant):
     st = rt.stats()
     assert st["evictions"] > 0, st
     assert st["pages_resident"] <= cache // 4096
+    _check_fills(st, fills)
 
 
 def test_one_fill_for_many_threads_missing_one_page(make_runtime, data_root):

@@ -296,13 +296,14 @@ extern "C" __attribute__((visibility("default"))) int gvfs_cpu_abi(unsigned long
       offsetof(gvfs_lanes, req_word), offsetof(gvfs_lanes, resp_word), offsetof(gvfs_lanes, req),
       offsetof(gvfs_lanes, resp), offsetof(gvfs_lanes, data), offsetof(gvfs_lanes, lock),
       sizeof(gvfs_ctx), offsetof(gvfs_ctx, magic), offsetof(gvfs_ctx, lanes), offsetof(gvfs_ctx, counters),
-      offsetof(gvfs_ctx, readahead_pages), offsetof(gvfs_ctx, pt), offsetof(gvfs_ctx, files),
+      offsetof(gvfs_ctx, fill_push_bytes), offsetof(gvfs_ctx, readahead_pages), offsetof(gvfs_ctx, pt), offsetof(gvfs_ctx, files),
       sizeof(gvfs_pagetable), offsetof(gvfs_pagetable, state), offsetof(gvfs_pagetable, pool),
       sizeof(gvfs_files), offsetof(gvfs_files, epoch), offsetof(gvfs_files, names),
       sizeof(gvfs_fdent), sizeof(gvfs_nameent), GVFS_NAME_MAX, GVFS_FD_BASE,
       sizeof(gvfs_stat),
       GVFS_OP_NOP, GVFS_OP_OPEN, GVFS_OP_PREAD, GVFS_OP_PWRITE, GVFS_OP_FSTAT, GVFS_OP_CLOSE,
       GVFS_OP_FSYNC, GVFS_OP_UNLINK, GVFS_OP_WRITE_LINE, GVFS_OP_READ_LINE, GVFS_OP_WALLCLOCK, GVFS_OP_FILL, GVFS_OP_LOOKUP,
+      GVFS_OP_FILL_PUSH,
       GVFS_O_WRONLY, GVFS_O_RDWR, GVFS_O_CREAT, GVFS_O_EXCL, GVFS_O_TRUNC, GVFS_O_APPEND,
       GVFS_WORD_SEQ_MASK, GVFS_WORD_SHIFT, GVFS_CODE_RECORD, GVFS_CODE_BIAS,
       // which opcodes are the word alone, in the order of the opcodes above
@@ -310,7 +311,7 @@ extern "C" __attribute__((visibility("default"))) int gvfs_cpu_abi(unsigned long
       gvfs_op_word_only(GVFS_OP_PWRITE), gvfs_op_word_only(GVFS_OP_FSTAT), gvfs_op_word_only(GVFS_OP_CLOSE),
       gvfs_op_word_only(GVFS_OP_FSYNC), gvfs_op_word_only(GVFS_OP_UNLINK), gvfs_op_word_only(GVFS_OP_WRITE_LINE),
       gvfs_op_word_only(GVFS_OP_READ_LINE), gvfs_op_word_only(GVFS_OP_WALLCLOCK), gvfs_op_word_only(GVFS_OP_FILL),
-      gvfs_op_word_only(GVFS_OP_LOOKUP),
+      gvfs_op_word_only(GVFS_OP_LOOKUP), gvfs_op_word_only(GVFS_OP_FILL_PUSH),
   };
   int n = (int)(sizeof(v) / sizeof(v[0]));
   for (int i = 0; i < n && i < cap; ++i) out[i] = v[i];

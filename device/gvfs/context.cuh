@@ -20,6 +20,7 @@ enum gvfs_counter : gvfs_u32 {
   GVFS_C_BYTES_HIT = 5,
   GVFS_C_FILL_WAITS = 6,
   GVFS_C_READAHEADS = 7,
+  GVFS_C_FILLS_PUSHED = 8,  // of GVFS_C_FILLS: FILL_PUSH
   GVFS_NCOUNTERS = 16
 };
 
@@ -64,7 +65,8 @@ struct gvfs_files {
 struct gvfs_ctx {
   gvfs_u32 magic;        // GVFS_CTX_MAGIC: a kernel handed something else traps early
   gvfs_u32 abi_version;  // GVFS_ABI_VERSION
-  gvfs_u32 flags;        // reserved
+  gvfs_u32 fill_push_bytes;  // a cache fill of at least this many bytes is a FILL_PUSH (the
+                             // host copies into the slots); 0: every fill is pulled by the GPU
   gvfs_u32 readahead_pages;  // bound of per-thread sequential readahead (filecache.cuh)
   gvfs_lanes lanes;
   gvfs_u64 *counters;    // [shard][GVFS_NCOUNTERS], GVFS_COUNTER_SHARDS (<= 32) shards; device memory,

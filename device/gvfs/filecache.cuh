@@ -27,6 +27,22 @@ GVFS_FN gvfs_i64 gvfs_fill_call(gvfs_ctx *ctx, gvfs_lanes *L, gvfs_claim &c, gvf
   return gvfs_lane_wait_result(L, c, gvfs_wait_cap_ns(len));
 }
 
+// One FILL_PUSH: the same bytes, which the host copies into the pool's slots itself, page i
+// into the slot whose number the caller wrote as u32 i of the lane's buffer (npages of them).
+GVFS_FN gvfs_i64 gvfs_fill_push_call(gvfs_ctx *ctx, gvfs_lanes *L, gvfs_claim &c, gvfs_u64 file_no, gvfs_u64 off,
+                                     gvfs_u64 len, gvfs_u32 npages) {
+  gvfs_lane_post(L, c, GVFS_OP_FILL_PUSH, 0, -1, 4u * npages, off, len, file_no);
+  gvfs_count(ctx, GVFS_C_FILLS, 1);
+  gvfs_count(ctx, GVFS_C_FILLS_PUSHED, 1);
+  return gvfs_lane_wait_result(L, c, gvfs_wait_cap_ns(len));
+}
+
+// Whether a fill of `len` bytes is pushed by the host (FILL_PUSH) rather than pulled by
+// the GPU: the host's copy engine moves a large run at PCIe speed while the SMs do other
+// work; a small one costs the host a copy call and a wait longer than the pull
+// (ctx->fill_push_bytes: Runtime(fill_push_bytes=...)).
+GVFS_FN bool gvfs_fill_pushed(gvfs_u32 push_min, gvfs_u64 len) { return push_min != 0u && len >= push_min; }
+
 // Reads around the cache: FILLs straight into `buf`, a lane buffer at a time.
 GVFS_FN gvfs_i64 gvfs_read_around(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u8 *buf, gvfs_u64 n, gvfs_u64 off) {
   gvfs_lanes l = ctx->lanes, *L = &l;  // in registers (see gvfs_lane_claim)
@@ -55,12 +71,20 @@ GVFS_FN gvfs_i64 gvfs_fill_run(gvfs_ctx *ctx, gvfs_pagetable *pt, gvfs_u64 file_
   gvfs_u64 len = (gvfs_u64)npages * psz;
   if (len > size - off) len = size - off;
   gvfs_claim c = gvfs_lane_claim(L);
-  gvfs_i64 got = gvfs_fill_call(ctx, L, c, file_no, off, len);
+  const bool push = gvfs_fill_pushed(ctx->fill_push_bytes, len);
+  gvfs_i64 got;
+  if (push) {
+    gvfs_u32 *list = (gvfs_u32 *)gvfs_lane_data(L, c.lane);
+    for (gvfs_u32 i = 0; i < npages; ++i) list[i] = slots[i];
+    got = gvfs_fill_push_call(ctx, L, c, file_no, off, len, npages);
+  } else {
+    got = gvfs_fill_call(ctx, L, c, file_no, off, len);
+  }
   for (gvfs_u32 i = 0; i < npages; ++i) {
     gvfs_u64 start = (gvfs_u64)i * psz;
     gvfs_u64 want = len - start < psz ? len - start : psz;
     bool ok = got >= 0 && (gvfs_u64)got >= start + want;  // a short fill: the file shrank
-    if (ok) gvfs_copy_alone(gvfs_pt_page(pt, slots[i]), gvfs_lane_data(L, c.lane) + start, want);
+    if (ok && !push) gvfs_copy_alone(gvfs_pt_page(pt, slots[i]), gvfs_lane_data(L, c.lane) + start, want);
     gvfs_pt_fill_done(pt, slots[i], ok);
   }
   gvfs_lane_release(L, c);
@@ -255,6 +279,11 @@ GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 siz
     const gvfs_u32 my_leader = (mine && r == GVFS_PT_MISS) ? run_start + ((me - run_start) / maxrun) * maxrun : me;
     gvfs_u32 todo = gvfs_ballot(FULL, leader);
     gvfs_u32 wait_ns = 64;
+    const gvfs_u32 push_min = ctx->fill_push_bytes;
+    const gvfs_u64 foff = (page0 + me) << shift;  // a leader's run
+    gvfs_u64 flen = (gvfs_u64)run_len * psz;
+    if (leader && flen > size - foff) flen = size - foff;
+    const bool push = leader && gvfs_fill_pushed(push_min, flen);
     while (todo != 0u) {
       gvfs_claim hc;
       hc.lane = 0;
@@ -265,16 +294,20 @@ GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 siz
         if (wait_ns < 8192u) wait_ns *= 2u;
         continue;
       }
+      // A pushed run: each of its pages' owners writes its slot number into the leader's
+      // lane buffer, before the leader's post (the barrier, then the post's release).
+      const gvfs_u32 pushes = gvfs_ballot(FULL, have && push);
+      const gvfs_u32 to_lane = gvfs_shfl_u32(FULL, hc.lane, (int)my_leader);
+      if (mine && r == GVFS_PT_MISS && ((pushes >> my_leader) & 1u))
+        ((gvfs_u32 *)gvfs_lane_data(L, to_lane))[me - my_leader] = slot;
+      gvfs_syncwarp(FULL);
       gvfs_i64 got = 0;
-      if (have) {
-        gvfs_u64 foff = (page0 + me) << shift;
-        gvfs_u64 flen = (gvfs_u64)run_len * psz;
-        if (flen > size - foff) flen = size - foff;
-        got = gvfs_fill_call(ctx, L, hc, file_no, foff, flen);
-      }
+      if (have) got = push ? gvfs_fill_push_call(ctx, L, hc, file_no, foff, flen, run_len)
+                           : gvfs_fill_call(ctx, L, hc, file_no, foff, flen);
       gvfs_syncwarp(FULL);  // the leaders' acquire of their answers, before anyone reads them
-      // The whole warp copies each run of the batch from its leader's lane buffer into the slots.
-      for (gvfs_u32 ls = batch; ls != 0u; ls &= ls - 1u) {
+      // The whole warp copies each pulled run of the batch from its leader's lane buffer into
+      // the slots (a pushed run is in them already).
+      for (gvfs_u32 ls = batch & ~pushes; ls != 0u; ls &= ls - 1u) {
         const int l = gvfs_ctz(ls);
         gvfs_u32 l_lane = gvfs_shfl_u32(FULL, hc.lane, l);
         gvfs_i64 l_got = (gvfs_i64)gvfs_shfl_u64(FULL, (gvfs_u64)got, l);

@@ -89,7 +89,7 @@
 #include "port.cuh"
 
 // ---- ABI shared with the host (mirrored in gpuvfs/abi.py, checked by tests/test_abi.py) ----
-#define GVFS_ABI_VERSION 3u
+#define GVFS_ABI_VERSION 4u
 #define GVFS_PATH_MAX 4096u    // bytes, including the terminating NUL
 #define GVFS_LANE_DATA_MIN 4096u
 // The pauses between two polls of an answer (see above): the cap for requests that move
@@ -129,6 +129,9 @@ enum gvfs_opcode : gvfs_u32 {   // 8 bits: they travel in req_word's top byte
                           //   or -ESTALE if the file changed since that version was looked up
   GVFS_OP_LOOKUP = 13,    // data: path; opens it read-only for the page cache; result: file_no
                           //   (a version: a changed file gets a new one); aux0 = size, aux1 = mtime_ns, aux2 = mode
+  GVFS_OP_FILL_PUSH = 14, // as FILL, but data -> u32 slot numbers, one per page of length
+                          //   (data_len = 4 x pages): the host copies page i of the bytes into
+                          //   pool slot i itself (a DMA) and answers once they landed
 };
 
 // Opcodes whose request is the word alone: no field of req[i] is written or read.
@@ -305,7 +308,7 @@ GVFS_FN gvfs_u32 gvfs_wait_cap_ns(gvfs_u64 bytes) {
 }
 // The opcodes that move `length` bytes through the lane's payload, one way or the other.
 GVFS_FN bool gvfs_op_moves_data(gvfs_u32 opcode) {
-  return opcode == GVFS_OP_FILL || opcode == GVFS_OP_PREAD || opcode == GVFS_OP_PWRITE ||
+  return opcode == GVFS_OP_FILL || opcode == GVFS_OP_FILL_PUSH || opcode == GVFS_OP_PREAD || opcode == GVFS_OP_PWRITE ||
          opcode == GVFS_OP_READ_LINE || opcode == GVFS_OP_WRITE_LINE;
 }
 // The cap for a request of `opcode` with `length` (gvfs_hostcall's; callers of the lane

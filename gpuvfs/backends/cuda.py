@@ -5,6 +5,7 @@ run beside them; the lanes are pinned host memory mapped into the device.
 from __future__ import annotations
 
 import ctypes
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -85,6 +86,7 @@ class CudaBackend:
         self.device_dir = Path(device_dir)
         self.stream = cupy.cuda.Stream(non_blocking=True)
         self.copy_stream = cupy.cuda.Stream(non_blocking=True)
+        self._local = threading.local()    # per-thread copy streams (copy_host_pieces)
         self._mapped: list[PinnedMapped] = []
         props = cudart.getDeviceProperties(cupy.cuda.Device().id)
         self.device_name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
@@ -118,6 +120,17 @@ class CudaBackend:
             array.view(cupy.uint32)[index] = value
         if concurrent:
             stream.synchronize()
+
+    def copy_host_pieces(self, dst_ptr: int, src_ptr: int, pieces: Sequence[tuple[int, int, int]]) -> None:
+        # Each calling thread (a server worker) has a non-blocking stream of its own: the
+        # copies run beside the kernels and beside other workers' copies, and the wait
+        # (cudaStreamSynchronize, GIL released) holds up this worker alone.
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            stream = self._local.stream = cupy.cuda.Stream(non_blocking=True)
+        for dst_off, src_off, n in pieces:
+            cudart.memcpyAsync(dst_ptr + dst_off, src_ptr + src_off, n, cudart.memcpyHostToDevice, stream.ptr)
+        stream.synchronize()
 
     def compile(self, source: str, options: Sequence[str] = ()) -> CudaModule:
         opts = tuple(NVRTC_FLAGS) + (f"-I{self.device_dir}",) + tuple(options)
