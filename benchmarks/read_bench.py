@@ -303,13 +303,13 @@ def parse_settings(spec: str) -> list[dict[str, int]]:
         part = part.strip()
         if not part:
             continue
-        d = {"page": 64 * KIB, "chunk": 2 * MIB, "lanes": 256, "lane": 2 * MIB, "workers": 16}
+        d = {"page": 64 * KIB, "chunk": 2 * MIB, "lanes": 256, "lane": 2 * MIB, "workers": 16, "push": 256 * KIB}
         for kv in part.split(","):
             k, _, v = kv.partition("=")
             k = k.strip()
             if k not in d:
-                raise SystemExit(f"--cold-settings: unknown key {k!r} (page, chunk, lanes, lane, workers)")
-            d[k] = parse_size(v) if k in ("page", "chunk", "lane") else int(v)
+                raise SystemExit(f"--cold-settings: unknown key {k!r} (page, chunk, lanes, lane, workers, push)")
+            d[k] = parse_size(v) if k in ("page", "chunk", "lane", "push") else int(v)
         out.append(d)
     if not out:
         raise SystemExit("--cold-settings: no setting given")
@@ -910,7 +910,7 @@ def phase_roundtrip(S: dict[str, Any], dev: Dev, root: str, backend: str, host: 
 
 def cold_runtime(root: str, backend: str, size: int, s: dict[str, int]) -> gpuvfs.Runtime:
     return gpuvfs.Runtime(root=root, backend=backend, cache_bytes=pow2_at_least(2 * size), page_size=s["page"],
-                          lanes=s["lanes"], lane_bytes=s["lane"], workers=s["workers"])
+                          lanes=s["lanes"], lane_bytes=s["lane"], workers=s["workers"], fill_push_bytes=s["push"])
 
 
 class ColdRun:
