@@ -9,10 +9,13 @@
 #                                    (-DGVFS_TSAN_SELFTEST_PT; links libffi)
 # (what the two share, tests/native/tsan_common.h, is included by both).
 # Then, for each harness:
-#   1. runs it over several shapes (lanes/servers; pool sets x ways, readahead); every run must
-#      finish with exit 0, all checks passed and no TSan report;
+#   1. runs it over several shapes (lanes/servers; pool sets x ways, readahead, fills pushed
+#      by the host or not); every run must finish with exit 0, all checks passed and no TSan
+#      report;
 #   2. runs each broken variant briefly; each must FAIL with a TSan data-race report, which
-#      proves the harness can see a missing happens-before edge at all.
+#      proves the harness can see a missing happens-before edge at all (the page table's
+#      variants twice: with the device's own copies into the slots, and with every fill a
+#      FILL_PUSH, where the racing writes are the stand-in server's copies into the pool).
 # Exits non-zero on any TSan report, failed check, or self-test that was not caught.
 # Environment: CXX (default g++), TSAN_ITERS (hostcall calls per device thread, default 4000),
 # TSAN_PT_ITERS (page-cache reads per device thread, default 1500).
@@ -141,29 +144,41 @@ t_hostcall=$SECONDS
 hostcall_summary="tsan: hostcall: $total requests, $reports reports ($run lane/server shapes); self-test: $caught/${#hostcall_modes[@]} injected races caught ($((t_hostcall - t_build)) s)"
 
 # ---- the page table, file cache, fd table and name cache
-# sets ways lanes servers readahead warps: a pool of 32 slots of 256 bytes (the files hold
-# ~150 pages), few ways (FULL sets), no readahead (then the same-range rounds fit 4 ways).
+# sets ways lanes servers readahead warps push: a pool of 32 slots of 256 bytes (the files
+# hold ~150 pages), few ways (FULL sets), no readahead (then the same-range rounds fit 4
+# ways). push: ctx.fill_push_bytes, the smallest cache fill the host copies into the slots
+# itself (FILL_PUSH) - 0: never, 1: every one, 700: runs of 3 pages or more (a warp batch
+# then mixes pushed and pulled runs).
 reads=0
 fills=0
+pushed=0
 lookups=0
 pt_reports=0
 pt_run=0
-for shape in "4 8 4 1 3 2" "2 16 8 2 7 2" "8 4 3 1 0 1"; do
-  read -r sets ways lanes servers ra warps <<<"$shape"
+for shape in "4 8 4 1 3 2 0" "2 16 8 2 7 2 0" "8 4 3 1 0 1 0" "4 8 4 1 3 2 1" "2 16 8 2 7 2 700"; do
+  read -r sets ways lanes servers ra warps push <<<"$shape"
   pt_run=$((pt_run + 1))
-  run_clean "pagetable pool=${sets}x$ways lanes=$lanes servers=$servers ra=$ra warps=$warps" \
-    "$BUILD/pt-run-$pt_run.log" reads "$BUILD/tsan_pagetable" --sets="$sets" --ways="$ways" --lanes="$lanes" --servers="$servers" \
-    --ra="$ra" --warps="$warps" --iters="$PT_ITERS" --seed="$pt_run"
+  label="pagetable pool=${sets}x$ways lanes=$lanes servers=$servers ra=$ra warps=$warps push=$push"
+  run_clean "$label" "$BUILD/pt-run-$pt_run.log" reads "$BUILD/tsan_pagetable" --sets="$sets" --ways="$ways" \
+    --lanes="$lanes" --servers="$servers" --ra="$ra" --warps="$warps" --push="$push" --iters="$PT_ITERS" --seed="$pt_run"
   pt_reports=$((pt_reports + n_reports))
   reads=$((reads + $(field reads "$summary")))
   fills=$((fills + $(field fills "$summary")))
   lookups=$((lookups + $(field lookups "$summary")))
+  # The push path was taken exactly when asked for (the harness checks its counts too).
+  n_pushed=$(field pushed "$summary")
+  if [ "$push" -eq 0 ] && [ "$n_pushed" -ne 0 ]; then fail "$label: $n_pushed fills pushed"; fi
+  if [ "$push" -ne 0 ] && [ "$n_pushed" -eq 0 ]; then fail "$label: no fill pushed"; fi
+  pushed=$((pushed + n_pushed))
 done
 
 pt_modes=(relaxed wait unpin)
 must_catch "page-table self-test" "a deliberately racy page table" "$BUILD/pt-selftest" \
   "$BUILD/tsan_pagetable_selftest" "${pt_modes[@]}" -- --iters=300 --rounds=8 --witers=10
 pt_caught=$n_caught
+must_catch "page-table self-test with pushed fills" "a deliberately racy page table" "$BUILD/pt-selftest-push" \
+  "$BUILD/tsan_pagetable_selftest" "${pt_modes[@]}" -- --iters=300 --rounds=8 --witers=10 --push=1
+pt_caught=$((pt_caught + n_caught))
 
 echo "$hostcall_summary"
-echo "tsan: pagetable: $reads reads, $fills fills, $lookups lookups, $pt_reports reports ($pt_run pool shapes); self-test: $pt_caught/${#pt_modes[@]} injected races caught ($((SECONDS - t_hostcall)) s; builds $t_build s)"
+echo "tsan: pagetable: $reads reads, $fills fills ($pushed pushed), $lookups lookups, $pt_reports reports ($pt_run pool shapes); self-test: $pt_caught/$((2 * ${#pt_modes[@]})) injected races caught ($((SECONDS - t_hostcall)) s; builds $t_build s)"

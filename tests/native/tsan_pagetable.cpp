@@ -17,7 +17,15 @@
 // length) writes pat(file_no, byte offset) into the lane's data and returns length (the
 // device never asks past the file's size: checked), publishing resp_word with a release store
 // after the data (the result in the word's code when it fits: -ESTALE, -EIO, short fills); LOOKUP hands out file versions of a few paths (a version names its path).
-// The server counts every FILL per page, so "one fill per page" is checked exactly.
+// FILL_PUSH (with --push=BYTES, ctx.fill_push_bytes: cache fills of at least that many bytes)
+// is answered as FILL, but first the server reads the u32 slot list from the lane's data
+// (data_len must be 4 per page; each slot in the pool and, beyond what the host can check,
+// FILLING, pinned and tagged with its page), and before answering it writes each page into
+// its pool slot itself, plain byte stores from the server thread standing in for the host's
+// DMA; the device copies nothing and publishes VALID. Same -ESTALE / -EIO faults as FILL.
+// The server counts every FILL and FILL_PUSH per page, so "one fill per page" is checked
+// exactly, and at the end checks its counts against the devices' (GVFS_C_FILLS,
+// GVFS_C_FILLS_PUSHED): pushes iff --push is on, on both paths when every fill is pushed.
 //
 // Phases (each checks every byte a call returns against the pattern, and canary bytes past
 // the buffer; any failed check prints a line and exits 1; any TSan report exits 66):
@@ -55,7 +63,8 @@
 //
 // Built with -DGVFS_TSAN_SELFTEST_PT, `--selftest=MODE` breaks the page table on purpose,
 // through macro hooks defined HERE (device/ is untouched), so that run-tsan.sh can prove
-// TSan catches a race in this code:
+// TSan catches a race in this code (with --push=1, a race with the server's writes into
+// the pool):
 //   relaxed  gvfs_pt_fill_done publishes VALID with a relaxed CAS (P5's release is missing:
 //            the filler's copy into the slot is not ordered before readers' copies out);
 //   wait     gvfs_pt_wait_filled sees VALID with a relaxed load (P5's acquire is missing);
@@ -89,6 +98,7 @@ struct Config : Options {
   unsigned witers = 60;    // calls per warp and phase
   unsigned rounds = 24;    // rounds of the `same` phase
   unsigned ra = 3;         // ctx.readahead_pages
+  unsigned push = 0;       // ctx.fill_push_bytes: cache fills of >= this many bytes are FILL_PUSH (0: none)
   Config() : Options(/*threads=*/12, /*iters=*/1500) {}
 };
 Config cfg;
@@ -173,7 +183,7 @@ bool bad_page(gvfs_u64 f, gvfs_u64 page) { return (f == 2 || f == 5) && page % 4
 gvfs_ctx ctx;        // what the per-thread device threads receive
 gvfs_ctx ctx_warp;   // the same, but its own counters: the warp kernel's
 std::atomic<int> fail_mode{0};                // servers: answer some FILLs -EIO
-std::atomic<gvfs_u64> n_fills{0}, n_lookups{0}, n_eio{0}, n_estale{0};
+std::atomic<gvfs_u64> n_fills{0}, n_pushes{0}, n_lookups{0}, n_eio{0}, n_estale{0};  // n_fills counts pushes too
 std::atomic<gvfs_u32> sp_fills[MAX_ROUNDS][SP_PAGES];   // FILLs that covered a page of a same-phase file
 std::atomic<gvfs_u32> sp_round_fills[MAX_ROUNDS];       // FILLs of a same-phase file
 std::atomic<gvfs_u32> unit_fills{0};
@@ -189,13 +199,42 @@ gvfs_response serve(gvfs_lanes *L, gvfs_u32 i, gvfs_u32 w, Rng &rng) {
   const gvfs_request q = L->req[i];  // a plain copy: ordered after the acquire of req_word
   CHECK(q.opcode == op, "lane %u seq %u: the record says opcode %u, the word %u", i, seq, q.opcode, op);
   gvfs_u8 *d = L->data + (gvfs_u64)i * L->data_bytes;
-  if (op == GVFS_OP_FILL) {
+  if (op == GVFS_OP_FILL || op == GVFS_OP_FILL_PUSH) {
+    const bool push = op == GVFS_OP_FILL_PUSH;
+    const char *name = push ? "FILL_PUSH" : "FILL";
     const gvfs_u64 f = q.arg[0], off = q.offset, len = q.length, size = size_of(f);
-    CHECK(q.fd == -1 && q.data_len == 0 && q.flags == 0 && q.arg[1] == 0, "lane %u: FILL request words", i);
-    CHECK(size != 0, "lane %u: FILL of file_no %llu, never handed out", i, (ull)f);
-    CHECK(len >= 1 && len <= L->data_bytes, "lane %u: FILL length %llu (lane holds %u)", i, (ull)len, L->data_bytes);
-    CHECK(off < size && len <= size - off, "lane %u: FILL file %llu [%llu, +%llu) past its size %llu", i, (ull)f,
+    const gvfs_u64 npages = (len + PSZ - 1) >> PAGE_SHIFT;
+    CHECK(q.fd == -1 && q.data_len == (push ? 4u * npages : 0u) && q.flags == 0 && q.arg[1] == 0,
+          "lane %u: %s request words (data_len %u for %llu bytes)", i, name, q.data_len, (ull)len);
+    CHECK(size != 0, "lane %u: %s of file_no %llu, never handed out", i, name, (ull)f);
+    CHECK(len >= 1 && len <= L->data_bytes, "lane %u: %s length %llu (lane holds %u)", i, name, (ull)len, L->data_bytes);
+    CHECK(off < size && len <= size - off, "lane %u: %s file %llu [%llu, +%llu) past its size %llu", i, name, (ull)f,
           (ull)off, (ull)len, (ull)size);
+    // FILL_PUSH: the slot list (the host's handler copies it out before the read overwrites
+    // the lane). Page i of the run goes to slots[i]: each must be in the pool, and (what
+    // the host cannot see, but the harness can) the filler's claim of that page: FILLING,
+    // pinned, tagged with (f, page). The claim happened before the post (its release) and
+    // nobody moves a FILLING slot but its filler, who waits for this answer.
+    gvfs_u32 slots[GVFS_LANE_DATA_MIN / 4];
+    if (push) {
+      const gvfs_u64 nslots = (gvfs_u64)cfg.sets * cfg.ways;
+      CHECK((off & (PSZ - 1)) == 0, "lane %u: FILL_PUSH offset %llu not at a page", i, (ull)off);
+      // (Loops, not std::memcpy, here and below: g++ expands a memcpy of bounded size inline,
+      // and TSan then sees none of its accesses.)
+      for (gvfs_u64 k = 0; k < npages; ++k) slots[k] = ((const gvfs_u32 *)d)[k];
+      for (gvfs_u64 k = 0; k < npages; ++k) {
+        const gvfs_u32 s = slots[k];
+        CHECK(s < nslots, "lane %u: FILL_PUSH slot %u of page %llu beyond the pool (%llu slots)", i, s, (ull)k,
+              (ull)nslots);
+        for (gvfs_u64 j = 0; j < k; ++j) CHECK(slots[j] != s, "lane %u: FILL_PUSH slot %u twice", i, s);
+        const gvfs_u32 st = ref(&ctx.pt.state[s]).load(std::memory_order_relaxed);
+        const gvfs_u64 t = ref(&ctx.pt.tag[s]).load(std::memory_order_relaxed);
+        CHECK(gvfs_slot_kind(st) == GVFS_SLOT_FILLING && st >= GVFS_PIN && t == gvfs_pt_key(f, (off >> PAGE_SHIFT) + k),
+              "lane %u: FILL_PUSH file %llu page %llu into slot %u (state %#x, tag %#llx): not its claim", i, (ull)f,
+              (ull)((off >> PAGE_SHIFT) + k), s, st, (ull)t);
+      }
+      n_pushes.fetch_add(1, std::memory_order_relaxed);
+    }
     n_fills.fetch_add(1, std::memory_order_relaxed);
     const gvfs_u64 p0 = off >> PAGE_SHIFT, p1 = (off + len - 1) >> PAGE_SHIFT;
     if (f >= SP_BASE && f < SP_BASE + MAX_ROUNDS) sp_round_fills[f - SP_BASE].fetch_add(1, std::memory_order_relaxed);
@@ -219,7 +258,15 @@ gvfs_response serve(gvfs_lanes *L, gvfs_u32 i, gvfs_u32 w, Rng &rng) {
         return r;
       }
     }
-    for (gvfs_u64 k = 0; k < len; ++k) d[k] = pat(f, off + k);
+    for (gvfs_u64 k = 0; k < len; ++k) d[k] = pat(f, off + k);  // the read, into the lane
+    // FILL_PUSH: the host's copy of each page the read covered (all of them: sizes never
+    // change here) into its slot, plain writes from this thread (the DMA), before the answer.
+    if (push)
+      for (gvfs_u64 k = 0; k < npages; ++k) {
+        const gvfs_u64 start = k << PAGE_SHIFT, want = std::min<gvfs_u64>(PSZ, len - start);
+        gvfs_u8 *page = ctx.pt.pool + ((gvfs_u64)slots[k] << PAGE_SHIFT);
+        for (gvfs_u64 b = 0; b < want; ++b) page[b] = d[start + b];
+      }
     r.result = (gvfs_i64)len;
     return r;
   }
@@ -618,7 +665,8 @@ bool parse(int argc, char **argv) {
 #endif
   if (!parse_options("tsan_pagetable", cfg, argc, argv,
                      {{"--sets=", &cfg.sets}, {"--ways=", &cfg.ways}, {"--warps=", &cfg.warps},
-                      {"--witers=", &cfg.witers}, {"--rounds=", &cfg.rounds}, {"--ra=", &cfg.ra}},
+                      {"--witers=", &cfg.witers}, {"--rounds=", &cfg.rounds}, {"--ra=", &cfg.ra},
+                      {"--push=", &cfg.push}},
                      built, "GVFS_TSAN_SELFTEST_PT", {"relaxed", "wait", "unpin"}))
     return false;
   const bool pow2 = cfg.sets && (cfg.sets & (cfg.sets - 1)) == 0;
@@ -636,7 +684,7 @@ template <class F> void run_threads(unsigned n, F &&body) {
 int main(int argc, char **argv) {
   if (!parse(argc, argv)) {
     std::fprintf(stderr, "usage: tsan_pagetable [--sets=N (power of 2)] [--ways=N] [--lanes=N] [--servers=N]"
-                         " [--threads=N] [--iters=N] [--warps=N] [--witers=N] [--rounds=N] [--ra=N] [--seed=N]"
+                         " [--threads=N] [--iters=N] [--warps=N] [--witers=N] [--rounds=N] [--ra=N] [--push=BYTES] [--seed=N]"
                          " [--selftest=relaxed|wait|unpin]\n");
     return 2;
   }
@@ -661,6 +709,7 @@ int main(int argc, char **argv) {
 
   mem.attach(ctx, data_bytes);
   ctx.readahead_pages = cfg.ra;
+  ctx.fill_push_bytes = cfg.push;
   ctx.pt = gvfs_pagetable{.nsets = cfg.sets, .ways = cfg.ways, .page_shift = PAGE_SHIFT, .reserved = 0,
                           .state = state.data(), .tag = tag.data(), .ref = refbits.data(),
                           .set_lock = set_lock.data(), .hand = hand.data(), .pool = pool.data()};
@@ -726,22 +775,37 @@ int main(int argc, char **argv) {
 
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const gvfs_u64 reads = same_reads.load() + pt_reads.load() + huge_reads.load() + warp_reads.load();
-  std::printf("reads=%llu fills=%llu lookups=%llu opens=%llu pool=%ux%u lanes=%u servers=%u threads=%u warps=%u "
-              "seconds=%.2f\n",
-              (ull)reads, (ull)n_fills.load(), (ull)n_lookups.load(), (ull)opens.load(), cfg.sets, cfg.ways, nl,
-              cfg.servers, cfg.threads, cfg.warps, secs);
+  const gvfs_u64 pushed = counter(ctx, GVFS_C_FILLS_PUSHED), pushed_warp = counter(ctx_warp, GVFS_C_FILLS_PUSHED);
+  std::printf("reads=%llu fills=%llu pushed=%llu lookups=%llu opens=%llu pool=%ux%u lanes=%u servers=%u threads=%u "
+              "warps=%u push=%u seconds=%.2f\n",
+              (ull)reads, (ull)n_fills.load(), (ull)n_pushes.load(), (ull)n_lookups.load(), (ull)opens.load(), cfg.sets,
+              cfg.ways, nl, cfg.servers, cfg.threads, cfg.warps, cfg.push, secs);
   std::printf("  per-thread: hits=%llu misses=%llu fill_waits=%llu (same-phase %llu) evictions=%llu readaheads=%llu "
               "full_read_around=%llu huge=%llu; warp: reads=%llu misses=%llu hits=%llu fill_waits=%llu evictions=%llu; "
-              "eio=%llu estale=%llu (stale preads %llu) flaky_errs=%llu\n",
+              "pushed: per-thread %llu, warp %llu; eio=%llu estale=%llu (stale preads %llu) flaky_errs=%llu\n",
               (ull)counter(ctx, GVFS_C_CACHE_HITS), (ull)counter(ctx, GVFS_C_CACHE_MISSES),
               (ull)counter(ctx, GVFS_C_FILL_WAITS), (ull)waits_same, (ull)counter(ctx, GVFS_C_EVICTIONS),
               (ull)counter(ctx, GVFS_C_READAHEADS), (ull)full_random, (ull)huge_reads.load(), (ull)warp_reads.load(),
               (ull)counter(ctx_warp, GVFS_C_CACHE_MISSES), (ull)counter(ctx_warp, GVFS_C_CACHE_HITS),
-              (ull)counter(ctx_warp, GVFS_C_FILL_WAITS), (ull)counter(ctx_warp, GVFS_C_EVICTIONS), (ull)n_eio.load(),
+              (ull)counter(ctx_warp, GVFS_C_FILL_WAITS), (ull)counter(ctx_warp, GVFS_C_EVICTIONS), (ull)pushed,
+              (ull)pushed_warp, (ull)n_eio.load(),
               (ull)n_estale.load(), (ull)stale_reads.load(), (ull)open_errs.load());
   // Coverage the run must have had (deterministic given the sizes: the files are several
   // times the pool, and sequential runs start on pages nobody has).
   CHECK(counter(ctx, GVFS_C_EVICTIONS) > 0 && (cfg.ra == 0 || counter(ctx, GVFS_C_READAHEADS) > 0), "no evictions or no readahead");
   CHECK(n_eio.load() > 0 && n_lookups.load() > 0, "no failed fills or no lookups");
+  // Every FILL and FILL_PUSH the devices counted reached the server, and no other.
+  const gvfs_u64 dev_fills = counter(ctx, GVFS_C_FILLS) + counter(ctx_warp, GVFS_C_FILLS);
+  CHECK(n_fills.load() == dev_fills && n_pushes.load() == pushed + pushed_warp,
+        "the server saw %llu fills (%llu pushed), the devices counted %llu (%llu pushed)", (ull)n_fills.load(),
+        (ull)n_pushes.load(), (ull)dev_fills, (ull)(pushed + pushed_warp));
+  // The push path was taken exactly when asked for: never with --push=0; with a threshold of
+  // a page or less every cache fill is pushed, on both paths (reads around the cache stay FILLs).
+  if (cfg.push == 0) CHECK(pushed + pushed_warp == 0, "%llu fills pushed with --push=0", (ull)(pushed + pushed_warp));
+  else CHECK(pushed + pushed_warp > 0, "--push=%u: no fill was pushed", cfg.push);
+  if (cfg.push != 0 && cfg.push <= PSZ)
+    CHECK(pushed > 0 && (cfg.warps == 0 || pushed_warp > 0) && n_fills.load() > n_pushes.load(),
+          "--push=%u: pushed %llu per-thread, %llu warp, of %llu fills", cfg.push, (ull)pushed, (ull)pushed_warp,
+          (ull)n_fills.load());
   return 0;
 }
