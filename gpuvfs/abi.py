@@ -107,7 +107,8 @@ FILES = np.dtype(
 CTX = np.dtype(
     [("magic", "<u4"), ("abi_version", "<u4"), ("fill_push_bytes", "<u4"), ("readahead_pages", "<u4"),
      ("lanes", LANES), ("counters", "<u8"), ("pt", PAGETABLE), ("files", FILES),
-     ("stdio", "<u8")],  # gvfs_stdio_state *: the wall-clock cache (gpuvfs/hostcall/stdio.py)
+     ("stdio", "<u8"),   # gvfs_stdio_state *: the wall-clock cache (gpuvfs/hostcall/stdio.py)
+     ("fill_stage", "<u8")],  # device memory, lanes x lane_bytes: where FILL_PUSH copies each lane's bytes
     align=True,
 )
 FDENT_SIZE = 48

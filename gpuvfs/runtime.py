@@ -135,15 +135,17 @@ class Runtime:
         Default: 1 GiB on cuda, 64 MiB on cpu.
     page_size: bytes per cache page, a power of two from 4 KiB to 2 MiB (default 64 KiB).
     readahead_pages: pages a sequential per-thread reader has filled with each miss.
-    fill_push_bytes: a cache fill of at least this many bytes is copied into the cache's
-        pages by the host (a DMA on cuda), smaller ones by the GPU; 0: always the GPU.
+    fill_push_bytes: a cache fill of at least this many bytes is pushed: the host copies it
+        into device memory (one DMA on cuda) and the GPU takes it from there, rather than
+        pulling it across PCIe itself; 0 (the default): every fill is pulled. Pushing costs a
+        stage of lanes x lane_bytes of device memory.
     max_fds: size of the device fd table; name_slots: entries of the device name cache.
     stdout, stderr, stdin: binary streams for device stdio (default: the process's own).
     """
 
     def __init__(self, root: str | os.PathLike[str] = ".", backend: str = "auto", *, lanes: int = 256,
                  lane_bytes: int = 1 << 20, workers: int = 16, cache_bytes: int | None = None,
-                 page_size: int = 1 << 16, readahead_pages: int = 8, fill_push_bytes: int = 256 << 10,
+                 page_size: int = 1 << 16, readahead_pages: int = 8, fill_push_bytes: int = 0,
                  max_fds: int = 4096,
                  name_slots: int = 4096,
                  stdout: BinaryIO | None = None, stderr: BinaryIO | None = None, stdin: BinaryIO | None = None,
@@ -189,6 +191,9 @@ class Runtime:
         ctx["stdio"] = self.stdio.attach_device(self.backend)  # the wall-clock cache (stdio.cuh)
         ctx["readahead_pages"] = readahead_pages
         ctx["fill_push_bytes"] = fill_push_bytes
+        if fill_push_bytes:
+            self._fill_stage, ctx["fill_stage"] = self.backend.device_zeros(lanes * lane_bytes)
+            self.cache_files.attach_stage(self.backend, int(ctx["fill_stage"][0]))
         self._init_cache(ctx, cache_bytes, page_size)
         self._init_files(ctx, max_fds, name_slots)
         self._internal_module: Module | None = None
@@ -365,9 +370,7 @@ class Runtime:
         self._slot_ref, pt["ref"] = self.backend.device_zeros(4 * n)
         self._set_words, words = self.backend.device_zeros(8 * max(nsets, 1))
         pt["set_lock"], pt["hand"] = words, words + 4 * max(nsets, 1)
-        self._pool, pool_ptr = self.backend.device_zeros(max(self.cache_bytes, 1))
-        pt["pool"] = pool_ptr
-        self.cache_files.attach_pool(self.backend, pool_ptr, nsets * ways, page_size)
+        self._pool, pt["pool"] = self.backend.device_zeros(max(self.cache_bytes, 1))
 
     def _init_files(self, ctx: np.ndarray, max_fds: int, name_slots: int) -> None:
         f = ctx["files"]

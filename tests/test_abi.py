@@ -23,6 +23,7 @@ def test_abi_mirror_matches_device_headers(data_root: str) -> None:
                                                  "lock")),
         C.itemsize, C.fields["magic"][1], C.fields["lanes"][1], C.fields["counters"][1],
         C.fields["fill_push_bytes"][1], C.fields["readahead_pages"][1], C.fields["pt"][1], C.fields["files"][1],
+        C.fields["fill_stage"][1],
         abi.PAGETABLE.itemsize, abi.PAGETABLE.fields["state"][1], abi.PAGETABLE.fields["pool"][1],
         abi.FILES.itemsize, abi.FILES.fields["epoch"][1], abi.FILES.fields["names"][1],
         abi.FDENT_SIZE, abi.NAMEENT_SIZE, abi.NAME_MAX, abi.FD_BASE,

@@ -297,6 +297,7 @@ extern "C" __attribute__((visibility("default"))) int gvfs_cpu_abi(unsigned long
       offsetof(gvfs_lanes, resp), offsetof(gvfs_lanes, data), offsetof(gvfs_lanes, lock),
       sizeof(gvfs_ctx), offsetof(gvfs_ctx, magic), offsetof(gvfs_ctx, lanes), offsetof(gvfs_ctx, counters),
       offsetof(gvfs_ctx, fill_push_bytes), offsetof(gvfs_ctx, readahead_pages), offsetof(gvfs_ctx, pt), offsetof(gvfs_ctx, files),
+      offsetof(gvfs_ctx, fill_stage),
       sizeof(gvfs_pagetable), offsetof(gvfs_pagetable, state), offsetof(gvfs_pagetable, pool),
       sizeof(gvfs_files), offsetof(gvfs_files, epoch), offsetof(gvfs_files, names),
       sizeof(gvfs_fdent), sizeof(gvfs_nameent), GVFS_NAME_MAX, GVFS_FD_BASE,

@@ -65,8 +65,8 @@ struct gvfs_files {
 struct gvfs_ctx {
   gvfs_u32 magic;        // GVFS_CTX_MAGIC: a kernel handed something else traps early
   gvfs_u32 abi_version;  // GVFS_ABI_VERSION
-  gvfs_u32 fill_push_bytes;  // a cache fill of at least this many bytes is a FILL_PUSH (the
-                             // host copies into the slots); 0: every fill is pulled by the GPU
+  gvfs_u32 fill_push_bytes;  // a cache fill of at least this many bytes is a FILL_PUSH (the host
+                             // copies it into fill_stage); 0: every fill is pulled by the GPU
   gvfs_u32 readahead_pages;  // bound of per-thread sequential readahead (filecache.cuh)
   gvfs_lanes lanes;
   gvfs_u64 *counters;    // [shard][GVFS_NCOUNTERS], GVFS_COUNTER_SHARDS (<= 32) shards; device memory,
@@ -74,6 +74,8 @@ struct gvfs_ctx {
   gvfs_pagetable pt;     // the page cache (pt.nsets == 0: off, every read is a hostcall)
   gvfs_files files;
   gvfs_stdio_state *stdio;  // device memory: the wall-clock cache (device/gvfs/stdio.cuh)
+  gvfs_u8 *fill_stage;   // device memory, lanes.count x lanes.data_bytes: lane i's FILL_PUSH bytes
+                         // land at fill_stage + i x data_bytes (null when fill_push_bytes is 0)
 };
 
 // This SM's word of counter `which`.

@@ -27,21 +27,28 @@ GVFS_FN gvfs_i64 gvfs_fill_call(gvfs_ctx *ctx, gvfs_lanes *L, gvfs_claim &c, gvf
   return gvfs_lane_wait_result(L, c, gvfs_wait_cap_ns(len));
 }
 
-// One FILL_PUSH: the same bytes, which the host copies into the pool's slots itself, page i
-// into the slot whose number the caller wrote as u32 i of the lane's buffer (npages of them).
+// One FILL_PUSH: the same bytes, which the host then copies into the lane's device-memory
+// stage (ctx->fill_stage) with one DMA before it answers.
 GVFS_FN gvfs_i64 gvfs_fill_push_call(gvfs_ctx *ctx, gvfs_lanes *L, gvfs_claim &c, gvfs_u64 file_no, gvfs_u64 off,
-                                     gvfs_u64 len, gvfs_u32 npages) {
-  gvfs_lane_post(L, c, GVFS_OP_FILL_PUSH, 0, -1, 4u * npages, off, len, file_no);
+                                     gvfs_u64 len) {
+  gvfs_lane_post(L, c, GVFS_OP_FILL_PUSH, 0, -1, 0, off, len, file_no);
   gvfs_count(ctx, GVFS_C_FILLS, 1);
   gvfs_count(ctx, GVFS_C_FILLS_PUSHED, 1);
   return gvfs_lane_wait_result(L, c, gvfs_wait_cap_ns(len));
 }
 
-// Whether a fill of `len` bytes is pushed by the host (FILL_PUSH) rather than pulled by
-// the GPU: the host's copy engine moves a large run at PCIe speed while the SMs do other
-// work; a small one costs the host a copy call and a wait longer than the pull
-// (ctx->fill_push_bytes: Runtime(fill_push_bytes=...)).
+// Whether a fill of `len` bytes is pushed (FILL_PUSH): the host's copy engine moves the
+// bytes into device memory in one DMA and the GPU copies them on from there, instead of
+// pulling them across PCIe itself (a warp's loads move ~4.5 GB/s; a DMA runs at PCIe
+// speed). A small fill costs the host a copy call and a wait longer than the pull.
+// ctx->fill_push_bytes: Runtime(fill_push_bytes=...); 0 (no stage): never.
 GVFS_FN bool gvfs_fill_pushed(gvfs_u32 push_min, gvfs_u64 len) { return push_min != 0u && len >= push_min; }
+
+// Where the bytes of a fill on `lane` are once answered: its stage in device memory if
+// pushed, else its buffer in pinned host memory.
+GVFS_FN const gvfs_u8 *gvfs_fill_src(gvfs_ctx *ctx, gvfs_lanes *L, gvfs_u32 lane, bool pushed) {
+  return pushed ? ctx->fill_stage + (gvfs_u64)lane * L->data_bytes : gvfs_lane_data(L, lane);
+}
 
 // Reads around the cache: FILLs straight into `buf`, a lane buffer at a time.
 GVFS_FN gvfs_i64 gvfs_read_around(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u8 *buf, gvfs_u64 n, gvfs_u64 off) {
@@ -72,19 +79,13 @@ GVFS_FN gvfs_i64 gvfs_fill_run(gvfs_ctx *ctx, gvfs_pagetable *pt, gvfs_u64 file_
   if (len > size - off) len = size - off;
   gvfs_claim c = gvfs_lane_claim(L);
   const bool push = gvfs_fill_pushed(ctx->fill_push_bytes, len);
-  gvfs_i64 got;
-  if (push) {
-    gvfs_u32 *list = (gvfs_u32 *)gvfs_lane_data(L, c.lane);
-    for (gvfs_u32 i = 0; i < npages; ++i) list[i] = slots[i];
-    got = gvfs_fill_push_call(ctx, L, c, file_no, off, len, npages);
-  } else {
-    got = gvfs_fill_call(ctx, L, c, file_no, off, len);
-  }
+  gvfs_i64 got = push ? gvfs_fill_push_call(ctx, L, c, file_no, off, len) : gvfs_fill_call(ctx, L, c, file_no, off, len);
+  const gvfs_u8 *src = gvfs_fill_src(ctx, L, c.lane, push);
   for (gvfs_u32 i = 0; i < npages; ++i) {
     gvfs_u64 start = (gvfs_u64)i * psz;
     gvfs_u64 want = len - start < psz ? len - start : psz;
     bool ok = got >= 0 && (gvfs_u64)got >= start + want;  // a short fill: the file shrank
-    if (ok && !push) gvfs_copy_alone(gvfs_pt_page(pt, slots[i]), gvfs_lane_data(L, c.lane) + start, want);
+    if (ok) gvfs_copy_alone(gvfs_pt_page(pt, slots[i]), src + start, want);
     gvfs_pt_fill_done(pt, slots[i], ok);
   }
   gvfs_lane_release(L, c);
@@ -294,25 +295,19 @@ GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 siz
         if (wait_ns < 8192u) wait_ns *= 2u;
         continue;
       }
-      // A pushed run: each of its pages' owners writes its slot number into the leader's
-      // lane buffer, before the leader's post (the barrier, then the post's release).
-      const gvfs_u32 pushes = gvfs_ballot(FULL, have && push);
-      const gvfs_u32 to_lane = gvfs_shfl_u32(FULL, hc.lane, (int)my_leader);
-      if (mine && r == GVFS_PT_MISS && ((pushes >> my_leader) & 1u))
-        ((gvfs_u32 *)gvfs_lane_data(L, to_lane))[me - my_leader] = slot;
-      gvfs_syncwarp(FULL);
       gvfs_i64 got = 0;
-      if (have) got = push ? gvfs_fill_push_call(ctx, L, hc, file_no, foff, flen, run_len)
+      if (have) got = push ? gvfs_fill_push_call(ctx, L, hc, file_no, foff, flen)
                            : gvfs_fill_call(ctx, L, hc, file_no, foff, flen);
       gvfs_syncwarp(FULL);  // the leaders' acquire of their answers, before anyone reads them
-      // The whole warp copies each pulled run of the batch from its leader's lane buffer into
-      // the slots (a pushed run is in them already).
-      for (gvfs_u32 ls = batch & ~pushes; ls != 0u; ls &= ls - 1u) {
+      // The whole warp copies each run of the batch into the slots: from the leader's stage
+      // in device memory (pushed) or from its lane buffer across PCIe (pulled).
+      const gvfs_u32 pushes = gvfs_ballot(FULL, have && push);
+      for (gvfs_u32 ls = batch; ls != 0u; ls &= ls - 1u) {
         const int l = gvfs_ctz(ls);
         gvfs_u32 l_lane = gvfs_shfl_u32(FULL, hc.lane, l);
         gvfs_i64 l_got = (gvfs_i64)gvfs_shfl_u64(FULL, (gvfs_u64)got, l);
         gvfs_u32 l_len = gvfs_shfl_u32(FULL, run_len, l);
-        const gvfs_u8 *src = gvfs_lane_data(L, l_lane);
+        const gvfs_u8 *src = gvfs_fill_src(ctx, L, l_lane, (pushes >> l) & 1u);
         for (gvfs_u32 j = 0; j < l_len; ++j) {
           gvfs_u32 s = gvfs_shfl_u32(FULL, slot, l + (int)j);
           gvfs_u64 start = (gvfs_u64)j * psz;

@@ -129,9 +129,8 @@ enum gvfs_opcode : gvfs_u32 {   // 8 bits: they travel in req_word's top byte
                           //   or -ESTALE if the file changed since that version was looked up
   GVFS_OP_LOOKUP = 13,    // data: path; opens it read-only for the page cache; result: file_no
                           //   (a version: a changed file gets a new one); aux0 = size, aux1 = mtime_ns, aux2 = mode
-  GVFS_OP_FILL_PUSH = 14, // as FILL, but data -> u32 slot numbers, one per page of length
-                          //   (data_len = 4 x pages): the host copies page i of the bytes into
-                          //   pool slot i itself (a DMA) and answers once they landed
+  GVFS_OP_FILL_PUSH = 14, // as FILL, and the host then copies the bytes into the lane's stage
+                          //   in device memory (ctx fill_stage: one DMA) and answers once they landed
 };
 
 // Opcodes whose request is the word alone: no field of req[i] is written or read.

@@ -171,9 +171,8 @@ class CpuBackend:
     def write_u32(self, array: Any, index: int, value: int, concurrent: bool = False) -> None:
         array.view("<u4")[index] = value
 
-    def copy_host_pieces(self, dst_ptr: int, src_ptr: int, pieces: Sequence[tuple[int, int, int]]) -> None:
-        for dst_off, src_off, n in pieces:   # device memory is host memory here
-            ctypes.memmove(dst_ptr + dst_off, src_ptr + src_off, n)
+    def copy_lane_to_device(self, dst_ptr: int, src_ptr: int, n: int) -> None:
+        ctypes.memmove(dst_ptr, src_ptr, n)   # device memory is host memory here
 
     # ---- compiling ----
     def _sources_digest(self) -> str:

@@ -1,6 +1,6 @@
 """Host handlers of the page cache's opcodes: LOOKUP (open a file for the cache), FILL
-(read bytes of one file version into a lane) and FILL_PUSH (read them and copy them into
-the device's page slots: the device copies nothing).
+(read bytes of one file version into a lane) and FILL_PUSH (read them, then copy them into
+the lane's stage in device memory: one DMA, where the GPU would pull across PCIe).
 
 A *file version* (file_no) names a file as it was when looked up: (device, inode, size,
 mtime). The device keys its pages by version, so when the host sees that a file changed
@@ -53,11 +53,11 @@ class CacheFiles:
         server.register(abi.Op.LOOKUP, self.lookup, blocking=True)
         server.register(abi.Op.FILL, self.fill, blocking=True, inline=self.fill_nowait)
         server.register(abi.Op.FILL_PUSH, self.fill_push, blocking=True)
-        self._pool: tuple[object, int, int, int] | None = None  # (backend, device ptr, slots, page size)
+        self._stage: tuple[object, int] | None = None  # (backend, device pointer)
 
-    def attach_pool(self, backend: object, pool_ptr: int, nslots: int, page_size: int) -> None:
-        """The device's pool of page slots, which FILL_PUSH copies into (runtime.py)."""
-        self._pool = (backend, pool_ptr, nslots, page_size)
+    def attach_stage(self, backend: object, stage_ptr: int) -> None:
+        """The lanes' stage in device memory (lanes x lane_bytes) that FILL_PUSH copies into."""
+        self._stage = (backend, stage_ptr)
 
     # ---- versions ----
     def _retire(self, v: Version) -> None:
@@ -117,33 +117,17 @@ class CacheFiles:
         return self._fill(lane, q, nowait=True)
 
     def fill_push(self, lane: int, q: np.void) -> int:
-        """FILL_PUSH: bytes [offset, offset + length) of version arg0, page i of them into slot
-        slots[i] of the device's pool; the lane's data holds the u32 slot numbers on the way
-        in (data_len = 4 x pages) and the bytes, read there first, on the way out. Answers
-        once the copies have landed; the result is the count read, as FILL's."""
-        if self._pool is None:
-            raise OSError(errno.ENOSYS, "this server has no page pool to push into")
-        backend, pool_ptr, nslots, psz = self._pool
-        n, off = io_args(self.lanes, q)
-        npages = -(-n // psz)
-        if int(q["data_len"]) != 4 * npages:
-            raise OSError(errno.EINVAL, "data_len must be 4 bytes per page of the length")
-        slots = self.lanes.data[lane, :4 * npages].view("<u4").astype(np.int64)  # a copy: the read overwrites them
-        if npages and int(slots.max()) >= nslots:
-            raise OSError(errno.EINVAL, "slot number beyond the pool")
+        """FILL_PUSH: FILL, then the bytes read are copied (one DMA on cuda) from the lane's
+        buffer into the lane's stage in device memory, where the device copies them on from;
+        answered once the copy has landed. The result is the count read, as FILL's."""
+        if self._stage is None:
+            raise OSError(errno.ENOSYS, "this server has no device stage to push fills into")
+        backend, stage_ptr = self._stage
         got = self._fill(lane, q, nowait=False)
         assert got is not None
-        # One copy per run of consecutive slots, of the pages the read covered.
-        pieces: list[tuple[int, int, int]] = []
-        i, have = 0, -(-got // psz)
-        while i < have:
-            j = i + 1
-            while j < have and slots[j] == slots[j - 1] + 1:
-                j += 1
-            pieces.append((int(slots[i]) * psz, i * psz, min(j * psz, got) - i * psz))
-            i = j
-        if pieces:
-            backend.copy_host_pieces(pool_ptr, self.lanes.data[lane].ctypes.data, pieces)  # type: ignore[attr-defined]
+        if got:
+            backend.copy_lane_to_device(stage_ptr + lane * self.lanes.data_bytes,  # type: ignore[attr-defined]
+                                   self.lanes.data[lane].ctypes.data, got)
         return got
 
     def _fill(self, lane: int, q: np.void, nowait: bool) -> int | None:
