@@ -280,11 +280,6 @@ GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 siz
     const gvfs_u32 my_leader = (mine && r == GVFS_PT_MISS) ? run_start + ((me - run_start) / maxrun) * maxrun : me;
     gvfs_u32 todo = gvfs_ballot(FULL, leader);
     gvfs_u32 wait_ns = 64;
-    const gvfs_u32 push_min = ctx->fill_push_bytes;
-    const gvfs_u64 foff = (page0 + me) << shift;  // a leader's run
-    gvfs_u64 flen = (gvfs_u64)run_len * psz;
-    if (leader && flen > size - foff) flen = size - foff;
-    const bool push = leader && gvfs_fill_pushed(push_min, flen);
     while (todo != 0u) {
       gvfs_claim hc;
       hc.lane = 0;
@@ -296,12 +291,19 @@ GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 siz
         continue;
       }
       gvfs_i64 got = 0;
-      if (have) got = push ? gvfs_fill_push_call(ctx, L, hc, file_no, foff, flen)
-                           : gvfs_fill_call(ctx, L, hc, file_no, foff, flen);
+      bool pushed = false;
+      if (have) {  // (computed here, not kept live across the loop: registers, see above)
+        const gvfs_u64 foff = (page0 + me) << shift;
+        gvfs_u64 flen = (gvfs_u64)run_len * psz;
+        if (flen > size - foff) flen = size - foff;
+        pushed = gvfs_fill_pushed(ctx->fill_push_bytes, flen);
+        got = pushed ? gvfs_fill_push_call(ctx, L, hc, file_no, foff, flen)
+                     : gvfs_fill_call(ctx, L, hc, file_no, foff, flen);
+      }
       gvfs_syncwarp(FULL);  // the leaders' acquire of their answers, before anyone reads them
       // The whole warp copies each run of the batch into the slots: from the leader's stage
       // in device memory (pushed) or from its lane buffer across PCIe (pulled).
-      const gvfs_u32 pushes = gvfs_ballot(FULL, have && push);
+      const gvfs_u32 pushes = gvfs_ballot(FULL, pushed);
       for (gvfs_u32 ls = batch; ls != 0u; ls &= ls - 1u) {
         const int l = gvfs_ctz(ls);
         gvfs_u32 l_lane = gvfs_shfl_u32(FULL, hc.lane, l);
