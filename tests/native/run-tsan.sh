@@ -14,8 +14,8 @@
 #      report;
 #   2. runs each broken variant briefly; each must FAIL with a TSan data-race report, which
 #      proves the harness can see a missing happens-before edge at all (the page table's
-#      variants twice: with the device's own copies into the slots, and with every fill a
-#      FILL_PUSH, where the racing writes are the stand-in server's copies into the pool).
+#      variants twice: with every cache fill pulled from the lane buffer, and with every one
+#      a FILL_PUSH, whose bytes the device copies into the slots from the lane's stage).
 # Exits non-zero on any TSan report, failed check, or self-test that was not caught.
 # Environment: CXX (default g++), TSAN_ITERS (hostcall calls per device thread, default 4000),
 # TSAN_PT_ITERS (page-cache reads per device thread, default 1500).
@@ -146,9 +146,10 @@ hostcall_summary="tsan: hostcall: $total requests, $reports reports ($run lane/s
 # ---- the page table, file cache, fd table and name cache
 # sets ways lanes servers readahead warps push: a pool of 32 slots of 256 bytes (the files
 # hold ~150 pages), few ways (FULL sets), no readahead (then the same-range rounds fit 4
-# ways). push: ctx.fill_push_bytes, the smallest cache fill the host copies into the slots
-# itself (FILL_PUSH) - 0: never, 1: every one, 700: runs of 3 pages or more (a warp batch
-# then mixes pushed and pulled runs).
+# ways). push: ctx.fill_push_bytes, the smallest cache fill the host also copies into the
+# lane's stage in device memory (FILL_PUSH; the device copies on from there, and the
+# stand-in poisons the lane buffer) - 0: never (no stage), 1: every one, 700: runs of 3
+# pages or more (a warp batch then mixes pushed and pulled runs).
 reads=0
 fills=0
 pushed=0

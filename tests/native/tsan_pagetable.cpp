@@ -18,11 +18,14 @@
 // device never asks past the file's size: checked), publishing resp_word with a release store
 // after the data (the result in the word's code when it fits: -ESTALE, -EIO, short fills); LOOKUP hands out file versions of a few paths (a version names its path).
 // FILL_PUSH (with --push=BYTES, ctx.fill_push_bytes: cache fills of at least that many bytes)
-// is answered as FILL, but first the server reads the u32 slot list from the lane's data
-// (data_len must be 4 per page; each slot in the pool and, beyond what the host can check,
-// FILLING, pinned and tagged with its page), and before answering it writes each page into
-// its pool slot itself, plain byte stores from the server thread standing in for the host's
-// DMA; the device copies nothing and publishes VALID. Same -ESTALE / -EIO faults as FILL.
+// is answered as FILL (data_len 0, at a page), but before answering the server also copies
+// the bytes it read into the lane's stage, ctx.fill_stage + lane x data_bytes (allocated,
+// lanes x data_bytes, only when --push is on): plain byte stores from the server thread
+// standing in for the host's DMA into device memory. Then it poisons the lane's copy (every
+// byte inverted), so a device that copied a pushed fill into the slots from the lane buffer
+// instead of the stage would fail the byte checks; likewise a plain FILL, when there is a
+// stage, poisons the lane's stage over its length (a pulled fill read from the stage fails).
+// Same -ESTALE / -EIO faults as FILL.
 // The server counts every FILL and FILL_PUSH per page, so "one fill per page" is checked
 // exactly, and at the end checks its counts against the devices' (GVFS_C_FILLS,
 // GVFS_C_FILLS_PUSHED): pushes iff --push is on, on both paths when every fill is pushed.
@@ -63,8 +66,8 @@
 //
 // Built with -DGVFS_TSAN_SELFTEST_PT, `--selftest=MODE` breaks the page table on purpose,
 // through macro hooks defined HERE (device/ is untouched), so that run-tsan.sh can prove
-// TSan catches a race in this code (with --push=1, a race with the server's writes into
-// the pool):
+// TSan catches a race in this code (with --push=1 too, where every cache fill's bytes come
+// to the slots from the stage, not from the lane buffer):
 //   relaxed  gvfs_pt_fill_done publishes VALID with a relaxed CAS (P5's release is missing:
 //            the filler's copy into the slot is not ordered before readers' copies out);
 //   wait     gvfs_pt_wait_filled sees VALID with a relaxed load (P5's acquire is missing);
@@ -203,36 +206,17 @@ gvfs_response serve(gvfs_lanes *L, gvfs_u32 i, gvfs_u32 w, Rng &rng) {
     const bool push = op == GVFS_OP_FILL_PUSH;
     const char *name = push ? "FILL_PUSH" : "FILL";
     const gvfs_u64 f = q.arg[0], off = q.offset, len = q.length, size = size_of(f);
-    const gvfs_u64 npages = (len + PSZ - 1) >> PAGE_SHIFT;
-    CHECK(q.fd == -1 && q.data_len == (push ? 4u * npages : 0u) && q.flags == 0 && q.arg[1] == 0,
+    CHECK(q.fd == -1 && q.data_len == 0 && q.flags == 0 && q.arg[1] == 0,
           "lane %u: %s request words (data_len %u for %llu bytes)", i, name, q.data_len, (ull)len);
     CHECK(size != 0, "lane %u: %s of file_no %llu, never handed out", i, name, (ull)f);
     CHECK(len >= 1 && len <= L->data_bytes, "lane %u: %s length %llu (lane holds %u)", i, name, (ull)len, L->data_bytes);
     CHECK(off < size && len <= size - off, "lane %u: %s file %llu [%llu, +%llu) past its size %llu", i, name, (ull)f,
           (ull)off, (ull)len, (ull)size);
-    // FILL_PUSH: the slot list (the host's handler copies it out before the read overwrites
-    // the lane). Page i of the run goes to slots[i]: each must be in the pool, and (what
-    // the host cannot see, but the harness can) the filler's claim of that page: FILLING,
-    // pinned, tagged with (f, page). The claim happened before the post (its release) and
-    // nobody moves a FILLING slot but its filler, who waits for this answer.
-    gvfs_u32 slots[GVFS_LANE_DATA_MIN / 4];
+    // The lane's stage in "device memory": a FILL_PUSH's bytes land there (only with --push).
+    gvfs_u8 *stage = ctx.fill_stage ? ctx.fill_stage + (gvfs_u64)i * L->data_bytes : nullptr;
     if (push) {
-      const gvfs_u64 nslots = (gvfs_u64)cfg.sets * cfg.ways;
+      CHECK(stage != nullptr, "lane %u: FILL_PUSH with no stage (fill_push_bytes %u)", i, ctx.fill_push_bytes);
       CHECK((off & (PSZ - 1)) == 0, "lane %u: FILL_PUSH offset %llu not at a page", i, (ull)off);
-      // (Loops, not std::memcpy, here and below: g++ expands a memcpy of bounded size inline,
-      // and TSan then sees none of its accesses.)
-      for (gvfs_u64 k = 0; k < npages; ++k) slots[k] = ((const gvfs_u32 *)d)[k];
-      for (gvfs_u64 k = 0; k < npages; ++k) {
-        const gvfs_u32 s = slots[k];
-        CHECK(s < nslots, "lane %u: FILL_PUSH slot %u of page %llu beyond the pool (%llu slots)", i, s, (ull)k,
-              (ull)nslots);
-        for (gvfs_u64 j = 0; j < k; ++j) CHECK(slots[j] != s, "lane %u: FILL_PUSH slot %u twice", i, s);
-        const gvfs_u32 st = ref(&ctx.pt.state[s]).load(std::memory_order_relaxed);
-        const gvfs_u64 t = ref(&ctx.pt.tag[s]).load(std::memory_order_relaxed);
-        CHECK(gvfs_slot_kind(st) == GVFS_SLOT_FILLING && st >= GVFS_PIN && t == gvfs_pt_key(f, (off >> PAGE_SHIFT) + k),
-              "lane %u: FILL_PUSH file %llu page %llu into slot %u (state %#x, tag %#llx): not its claim", i, (ull)f,
-              (ull)((off >> PAGE_SHIFT) + k), s, st, (ull)t);
-      }
       n_pushes.fetch_add(1, std::memory_order_relaxed);
     }
     n_fills.fetch_add(1, std::memory_order_relaxed);
@@ -259,14 +243,20 @@ gvfs_response serve(gvfs_lanes *L, gvfs_u32 i, gvfs_u32 w, Rng &rng) {
       }
     }
     for (gvfs_u64 k = 0; k < len; ++k) d[k] = pat(f, off + k);  // the read, into the lane
-    // FILL_PUSH: the host's copy of each page the read covered (all of them: sizes never
-    // change here) into its slot, plain writes from this thread (the DMA), before the answer.
-    if (push)
-      for (gvfs_u64 k = 0; k < npages; ++k) {
-        const gvfs_u64 start = k << PAGE_SHIFT, want = std::min<gvfs_u64>(PSZ, len - start);
-        gvfs_u8 *page = ctx.pt.pool + ((gvfs_u64)slots[k] << PAGE_SHIFT);
-        for (gvfs_u64 b = 0; b < want; ++b) page[b] = d[start + b];
-      }
+    // (Loops, not std::memcpy, here: g++ expands a memcpy of bounded size inline, and TSan
+    // then sees none of its accesses.)
+    if (push) {
+      // FILL_PUSH: the host's copy of the read into the lane's stage, plain writes from this
+      // thread (the DMA), before the answer; then the lane's copy is poisoned: the device
+      // must take a pushed fill's bytes from the stage.
+      for (gvfs_u64 k = 0; k < len; ++k) stage[k] = d[k];
+      for (gvfs_u64 k = 0; k < len; ++k) d[k] = (gvfs_u8)~d[k];
+    } else if (stage != nullptr) {
+      // A pulled FILL with a stage: poison the stage over the bytes answered, so a device
+      // that took a pulled fill's bytes from the stage gets wrong ones. (Only the lane's
+      // holder reads its stage, and not during a FILL: no race with the device.)
+      for (gvfs_u64 k = 0; k < len; ++k) stage[k] = (gvfs_u8)~pat(f, off + k);
+    }
     r.result = (gvfs_i64)len;
     return r;
   }
@@ -710,6 +700,13 @@ int main(int argc, char **argv) {
   mem.attach(ctx, data_bytes);
   ctx.readahead_pages = cfg.ra;
   ctx.fill_push_bytes = cfg.push;
+  // The FILL_PUSH stage ("device memory", lanes x data_bytes) when fills are pushed, and
+  // canary bytes past it (nobody writes there); none (null) otherwise.
+  constexpr size_t STAGE_GUARD = 64;
+  constexpr gvfs_u8 STAGE_CANARY = 0x5A;
+  std::vector<gvfs_u8> stage(cfg.push ? (size_t)nl * data_bytes + STAGE_GUARD : 0, 0);
+  for (size_t k = 0; k < stage.size(); ++k) stage[k] = k < (size_t)nl * data_bytes ? 0 : STAGE_CANARY;
+  ctx.fill_stage = cfg.push ? stage.data() : nullptr;
   ctx.pt = gvfs_pagetable{.nsets = cfg.sets, .ways = cfg.ways, .page_shift = PAGE_SHIFT, .reserved = 0,
                           .state = state.data(), .tag = tag.data(), .ref = refbits.data(),
                           .set_lock = set_lock.data(), .hand = hand.data(), .pool = pool.data()};
@@ -772,6 +769,8 @@ int main(int argc, char **argv) {
   servers.stop();
   watchdog.stop();
   mem.check_all_answered(answered.load());
+  for (size_t k = (size_t)nl * data_bytes; k < stage.size(); ++k)
+    CHECK(stage[k] == STAGE_CANARY, "a write past the FILL_PUSH stage (byte %zu)", k);
 
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const gvfs_u64 reads = same_reads.load() + pt_reads.load() + huge_reads.load() + warp_reads.load();
