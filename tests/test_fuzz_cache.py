@@ -3,45 +3,40 @@ FILL_PUSH (14).
 
 The same setup as tests/test_fuzz_server.py (its Harness, Sandbox and request strategies:
 lanes written straight from Python, one `Server.sweep()` per batch, the test is the poller),
-with gpuvfs.hostcall.cache.CacheFiles registered on the server and a pool of NSLOTS page
-slots of PAGE bytes attached (`attach_pool`; the cpu backend's device memory is host memory:
-`device_zeros`, GUARD bytes of a fixed pattern on either side of the attached part).
-Batches mix malformed and random requests with valid ones:
+with gpuvfs.hostcall.cache.CacheFiles registered on the server and a stage of NLANES x DATA
+bytes attached (`attach_stage`: lane i's region is stage + i x DATA; the cpu backend's
+device memory is host memory: `device_zeros`, GUARD bytes of a fixed pattern on either side
+of the attached part). Each batch goes to a random subset of the lanes (the first and last
+lanes included at times), so pushes land all over the stage and the lanes left idle are
+checked too. Batches mix malformed and random requests with valid ones:
   LOOKUP     every path shape of the server fuzzer (escapes through `..` and symlinks,
              directories, unterminated, over-long, relative, empty), random flags/fd words;
   FILL       file_no live, retired (its file changed since), never handed out, 0, 2^24 (past
              the key's file bits), 2^63, 2^64 - 1 and random; offsets and lengths at the edges
              (lengths past the lane's 4096 bytes, offsets near 2^63 and 2^64, huge and random);
-  FILL_PUSH  the same file_nos, offsets and lengths, plus offsets and lengths at page and file
-             edges (page-aligned or not, from the end of the version); the lane's data holds
-             the slot list (u32 each) as the device writes it: valid lists (random slots, so
-             often repeated, all one slot, consecutive runs that the host copies in one piece,
-             wrapping past the last slot) and malformed ones (one slot >= NSLOTS up to 2^32 - 1,
-             data_len off by a byte or a slot, 0 or random, a list shorter than data_len so the
-             rest is the lane's junk, random bytes); random values in the unused words.
-  Each batch also carries one or two FILL_PUSHes as the device sends them (page-aligned, of
-  ref.bin's version and of a cached file's newest, into slots no other of them names).
+  FILL_PUSH  a FILL whose bytes are then copied into the lane's stage region: the same
+             file_nos, offsets and lengths, plus offsets and lengths at lane-size and file
+             edges (from the end of the version: short reads, reads at and past EOF); data_len
+             0 as the device sends it or random (ignored), random bytes left in the lane
+             (ignored: the read overwrites them), random values in the unused words.
+  Each batch also carries one or two FILL_PUSHes as the device sends them (a lane's worth at
+  a lane-aligned offset of ref.bin's version or of a cached file's newest).
 Between batches a cached file may be rewritten (its versions go stale: FILL and FILL_PUSH
 answer -ESTALE, LOOKUP hands out a new version).
 
 Checked for every request: answered exactly once, with a result >= 0 or a negative errno;
-FILL: -EINVAL for a length past the lane or an offset past 2^63 - 1, -ESTALE for a version
-that is not live, else exactly the version's bytes (and nothing written past them in the
-lane); FILL_PUSH: -EINVAL for a length past the lane, an offset past 2^63 - 1, data_len not
-4 x ceil(length / PAGE) or a slot >= NSLOTS (even one for a page past the end of the file;
-all before the version is looked at), -ESTALE for a version that is not live, and on any
-error the lane's data left as the device wrote it; else the count of the version's bytes in
-the range (short at the end of the file), those bytes in the lane (the slot list and junk
-after them untouched) and page i of them in slot slots[i]. The pool is poisoned before every batch;
-after it, every byte that some successful FILL_PUSH wrote holds what one of them wrote there
-(within one request the last page named for a slot wins; where only one request wrote a
-byte, exactly its byte), and every other byte -- unnamed slots, the bytes past a short last
-page, the slots of pages past the end of the file, of failed requests -- and every guard
-byte is unchanged. LOOKUP: the validation errnos of a path, and a version handed out for a
-path names a regular file INSIDE the root (its inode is one of the root's), with its size and
-mode, the same version while the file is unchanged. Nothing outside the root is created,
-modified or even read (the sandbox's snapshot, atime included, after every batch; contents
-at the end).
+FILL and FILL_PUSH: -EINVAL for a length past the lane or an offset past 2^63 - 1, -ESTALE
+for a version that is not live (FILL_PUSH with no stage attached: -ENOSYS, whatever it
+asks), else exactly the version's bytes in the range (short at the end of the file) in the
+lane, and nothing written past them in the lane (on an error, the lane as it was). The
+stage is poisoned before every batch; after it, the region of each lane whose FILL_PUSH
+succeeded holds exactly the bytes it read in [0, result) and the poison after them, and
+every other lane's region (idle lanes, FILL and LOOKUP lanes, failed pushes) and every
+guard byte is unchanged. LOOKUP: the validation errnos of a path, and a version handed out
+for a path names a regular file INSIDE the root (its inode is one of the root's), with its
+size and mode, the same version while the file is unchanged. Nothing outside the root is
+created, modified or even read (the sandbox's snapshot, atime included, after every batch;
+contents at the end).
 
 `GPUVFS_FUZZ_CACHE_EXAMPLES` sets the number of batches (default 300, under 10 s on 2 cores).
 """
@@ -72,12 +67,9 @@ from test_fuzz_server import (DATA, I32, JUNK, NLANES, OFFSETS, PHASES, REF, SIZ
 EXAMPLES = int(os.environ.get("GPUVFS_FUZZ_CACHE_EXAMPLES", "300"))
 NCACHED = 3                      # /cache/f0 .. f2: files the fuzzer's valid requests read, rewritten now and then
 HUGE_NOS = [0, MAX_FILE_NO, MAX_FILE_NO + 1, 1 << 24, 2**31, 2**32, 2**40, 2**63, 2**64 - 2, 2**64 - 1]
-PAGE = 512                       # the pool's page (slot) size: a power of two, DATA // PAGE pages fit a lane
-NSLOTS = 16                      # slots in the pool: two pushes of a full lane fit side by side
-POOL = NSLOTS * PAGE
-GUARD = 256                      # bytes of device memory either side of the pool, never to change
+STAGE = NLANES * DATA            # the lanes' stage in device memory: lane i's region at i x DATA
+GUARD = DATA + 256               # bytes of device memory either side of the stage, never to change
 GUARD_BYTES = np.random.default_rng(99).integers(0, 256, 2 * GUARD, dtype=np.uint8)
-JUNK_WORD = int.from_bytes(bytes([JUNK]) * 4, "little")   # a slot read from the lane's junk
 
 
 def _content(i: int, gen: int) -> bytes:
@@ -99,31 +91,32 @@ class Model:
 
 
 class CacheHarness(Harness):
-    def __init__(self, root: str, pool: bool = True) -> None:
+    def __init__(self, root: str, stage: bool = True) -> None:
         super().__init__(root)
+        assert self.lanes.data_bytes == DATA
         self.root = os.path.realpath(root)
         self.cache = CacheFiles(self.server, Confined(root))
         self.registered = frozenset(self.server._routes)
         self.model = Model()
-        # The device's pool of slots, with guard bytes either side of the part attached.
-        self.mem, ptr = self.backend.device_zeros(GUARD + POOL + GUARD)
-        self.mem[:GUARD], self.mem[GUARD + POOL:] = GUARD_BYTES[:GUARD], GUARD_BYTES[GUARD:]
-        self.pool = self.mem[GUARD:GUARD + POOL]
-        self.has_pool = pool
-        if pool:
-            self.cache.attach_pool(self.backend, ptr + GUARD, NSLOTS, PAGE)
+        # The lanes' stage in device memory, with guard bytes either side of the part attached.
+        self.mem, ptr = self.backend.device_zeros(GUARD + STAGE + GUARD)
+        self.mem[:GUARD], self.mem[GUARD + STAGE:] = GUARD_BYTES[:GUARD], GUARD_BYTES[GUARD:]
+        self.stage = self.mem[GUARD:GUARD + STAGE].reshape(NLANES, DATA)   # a view: row i is lane i's region
+        self.has_stage = stage
+        if stage:
+            self.cache.attach_stage(self.backend, ptr + GUARD)
         self.push_stats: Counter[str] = Counter()   # what the FILL_PUSH checks saw: coverage
 
     def poison(self, seed: int) -> np.ndarray:
-        """Fills the pool with random bytes (as stale pages would leave it); returns a copy."""
-        self.pool[:] = np.random.default_rng(seed).integers(0, 256, POOL, dtype=np.uint8)
-        return self.pool.copy()
+        """Fills the stage with random bytes (as earlier fills would leave it); returns a copy."""
+        self.stage[:] = np.random.default_rng(seed).integers(0, 256, (NLANES, DATA), dtype=np.uint8)
+        return self.stage.copy()
 
     def check_guards(self) -> None:
         assert np.array_equal(self.mem[:GUARD], GUARD_BYTES[:GUARD]), \
-            f"FILL_PUSH wrote before the pool: {np.flatnonzero(self.mem[:GUARD] != GUARD_BYTES[:GUARD]) - GUARD}"
-        assert np.array_equal(self.mem[GUARD + POOL:], GUARD_BYTES[GUARD:]), \
-            f"FILL_PUSH wrote past the pool: {np.flatnonzero(self.mem[GUARD + POOL:] != GUARD_BYTES[GUARD:]) + POOL}"
+            f"FILL_PUSH wrote before the stage: {np.flatnonzero(self.mem[:GUARD] != GUARD_BYTES[:GUARD]) - GUARD}"
+        assert np.array_equal(self.mem[GUARD + STAGE:], GUARD_BYTES[GUARD:]), \
+            f"FILL_PUSH wrote past the stage: {np.flatnonzero(self.mem[GUARD + STAGE:] != GUARD_BYTES[GUARD:]) + STAGE}"
 
     def close(self) -> None:
         self.cache.close()
@@ -145,23 +138,19 @@ class CacheHarness(Harness):
         return self.run([self.fill_req(file_no, offset, length)])[0]
 
     @staticmethod
-    def push_req(file_no: int, offset: int, length: int, slots: list[int] | None = None,
-                 data_len: int | None = None) -> Req:
-        """FILL_PUSH as the device sends it: the slot list (default 0, 1, 2, ...) in the lane."""
-        if slots is None:
-            slots = list(range(-(-length // PAGE)))
-        p = np.asarray(slots, dtype="<u4").tobytes()
-        return Req(abi.Op.FILL_PUSH, offset=offset, length=length, data_len=len(p) if data_len is None else data_len,
-                   arg=(file_no, 0, 0, 0), payload=p)
+    def push_req(file_no: int, offset: int, length: int, data_len: int = 0, payload: bytes = b"") -> Req:
+        """FILL_PUSH as the device sends it: a FILL's fields, data_len 0, nothing in the lane."""
+        return Req(abi.Op.FILL_PUSH, offset=offset, length=length, data_len=data_len, arg=(file_no, 0, 0, 0),
+                   payload=payload)
 
-    def push(self, file_no: int, offset: int, length: int, slots: list[int] | None = None,
-             data_len: int | None = None, seed: int = 0) -> Answer:
-        """One FILL_PUSH on a freshly poisoned pool, checked by the oracle (lane, pool, guards)."""
+    def push(self, file_no: int, offset: int, length: int, data_len: int = 0, payload: bytes = b"",
+             lane: int = 0, seed: int = 0) -> Answer:
+        """One FILL_PUSH on `lane` with a freshly poisoned stage, checked by the oracle (lane, stage, guards)."""
         before = self.poison(seed)
-        r = self.push_req(file_no, offset, length, slots, data_len)
-        a = self.run([r])[0]
-        writes = _push_expect(self, r, a, dict(self.model.live), self.cache._next_no)
-        _check_pool(self, before, [(r, writes)] if writes else [])
+        r = self.push_req(file_no, offset, length, data_len, payload)
+        a = self.run([r], lanes=[lane])[0]
+        got = _push_expect(self, r, a, lane, dict(self.model.live), self.cache._next_no)
+        _check_stage(self, before, {lane: got} if got is not None else {})
         return a
 
     def root_inodes(self) -> dict[tuple[int, int], str]:
@@ -257,33 +246,26 @@ def _fill_expect(h: CacheHarness, r: Req, a: Answer, live0: dict[int, bytes], ne
 
 
 def _lane_before(r: Req) -> bytes:
-    """The lane's data as the harness wrote it: the payload (the slot list), then junk."""
+    """The lane's data as the harness wrote it: the payload, then junk."""
     p = r.payload[:DATA]
     return p + bytes([JUNK]) * (DATA - len(p))
 
 
-Writes = list[tuple[int, bytes]]   # (slot, bytes) a FILL_PUSH copied into the pool, in its order
-
-
-def _push_expect(h: CacheHarness, r: Req, a: Answer, live0: dict[int, bytes], next_no0: int) -> Writes:
-    """The oracle for one FILL_PUSH, given the live versions and the next file_no at batch
-    start; returns the copies into the pool that it made (by the rules, not by the server)."""
+def _push_expect(h: CacheHarness, r: Req, a: Answer, lane: int, live0: dict[int, bytes],
+                 next_no0: int) -> bytes | None:
+    """The oracle for one FILL_PUSH on `lane`, given the live versions and the next file_no at
+    batch start; returns the bytes it must have copied into the lane's stage region (by the
+    rules, not by the server), None where it must have copied nothing (an error)."""
     f, off, n, res = r.arg[0], r.offset, r.length, a.result
     assert _sane(res), f"FILL_PUSH answered {res}: {r}"
-    lane = _lane_before(r)
-    npages = -(-n // PAGE)
-    slots = np.frombuffer(lane[:4 * npages], dtype="<u4").tolist() if npages <= DATA // PAGE + 1 else []
+    lane_before = _lane_before(r)
     data: bytes | None = None
-    if not h.has_pool:
-        err, why, rule = errno.ENOSYS, "with no pool attached", "no_pool"
+    if not h.has_stage:
+        err, why, rule = errno.ENOSYS, "with no stage attached", "no_stage"
     elif n > DATA:
         err, why, rule = errno.EINVAL, "longer than the lane", "length"
     elif off > MAX_OFFSET or off + n > MAX_OFFSET:
         err, why, rule = errno.EINVAL, "past 2^63 - 1", "offset"
-    elif r.data_len != 4 * npages:
-        err, why, rule = errno.EINVAL, f"with data_len {r.data_len} for {npages} pages", "data_len"
-    elif any(s >= NSLOTS for s in slots):
-        err, why, rule = errno.EINVAL, f"into slot {max(slots)} of {NSLOTS}", "slot"
     elif f in live0:
         data = live0[f]
     elif f >= next_no0 and f in h.model.live and res != -errno.ESTALE:   # handed out in this very batch
@@ -293,49 +275,44 @@ def _push_expect(h: CacheHarness, r: Req, a: Answer, live0: dict[int, bytes], ne
     if data is None:
         assert res == -err, f"FILL_PUSH {why} answered {res}, want -{errno.errorcode[err]}: {r}"
         h.push_stats["refused_" + rule] += 1
-        assert a.data == lane, f"FILL_PUSH answered {res} but changed the lane's data: {r}"
-        return []
+        h.push_stats["refused_with_data_len"] += r.data_len != 0
+        assert a.data == lane_before, f"FILL_PUSH answered {res} but changed the lane's data: {r}"
+        return None
     want = data[off:off + n]
     assert res == len(want), f"FILL_PUSH of version {f} answered {res}, want {len(want)}: {r}"
     assert a.data[:res] == want, f"FILL_PUSH of version {f}: wrong bytes in the lane: {r}"
-    assert a.data[res:] == lane[res:], f"FILL_PUSH answered {res} but wrote past it in the lane: {r}"
-    writes = [(slots[i], want[i * PAGE:(i + 1) * PAGE]) for i in range(-(-res // PAGE))]
+    assert a.data[res:] == lane_before[res:], f"FILL_PUSH answered {res} but wrote past it in the lane: {r}"
     st_ = h.push_stats
     st_["ok"] += 1
-    st_["pages"] += len(writes)
-    st_["several_pages"] += len(writes) > 1
-    st_["short_page"] += bool(res % PAGE)
-    st_["past_eof"] += res < n
-    st_["repeated_slot"] += len({s for s, _ in writes}) < len(writes)
-    st_["run"] += any(b == a_ + 1 for a_, b in zip(slots[:len(writes)], slots[1:len(writes)]))
-    return writes
+    st_["full_lane"] += res == DATA
+    st_["short_read"] += 0 < res < n
+    st_["past_eof"] += res == 0 < n
+    st_["zero_length"] += n == 0
+    st_["data_len_ignored"] += r.data_len != 0
+    st_["lane_junk_ignored"] += bool(r.payload) and res > 0
+    st_["first_lane"] += lane == 0 and res > 0
+    st_["last_lane"] += lane == NLANES - 1 and res > 0
+    return want
 
 
-def _check_pool(h: CacheHarness, before: np.ndarray, pushes: list[tuple[Req, Writes]]) -> None:
-    """After a batch: every byte of the pool that some successful FILL_PUSH wrote holds the
-    byte one of them wrote (each request's own last write; the requests ran side by side, so
-    any of them may be last), every other byte is as poisoned; the guards are unchanged."""
-    final = h.pool.copy()
-    covered = np.zeros(POOL, dtype=np.int32)
-    ok = np.zeros(POOL, dtype=bool)
-    images = []
-    for _r, writes in pushes:
-        img, mask = np.zeros(POOL, dtype=np.uint8), np.zeros(POOL, dtype=bool)
-        for slot, page in writes:          # in the request's order: the last page for a slot wins
-            img[slot * PAGE:slot * PAGE + len(page)] = np.frombuffer(page, dtype=np.uint8)
-            mask[slot * PAGE:slot * PAGE + len(page)] = True
-        covered += mask
-        ok |= mask & (final == img)
-        images.append((img, mask))
-    ok |= (covered == 0) & (final == before)
-    bad = np.flatnonzero(~ok)
-    if bad.size:
-        i = int(bad[0])
-        who = [f"{r} wrote {img[i]:#04x}" for (r, _), (img, mask) in zip(pushes, images) if mask[i]]
-        raise AssertionError(f"pool byte {i} (slot {i // PAGE}, byte {i % PAGE}) is {final[i]:#04x}, poisoned "
-                             f"{before[i]:#04x}; {len(bad)} bytes wrong; writers: {who or 'none'}")
-    h.push_stats["bytes_exact"] += int((covered == 1).sum())
-    h.push_stats["bytes_untouched"] += int((covered == 0).sum())
+def _check_stage(h: CacheHarness, before: np.ndarray, pushed: dict[int, bytes]) -> None:
+    """After a batch: the region of each lane whose FILL_PUSH succeeded holds exactly the bytes
+    it read, then the poison; every other lane's region and every guard byte is unchanged."""
+    final = h.stage.copy()
+    for lane in range(NLANES):
+        want = pushed.get(lane, b"")
+        got, was = final[lane], before[lane]
+        k = len(want)
+        if got[:k].tobytes() != want:
+            bad = int(np.flatnonzero(got[:k] != np.frombuffer(want, dtype=np.uint8))[0])
+            raise AssertionError(f"lane {lane}'s stage byte {bad} is {got[bad]:#04x}, the push read "
+                                 f"{want[bad]:#04x} (of {k} bytes)")
+        if not np.array_equal(got[k:], was[k:]):
+            bad = k + int(np.flatnonzero(got[k:] != was[k:])[0])
+            raise AssertionError(f"lane {lane}'s stage byte {bad} changed ({was[bad]:#04x} -> {got[bad]:#04x}); "
+                                 f"{'its push read ' + str(k) + ' bytes' if lane in pushed else 'no push of this batch succeeded on it'}")
+        h.push_stats["bytes_exact"] += k
+        h.push_stats["bytes_untouched"] += DATA - k
     h.check_guards()
 
 
@@ -411,97 +388,119 @@ def test_lookup_follows_links_inside(ch: CacheHarness) -> None:
     ch.learn_lookup(a, "/a.bin")
 
 
-def test_push_without_a_pool_is_enosys(sandbox: Sandbox) -> None:
-    h = CacheHarness(sandbox.root, pool=False)
+def test_push_without_a_stage_is_enosys(sandbox: Sandbox) -> None:
+    h = CacheHarness(sandbox.root, stage=False)
     try:
         f = h.lookup("/keep/ref.bin").result
         assert f >= 1
-        assert h.push(f, 0, PAGE).result == -errno.ENOSYS
-        assert h.push(f, 0, 0).result == -errno.ENOSYS
+        # whatever it asks, even what would be EINVAL or ESTALE: nothing read, nothing copied
+        for file_no, offset, length in [(f, 0, DATA), (f, 0, 0), (f, 0, DATA + 1), (f, 2**63, 1), (12345, 0, 16)]:
+            assert h.push(file_no, offset, length, lane=NLANES - 1).result == -errno.ENOSYS
+        assert h.fill(f, 0, 16).result == 16     # FILL does not need a stage
     finally:
         h.close()
 
 
-@pytest.mark.parametrize("length,data_len", [(0, 4), (1, 0), (PAGE, 8), (PAGE + 1, 4), (PAGE + 1, 12), (DATA, 4),
-                                             (DATA, 4 * (DATA // PAGE) - 1), (DATA, 4 * (DATA // PAGE) + 1),
-                                             (DATA - 1, DATA), (1, 2**32 - 1), (2 * PAGE, 7)])
-def test_push_data_len_not_4_per_page_is_einval(ch: CacheHarness, length: int, data_len: int) -> None:
-    assert ch.push(ch.model.ref_no, 0, length, slots=list(range(DATA // PAGE)), data_len=data_len).result \
-        == -errno.EINVAL
+@pytest.mark.parametrize("length", [DATA + 1, 2 * DATA, 2**32, 2**63, 2**64 - 1])
+@pytest.mark.parametrize("lane", [0, NLANES - 1])
+def test_push_longer_than_the_lane_is_einval(ch: CacheHarness, length: int, lane: int) -> None:
+    a = ch.push(ch.model.ref_no, 0, length, lane=lane)   # the oracle: lane and stage unchanged
+    assert a.result == -errno.EINVAL and a.data == bytes([JUNK]) * DATA
 
 
-@pytest.mark.parametrize("bad", [NSLOTS, NSLOTS + 1, 2**31, JUNK_WORD, 2**32 - 1])
-@pytest.mark.parametrize("where", [0, 3, DATA // PAGE - 1])
-def test_push_slot_beyond_the_pool_is_einval(ch: CacheHarness, bad: int, where: int) -> None:
-    slots = list(range(DATA // PAGE))
-    slots[where] = bad
-    assert ch.push(ch.model.ref_no, 0, DATA, slots).result == -errno.EINVAL
-    # even a slot for a page past the end of the file (the file has 1 page here)
-    assert ch.push(ch.model.ref_no, REF.size - 10, DATA, slots).result == -errno.EINVAL
-
-
-def test_push_slot_list_shorter_than_data_len_reads_the_lanes_junk(ch: CacheHarness) -> None:
-    # data_len says 3 slots, the lane holds 2 then junk: the third slot is 0xABABABAB
-    assert ch.push(ch.model.ref_no, 0, 3 * PAGE, [0, 1], data_len=12).result == -errno.EINVAL
-
-
-@pytest.mark.parametrize("offset,length", [(0, DATA + 1), (0, 2**63), (0, 2**64 - 1), (2**63, 0), (2**63, PAGE),
-                                           (MAX_OFFSET, 1), (MAX_OFFSET - 10, 11), (2**64 - DATA, DATA),
-                                           (2**64 - 1, 1)])
-def test_push_past_the_lane_or_max_offset_is_einval(ch: CacheHarness, offset: int, length: int) -> None:
-    npages = -(-length // PAGE)
-    assert ch.push(ch.model.ref_no, offset, length, [0] * min(npages, DATA // PAGE + 1),
-                   data_len=(4 * npages) & 0xFFFFFFFF).result == -errno.EINVAL
+@pytest.mark.parametrize("offset,length", [(2**63, 0), (2**63, 1), (MAX_OFFSET, 1), (MAX_OFFSET - 10, 11),
+                                           (2**64 - DATA, DATA), (2**64 - 1, 1)])
+def test_push_past_max_offset_is_einval(ch: CacheHarness, offset: int, length: int) -> None:
+    assert ch.push(ch.model.ref_no, offset, length, lane=9).result == -errno.EINVAL
 
 
 @pytest.mark.parametrize("file_no", HUGE_NOS + [12345])
 def test_push_of_unknown_version_is_estale(ch: CacheHarness, file_no: int) -> None:
-    assert ch.push(file_no, 0, 2 * PAGE, [3, 4]).result == -errno.ESTALE
-
-
-@pytest.mark.parametrize("offset,length,slots", [
-    (0, DATA, list(range(DATA // PAGE))),                       # one run: one copy
-    (0, DATA, list(range(NSLOTS - DATA // PAGE, NSLOTS))),     # the run ends at the last slot
-    (0, DATA, [15, 0, 1, 2, 9, 8, 7, 3]),                      # runs and breaks
-    (PAGE, 3 * PAGE, [NSLOTS - 1, 0, 1]),                      # wraps: two pieces
-    (5, 2 * PAGE + 7, [6, 2, 11]),                             # not page-aligned; three pages
-    (REF.size - REF.size % PAGE, DATA, [4] + [5] * 7),         # short last (only) page, the rest past EOF
-    (REF.size - PAGE - 1, 2 * PAGE, [9, 10]),                  # a page, then one byte short
-    (REF.size - 3 * PAGE, DATA, [0, 1, 2, 3, 4, 5, 6, 7]),     # 3 pages of 8 there
-    (REF.size, PAGE, [7]),                                     # at EOF: 0, nothing written
-    (REF.size + 99, DATA, list(range(8))),                     # past EOF
-    (2**62, 1, [2]),
-    (7, 0, []),                                                # nothing at all
-    (0, DATA, [3] * 8),                                        # all one slot: the last page wins
-    (0, 3 * PAGE, [3, 4, 3]),                                  # the third page wins slot 3
-    (REF.size - PAGE - 10, 2 * PAGE, [1, 1]),                  # a short last page over a full one
-])
-def test_push_copies_each_page_into_its_slot(ch: CacheHarness, offset: int, length: int, slots: list[int]) -> None:
-    a = ch.push(ch.model.ref_no, offset, length, slots, seed=offset + length)   # checked by the oracle
-    ref = REF.tobytes()
-    assert a.result == len(ref[offset:offset + length])
-    # and again, by hand, for the simple cases: each slot's page, the rest as poisoned
-    if len(set(slots)) == len(slots):
-        before = np.random.default_rng(offset + length).integers(0, 256, POOL, dtype=np.uint8)
-        for i, s in enumerate(slots):
-            page = np.frombuffer(ref[offset:offset + length][i * PAGE:(i + 1) * PAGE], dtype=np.uint8)
-            want = np.concatenate([page, before[s * PAGE + len(page):(s + 1) * PAGE]])
-            assert np.array_equal(ch.pool[s * PAGE:(s + 1) * PAGE], want), (i, s)
-        rest = [s for s in range(NSLOTS) if s not in slots]
-        for s in rest:
-            assert np.array_equal(ch.pool[s * PAGE:(s + 1) * PAGE], before[s * PAGE:(s + 1) * PAGE]), s
+    assert ch.push(file_no, 0, DATA, lane=NLANES - 1).result == -errno.ESTALE
 
 
 def test_push_of_a_changed_file_is_estale(ch: CacheHarness) -> None:
     m = ch.model
     old = m.current[2]
     ch.rewrite(2)
-    assert ch.push(old, 0, PAGE, [0]).result == -errno.ESTALE   # changed since: refused, nothing copied
+    assert ch.push(old, 0, DATA, lane=4).result == -errno.ESTALE   # changed since: refused, nothing copied
     a = ch.lookup("/cache/f2")
     ch.learn_lookup(a, "/cache/f2")
-    assert ch.push(old, 0, PAGE, [0]).result == -errno.ESTALE
+    assert ch.push(old, 0, DATA, lane=4).result == -errno.ESTALE   # retired for good
     new = _content(2, m.gen[2])
-    assert ch.push(a.result, 0, DATA, [8, 9, 10, 11, 12, 13, 14, 15]).result == min(len(new), DATA)
+    b = ch.push(a.result, 0, DATA, lane=4)
+    assert b.result == min(len(new), DATA) and ch.stage[4, :b.result].tobytes() == new[:DATA]
+
+
+@pytest.mark.parametrize("offset,length", [
+    (0, DATA),                        # a whole lane
+    (5, 100),
+    (DATA, DATA),
+    (1, DATA - 1),
+    (3 * DATA, DATA),                 # short: the last 123 bytes of the file
+    (REF.size - 10, DATA),            # short: 10 bytes
+    (REF.size - 1, 1),
+    (REF.size, 10),                   # at EOF: 0, nothing copied
+    (REF.size + 99, DATA),            # past EOF
+    (2**62, 1),
+    (MAX_OFFSET - DATA, DATA),        # the last range allowed: past EOF
+    (7, 0),                           # nothing at all
+])
+@pytest.mark.parametrize("lane", [0, 37, NLANES - 1])
+def test_push_copies_the_read_into_the_lanes_stage(ch: CacheHarness, offset: int, length: int, lane: int) -> None:
+    seed = offset % 1000 + length + lane
+    a = ch.push(ch.model.ref_no, offset, length, lane=lane, seed=seed)   # checked by the oracle
+    want = REF.tobytes()[offset:offset + length]
+    # and again, by hand: the lane and its stage region hold the bytes, the rest as poisoned
+    before = np.random.default_rng(seed).integers(0, 256, (NLANES, DATA), dtype=np.uint8)
+    assert a.result == len(want) and a.data[:len(want)] == want
+    assert ch.stage[lane, :len(want)].tobytes() == want
+    assert np.array_equal(ch.stage[lane, len(want):], before[lane, len(want):])
+    others = [i for i in range(NLANES) if i != lane]
+    assert np.array_equal(ch.stage[others], before[others])
+    ch.check_guards()
+
+
+@pytest.mark.parametrize("data_len", [1, 4, 8, 4 * 8, 255, DATA, DATA + 1, 2**31, 2**32 - 1])
+@pytest.mark.parametrize("offset", [100, REF.size - 10])
+def test_push_ignores_data_len_and_the_lanes_old_bytes(ch: CacheHarness, data_len: int, offset: int) -> None:
+    ref = ch.model.ref_no
+    base = ch.push(ref, offset, DATA, lane=3, seed=1)
+    stage0 = ch.stage.copy()
+    slots = np.arange(8, dtype="<u4").tobytes()   # what the lane held under the old slot-list rules
+    for payload in (b"", slots, np.random.default_rng(data_len).integers(0, 256, 200, dtype=np.uint8).tobytes()):
+        a = ch.push(ref, offset, DATA, data_len=data_len, payload=payload, lane=3, seed=1)   # the oracle checks the lane
+        assert a.result == base.result > 0 and a.data[:a.result] == base.data[:a.result], (data_len, payload)
+        assert np.array_equal(ch.stage, stage0), (data_len, payload)
+
+
+def test_pushes_on_every_lane_land_in_their_own_regions(ch: CacheHarness) -> None:
+    """A batch of NLANES pushes (lane k reads from another offset of ref.bin, some short, some
+    empty, some past EOF): each lane's region holds its own bytes, the guards are intact."""
+    before = ch.poison(5)
+    m = ch.model
+    reqs = [ch.push_req(m.ref_no if k % 4 else m.current[k % NCACHED], (k * 211) % (REF.size + 50),
+                        DATA - (k * 67) % DATA) for k in range(NLANES)]
+    lanes = list(range(NLANES))[::-1]   # request k on lane NLANES - 1 - k
+    answers = ch.run(reqs, lanes=lanes)
+    pushed = {}
+    for lane, r, a in zip(lanes, reqs, answers):
+        got = _push_expect(ch, r, a, lane, dict(m.live), ch.cache._next_no)
+        assert got is not None, (lane, r, a.result)
+        pushed[lane] = got
+    assert sum(map(len, pushed.values())) > 0 and any(len(v) == 0 for v in pushed.values())
+    _check_stage(ch, before, pushed)
+
+
+def test_fill_and_failed_pushes_leave_the_stage_alone(ch: CacheHarness) -> None:
+    before = ch.poison(6)
+    m = ch.model
+    reqs = [ch.fill_req(m.ref_no, 0, DATA), ch.push_req(m.ref_no, 0, DATA + 1), ch.push_req(12345, 0, DATA),
+            ch.push_req(m.ref_no, 2**63, 1), ch.push_req(m.ref_no, REF.size, DATA), ch.lookup_req("/keep/ref.bin")]
+    answers = ch.run(reqs, lanes=[0, 1, 2, 3, NLANES - 2, NLANES - 1])
+    assert [a.result for a in answers] == [DATA, -errno.EINVAL, -errno.ESTALE, -errno.EINVAL, 0, m.ref_no]
+    assert np.array_equal(ch.stage, before)
+    ch.check_guards()
 
 
 # ---------------------------------------------------------------- the fuzzer
@@ -534,59 +533,36 @@ def lookup_req(draw: st.DrawFn) -> tuple[tuple[str, int], Req]:
     return ("none", 0), r
 
 
-LANE_PAGES = DATA // PAGE
-# Offsets of a FILL_PUSH: anywhere (as FILL's), at a page edge, or from the end of the version
-# (("end", d): its size + d, ("end_page", k): the start of its k-th page from the last one).
+LANE_CHUNKS = REF.size // DATA + 1
+# Offsets of a FILL_PUSH: anywhere (as FILL's), at a lane-size edge, or from the end of the
+# version (("end", d): its size + d, ("end_lane", k): the start of its k-th lane-sized chunk
+# from the last one).
 PUSH_OFFSETS = st.one_of(
     OFFSETS.map(lambda o: ("abs", o)),
-    st.integers(0, REF.size).map(lambda o: ("abs", o)),
-    st.integers(0, 30).map(lambda k: ("abs", k * PAGE)),
-    st.tuples(st.sampled_from(["end"]), st.one_of(st.integers(-DATA - PAGE, PAGE), st.sampled_from([-PAGE, -1, 0, 1]))),
-    st.tuples(st.just("end_page"), st.integers(0, LANE_PAGES + 1)))
-PUSH_LENGTHS = st.one_of(
-    st.integers(0, DATA), st.integers(0, DATA),
-    st.tuples(st.integers(0, LANE_PAGES + 1), st.sampled_from([-1, 0, 0, 1])).map(lambda t: max(0, t[0] * PAGE + t[1])),
-    SIZES)
+    st.integers(0, REF.size + 10).map(lambda o: ("abs", o)),
+    st.integers(0, LANE_CHUNKS + 1).map(lambda k: ("abs", k * DATA)),
+    st.tuples(st.just("end"), st.one_of(st.integers(-DATA - 16, 16), st.sampled_from([-DATA, -1, 0, 1]))),
+    st.tuples(st.just("end_lane"), st.integers(0, 2)))
+PUSH_LENGTHS = st.one_of(st.integers(0, DATA), st.integers(0, DATA),
+                         st.sampled_from([0, 1, DATA - 1, DATA, DATA, DATA + 1]), SIZES)
 PUSH_FILE_REFS = st.one_of(FILE_REFS, st.tuples(st.just("current"), st.integers(0, NCACHED - 1)),
                            st.tuples(st.just("ref"), st.just(0)))   # more of the pushes get as far as copying
-SLOT_NOS = st.one_of(st.integers(0, NSLOTS - 1), st.sampled_from([0, NSLOTS - 1]))
-BAD_SLOTS = st.one_of(st.sampled_from([NSLOTS, NSLOTS + 1, 2**31 - 1, 2**31, JUNK_WORD, 2**32 - 1]), st.integers(NSLOTS, 2**32 - 1))
-SLOT_MODES = ["random"] * 5 + ["run"] * 3 + ["same"] * 2 + ["bad_slot"] * 2 + ["data_len"] * 2 + ["short", "raw"]
+# data_len: 0 as the device sends it, or anything (ignored); the lane: the harness's junk, or
+# bytes left there (an old slot list, random): ignored, the read overwrites what it covers.
+DATA_LENS = st.one_of(st.just(0), st.just(0),
+                      st.sampled_from([1, 4, 8, 32, DATA - 1, DATA, DATA + 1, 2**31, 2**32 - 1]), U32)
+LANE_LEFTOVERS = st.one_of(st.just(b""), st.just(b""), st.binary(min_size=1, max_size=64),
+                           st.lists(U32, min_size=1, max_size=9).map(lambda s: np.asarray(s, dtype="<u4").tobytes()))
 
 
 @st.composite
-def push_req(draw: st.DrawFn) -> tuple[tuple[str, int], Req]:
-    """A FILL_PUSH with its slot list in the lane: most lists are valid, the others broken in one way."""
+def push_req(draw: st.DrawFn) -> tuple[tuple, Req]:
     ref = draw(PUSH_FILE_REFS)
-    length = draw(PUSH_LENGTHS)
-    npages = -(-length // PAGE)
-    k = min(npages, LANE_PAGES + 1)      # the slots to write: past a lane's worth, EINVAL for the length anyway
-    mode = draw(st.sampled_from(SLOT_MODES))
-    if mode == "run":   # consecutive slots (one copy), wrapping past the last one, maybe broken once
-        start = draw(st.integers(0, NSLOTS - 1))
-        slots = [(start + i) % NSLOTS for i in range(k)]
-        if k > 1 and draw(st.booleans()):
-            slots[draw(st.integers(1, k - 1))] = draw(SLOT_NOS)
-    elif mode == "same":
-        slots = [draw(SLOT_NOS)] * k
-    else:
-        slots = draw(st.lists(SLOT_NOS, min_size=k, max_size=k))
-    if mode == "bad_slot" and k:
-        slots[draw(st.integers(0, k - 1))] = draw(BAD_SLOTS)
-    payload = np.asarray(slots, dtype="<u4").tobytes()
-    data_len = (4 * npages) & 0xFFFFFFFF
-    if mode == "data_len":
-        data_len = draw(st.one_of(st.sampled_from([data_len - 4, data_len + 4, data_len - 1, data_len + 1, data_len + 2,
-                                                   0, 4, DATA, DATA + 4, 2**32 - 1]), U32)) & 0xFFFFFFFF
-    elif mode == "short" and k:          # the rest of the list is the lane's junk
-        payload = payload[:draw(st.integers(0, 4 * k - 1))]
-    elif mode == "raw":
-        payload = draw(st.binary(max_size=48))
-        data_len = draw(st.one_of(st.integers(0, 48), U32))
     junk = draw(st.booleans())   # the words FILL_PUSH does not use: zero (as the device sends), or anything
     off = draw(PUSH_OFFSETS)
-    r = Req(abi.Op.FILL_PUSH, offset=off[1] if off[0] == "abs" else 0, length=length, data_len=data_len,
-            payload=payload, flags=draw(U32) if junk else 0, fd=draw(I32) if junk else -1,
+    r = Req(abi.Op.FILL_PUSH, offset=off[1] if off[0] == "abs" else 0, length=draw(PUSH_LENGTHS),
+            data_len=draw(DATA_LENS), payload=draw(LANE_LEFTOVERS),
+            flags=draw(U32) if junk else 0, fd=draw(I32) if junk else -1,
             arg=(0, draw(U64) if junk else 0, draw(U64) if junk else 0, draw(U64) if junk else 0))
     if off[0] != "abs":
         ref = ref + off    # resolved against the version's size
@@ -597,7 +573,7 @@ UNKNOWN_OPS = [0, max(abi.Op) + 1, 200, 255]
 CACHE_REQUESTS = st.one_of(fill_req(), fill_req(), fill_req(), push_req(), push_req(), push_req(),
                            lookup_req(), lookup_req(),
                            st.builds(lambda op: (("none", 0), Req(op)), st.sampled_from(UNKNOWN_OPS)),
-                           st.just((("raw", 0), Req(abi.Op.FILL_PUSH))))   # all zero: version 0, nothing to push
+                           st.just((("raw", 0), Req(abi.Op.FILL_PUSH))))   # all zero: version 0
 
 
 def _resolve(h: CacheHarness, ref: tuple, r: Req) -> Req:
@@ -619,7 +595,7 @@ def _resolve(h: CacheHarness, ref: tuple, r: Req) -> Req:
     if len(ref) > 2:   # a FILL_PUSH's offset from the end of the version
         size = len(m.live[f]) if f in m.live else REF.size
         edge, d = ref[2:]
-        off = size + d if edge == "end" else (size // PAGE - d) * PAGE
+        off = size + d if edge == "end" else (size // DATA - d) * DATA
         r = replace(r, offset=max(0, off))
     return r
 
@@ -628,12 +604,11 @@ def _resolve(h: CacheHarness, ref: tuple, r: Req) -> Req:
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
 @given(batch=st.lists(CACHE_REQUESTS, min_size=30, max_size=NLANES - 14),
        reads=st.lists(st.tuples(st.integers(0, REF.size + 50), st.integers(0, DATA)), min_size=1, max_size=4),
-       pushes=st.lists(st.tuples(st.integers(-1, NCACHED - 1), st.integers(0, REF.size // PAGE + 1),
-                                 st.integers(1, LANE_PAGES)), min_size=1, max_size=2),
+       pushes=st.lists(st.tuples(st.integers(-1, NCACHED - 1), st.integers(0, LANE_CHUNKS)), min_size=1, max_size=2),
        rewrite=st.one_of(st.none(), st.none(), st.integers(0, NCACHED - 1)),
        shuffle_seed=st.integers(0, 2**32 - 1))
 def _fuzz_cache_batch(h: CacheHarness, sandbox: Sandbox, batch: list[tuple[tuple, Req]],
-                      reads: list[tuple[int, int]], pushes: list[tuple[int, int, int]], rewrite: int | None,
+                      reads: list[tuple[int, int]], pushes: list[tuple[int, int]], rewrite: int | None,
                       shuffle_seed: int) -> None:
     sandbox.begin()
     m = h.model
@@ -646,17 +621,15 @@ def _fuzz_cache_batch(h: CacheHarness, sandbox: Sandbox, batch: list[tuple[tuple
             for ref, r in batch]
     # Valid requests, as the device sends them: the cached files looked up again, FILLs of
     # ref.bin's version and of each cached file's newest version (-ESTALE if just rewritten),
-    # and page-aligned FILL_PUSHes of them into slots no other of these names.
+    # and FILL_PUSHes of a lane's worth of them at a lane-aligned offset.
     valid = [h.lookup_req(f"/cache/f{i}") for i in range(NCACHED)] + [h.lookup_req("/keep/ref.bin")]
     valid += [h.fill_req(m.ref_no, off, n) for off, n in reads]
     valid += [h.fill_req(m.current[i], 0, DATA) for i in range(NCACHED)]
-    free = rnd.sample(range(NSLOTS), NSLOTS)
-    for i, page, npages in pushes:
-        slots, free = free[:npages], free[npages:]
-        valid.append(h.push_req(m.ref_no if i < 0 else m.current[i], page * PAGE, npages * PAGE, slots))
+    valid += [h.push_req(m.ref_no if i < 0 else m.current[i], k * DATA, DATA) for i, k in pushes]
     tagged = [(r, False) for r in fuzz] + [(r, True) for r in valid]
     rnd.shuffle(tagged)
-    answers = h.run([r for r, _ in tagged])
+    lanes = rnd.sample(range(NLANES), len(tagged))   # a random subset: the others idle, their stage checked too
+    answers = h.run([r for r, _ in tagged], lanes=lanes)
     # LOOKUPs first (they teach the model the versions handed out in this batch), then FILLs.
     for (r, is_valid), a in zip(tagged, answers):
         if r.opcode == abi.Op.LOOKUP:
@@ -675,18 +648,18 @@ def _fuzz_cache_batch(h: CacheHarness, sandbox: Sandbox, batch: list[tuple[tuple
                         assert a.result >= next_no0, f"/cache/f{i} (rewritten) kept version {a.result}"
         elif r.opcode not in h.registered:
             assert a.result == -errno.ENOSYS, f"unknown opcode answered {a.result}: {r}"
-    pushed: list[tuple[Req, Writes]] = []
-    for (r, is_valid), a in zip(tagged, answers):
+    pushed: dict[int, bytes] = {}
+    for (r, is_valid), lane, a in zip(tagged, lanes, answers):
         if r.opcode == abi.Op.FILL:
             _fill_expect(h, r, a, live0, next_no0)
         elif r.opcode == abi.Op.FILL_PUSH:
-            writes = _push_expect(h, r, a, live0, next_no0)
-            if writes:
-                pushed.append((r, writes))
+            got = _push_expect(h, r, a, lane, live0, next_no0)
+            if got is not None:
+                pushed[lane] = got
             if is_valid:
                 assert a.result >= 0 or (r.arg[0] != m.ref_no and a.result == -errno.ESTALE), \
                     f"valid FILL_PUSH answered {a.result}: {r}"
-    _check_pool(h, before, pushed)
+    _check_stage(h, before, pushed)
     # The registry agrees with the model: every live version known, none of the stale ones
     # left (the valid LOOKUPs retired the versions of a rewritten file), one per file.
     registry = set(h.cache.all_versions())
@@ -715,8 +688,9 @@ def test_fuzz_cache(ch: CacheHarness, sandbox: Sandbox, record_property: pytest.
     for op in ("FILL", "FILL_PUSH"):
         for res in ("EINVAL", "ESTALE"):
             assert ch.outcomes[(op, res)] > 0, ch.outcomes
-    for what in ("several_pages", "short_page", "past_eof", "repeated_slot", "run", "bytes_exact",   # successes
-                 "refused_length", "refused_offset", "refused_data_len", "refused_slot", "refused_version"):
+    for what in ("full_lane", "short_read", "past_eof", "zero_length", "data_len_ignored", "lane_junk_ignored",
+                 "first_lane", "last_lane", "bytes_exact",                                          # successes
+                 "refused_length", "refused_offset", "refused_version", "refused_with_data_len"):   # errors
         assert ch.push_stats[what] > 0, ch.push_stats
     for res in ("EACCES", "ENAMETOOLONG", "EINVAL"):
         assert ch.outcomes[("LOOKUP", res)] > 0, ch.outcomes
