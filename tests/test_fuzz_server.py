@@ -45,7 +45,7 @@ from hypothesis import strategies as st
 from gpuvfs import abi, backends
 from gpuvfs.hostcall.files import FIRST_FD, MAX_OFFSET, FileHandlers, FileTable
 from gpuvfs.hostcall.paths import Confined
-from gpuvfs.hostcall.server import Lanes, Server
+from gpuvfs.hostcall.server import Lanes, Pending, Server
 from gpuvfs.hostcall.stdio import StdioHandlers
 
 NLANES = 64
@@ -339,6 +339,9 @@ class Harness:
             if time.monotonic() > deadline:
                 raise AssertionError(f"requests not answered within {WAIT_S} s: {[reqs[k] for k in late[:5]]}")
             time.sleep(0.0002)
+            # As the polling thread goes on sweeping: it sends the answers handlers left
+            # Pending (a copy to the device that must land first). No new words: takes none.
+            self.server.sweep()
         out = []
         for i, r, w in zip(idx.tolist(), reqs, words):
             rw = int(L.resp_word[i])
@@ -427,6 +430,38 @@ def test_answer_travels_in_the_word_when_it_fits(h: Harness) -> None:
             assert int(L.resp["result"][lane]) == result
             assert tuple(int(a) for a in L.resp["aux"][lane]) == (aux or (0, 0, 0))
     assert abi.encode_resp_word(w, 0) == abi.encode_req_word(abi.Op.NOP, 0xABCDEF), "NOP's echo is not result 0"
+
+
+def test_pending_answers_wait_for_their_work(h: Harness) -> None:
+    """A handler that returns Pending is answered by a later sweep once done() says so, with
+    its result (or result and aux); a done() that raises is answered -EIO; the server
+    counts the request busy until then (so its polling thread stays awake)."""
+    op = 0x7E                                 # an opcode no handler uses
+    gate = threading.Event()
+    def boom() -> bool:
+        raise RuntimeError("the copy failed")
+    answers = iter([Pending(gate.is_set, 5), Pending(gate.is_set, (7, 1, 2, 3)), Pending(boom, 9)])
+    h.server.register(op, lambda lane, q: next(answers))
+    L, lane = h.lanes, 3
+    for want, aux in ((5, (0, 0, 0)), (7, (1, 2, 3)), (-errno.EIO, (0, 0, 0))):
+        gate.clear()
+        L.resp["result"][lane] = POISON
+        w = abi.encode_req_word(op, int(L.req_word[lane]) + 1)
+        L.req_word[lane] = w
+        assert h.server.sweep() == 1
+        if want != -errno.EIO:
+            for _ in range(3):
+                assert h.server.sweep() == 0 and h.server._busy_pool == 1
+            assert int(L.resp_word[lane]) & abi.WORD_SEQ_MASK != w & abi.WORD_SEQ_MASK, "answered before done()"
+            gate.set()
+        assert h.server.sweep() == 1 and h.server._busy_pool == 0
+        rw = int(L.resp_word[lane])
+        assert rw & abi.WORD_SEQ_MASK == w & abi.WORD_SEQ_MASK
+        got = abi.decode_resp_word(rw)
+        if got is None:
+            got = int(L.resp["result"][lane])
+            assert tuple(int(a) for a in L.resp["aux"][lane]) == aux
+        assert got == want
 
 
 def test_lone_requests_on_any_lane(h: Harness) -> None:

@@ -1,7 +1,7 @@
 """What every backend provides to the Runtime (gpuvfs/runtime.py)."""
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -39,9 +39,10 @@ class Backend(Protocol):
     def to_host(self, array: Any) -> np.ndarray: ...
     def copy_to_device(self, dst: Any, src: np.ndarray) -> None: ...
     def write_u32(self, array: Any, index: int, value: int) -> None: ...
-    def copy_lane_to_device(self, dst_ptr: int, src_ptr: int, n: int) -> None:
-        """Copies n bytes of host memory at src_ptr (pinned: a lane) to device memory at
-        dst_ptr, beside running kernels; returns once they landed."""
+    def start_copy_to_device(self, dst_ptr: int, src_ptr: int, n: int) -> Callable[[], bool]:
+        """Starts copying n bytes of host memory at src_ptr (pinned: a lane) to device memory
+        at dst_ptr, beside running kernels; returns a call that says (without blocking)
+        whether they landed. The source must stay untouched until then."""
         ...
     def compile(self, source: str, options: Sequence[str] = ()) -> RawModule: ...
     def launch(self, kernel: RawKernel, grid: tuple[int, int, int], block: tuple[int, int, int],

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import ctypes
 import threading
-import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -29,8 +28,6 @@ NVRTC_FLAGS = ("-std=c++17",)
 # warp-collective 4 KiB hit path ran 1,041 GB/s instead of 671 on the H100 (96 and 64 spill
 # and are slower). A kernel's own -maxrregcount (or __launch_bounds__) overrides it.
 DEFAULT_MAXRREGCOUNT = 128
-# How often a server worker looks whether its push copy landed (copy_lane_to_device).
-COPY_POLL_S = 0.0001
 
 
 class PinnedMapped:
@@ -89,7 +86,7 @@ class CudaBackend:
         self.device_dir = Path(device_dir)
         self.stream = cupy.cuda.Stream(non_blocking=True)
         self.copy_stream = cupy.cuda.Stream(non_blocking=True)
-        self._local = threading.local()    # per-thread copy streams (copy_lane_to_device)
+        self._local = threading.local()    # per-thread copy streams (start_copy_to_device)
         self._mapped: list[PinnedMapped] = []
         props = cudart.getDeviceProperties(cupy.cuda.Device().id)
         self.device_name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
@@ -124,19 +121,18 @@ class CudaBackend:
         if concurrent:
             stream.synchronize()
 
-    def copy_lane_to_device(self, dst_ptr: int, src_ptr: int, n: int) -> None:
-        # Each calling thread (a server worker) has a non-blocking stream of its own: the copy
-        # runs beside the kernels and beside other workers' copies. The wait polls an event
-        # with short naps: 16 workers in cudaStreamSynchronize spin 16 cores, and on the H100
-        # that halved the pushed cold read (probe 2026-11-24, 14:19 UTC); so did issuing one
-        # copy per page instead of one per fill.
+    def start_copy_to_device(self, dst_ptr: int, src_ptr: int, n: int) -> Callable[[], bool]:
+        # Each calling thread (a server worker) queues on a non-blocking stream of its own:
+        # the copy runs beside the kernels and other workers' copies, and the worker goes on
+        # to its next request while it runs; the server's polling thread asks the event. (On
+        # the H100, 16 workers each waiting in cudaStreamSynchronize spun 16 cores and the
+        # pushed cold read ran at a quarter of the pulled one: probe 2026-11-24, 14:17 UTC.)
         stream = getattr(self._local, "stream", None)
         if stream is None:
             stream = self._local.stream = cupy.cuda.Stream(non_blocking=True)
         cudart.memcpyAsync(dst_ptr, src_ptr, n, cudart.memcpyHostToDevice, stream.ptr)
-        done = stream.record()
-        while not done.done:
-            time.sleep(COPY_POLL_S)
+        event = stream.record()
+        return lambda: bool(event.done)
 
     def compile(self, source: str, options: Sequence[str] = ()) -> CudaModule:
         opts = tuple(NVRTC_FLAGS) + (f"-I{self.device_dir}",) + tuple(options)

@@ -20,7 +20,7 @@ import numpy as np
 from .. import abi
 from .files import CAN_READ_CACHED, INLINE_READ_MAX, io_args, read_cached, read_path
 from .paths import Confined
-from .server import Server
+from .server import Pending, Server
 
 MAX_FILE_NO = (1 << (64 - abi.PAGE_BITS)) - 1
 
@@ -116,19 +116,21 @@ class CacheFiles:
             return None
         return self._fill(lane, q, nowait=True)
 
-    def fill_push(self, lane: int, q: np.void) -> int:
+    def fill_push(self, lane: int, q: np.void) -> "int | Pending":
         """FILL_PUSH: FILL, then the bytes read are copied (one DMA on cuda) from the lane's
-        buffer into the lane's stage in device memory, where the device copies them on from;
-        answered once the copy has landed. The result is the count read, as FILL's."""
+        buffer into the lane's stage in device memory, where the device copies them on from.
+        The worker only starts the copy; the server answers once it has landed (the lane's
+        buffer, the copy's source, is the device's until then). The result is FILL's."""
         if self._stage is None:
             raise OSError(errno.ENOSYS, "this server has no device stage to push fills into")
         backend, stage_ptr = self._stage
         got = self._fill(lane, q, nowait=False)
         assert got is not None
-        if got:
-            backend.copy_lane_to_device(stage_ptr + lane * self.lanes.data_bytes,  # type: ignore[attr-defined]
-                                   self.lanes.data[lane].ctypes.data, got)
-        return got
+        if not got:
+            return got
+        done = backend.start_copy_to_device(stage_ptr + lane * self.lanes.data_bytes,  # type: ignore[attr-defined]
+                                            self.lanes.data[lane].ctypes.data, got)
+        return Pending(done, got)
 
     def _fill(self, lane: int, q: np.void, nowait: bool) -> int | None:
         file_no = int(q["arg"][0])

@@ -115,6 +115,19 @@ class _Route:
     inline: InlineHandler | None = None
 
 
+class Pending:
+    """A handler's answer that is not ready yet: `result` (or result, aux...) is sent once
+    `done()` returns True (e.g. a copy to the device has landed). The polling thread asks
+    `done()` between sweeps, so the worker that started the work is free at once; `done()`
+    must not block, and an exception from it is answered -EIO."""
+
+    __slots__ = ("done", "result")
+
+    def __init__(self, done: Callable[[], bool], result: "int | tuple[int, ...]") -> None:
+        self.done = done
+        self.result = result
+
+
 class Counters:
     """Host-side counters, read by Runtime.stats(). `hostcalls` is written only by the
     polling thread (no lock on the hot path); the others by handlers, under one lock."""
@@ -171,8 +184,9 @@ class Server:
         self._submitted = False
         self._stop = False
         self._thread: threading.Thread | None = None
-        self._busy_pool = 0
+        self._busy_pool = 0                 # requests on the pool or Pending (under _busy_lock)
         self._busy_lock = threading.Lock()
+        self._pending: list[tuple[int, int, Pending]] = []   # (lane, word, answer), under _busy_lock
         self.register(abi.Op.NOP, lambda lane, q: 0)  # answered by echo in sweep(), never called
         # The hot path's views (no copies): the request words as bytes, the response words
         # for scalar stores and as int32 (the vector path), the response record's columns,
@@ -233,19 +247,50 @@ class Server:
             out = route.inline(lane, q) if fast and route.inline else route.handler(lane, q)
             if out is None:
                 return False
-            if isinstance(out, tuple):
-                result, *rest = out
-                aux = [int(a) & _AUX_MASK for a in rest[:3]]
-                aux += [0] * (3 - len(aux))
-                self.answer(lane, word, int(result), tuple(aux))  # type: ignore[arg-type]
-            else:
-                self.answer(lane, word, int(out))
+            if isinstance(out, Pending):    # answered by the polling thread once it is done
+                with self._busy_lock:
+                    self._busy_pool += 1
+                    self._pending.append((lane, word, out))
+                return True
+            self._send(lane, word, out)
         except OSError as e:
             self.answer(lane, word, -(e.errno or errno.EIO))
         except Exception:  # a bug in a handler: log it, answer EIO, keep serving
             log.exception("hostcall handler for opcode %s failed", op)
             self.answer(lane, word, -errno.EIO)
         return True
+
+    def _send(self, lane: int, word: int, out: "int | tuple[int, ...]") -> None:
+        """Answers with a handler's return value: a result, or (result, aux0, aux1, aux2)."""
+        if isinstance(out, tuple):
+            result, *rest = out
+            aux = [int(a) & _AUX_MASK for a in rest[:3]]
+            aux += [0] * (3 - len(aux))
+            self.answer(lane, word, int(result), tuple(aux))  # type: ignore[arg-type]
+        else:
+            self.answer(lane, word, int(out))
+
+    def _finish_pending(self) -> int:
+        """The polling thread answers every Pending whose work is done; returns how many."""
+        with self._busy_lock:
+            waiting = self._pending
+            self._pending = []
+        keep, n = [], 0
+        for item in waiting:
+            lane, word, p = item
+            try:
+                if not p.done():
+                    keep.append(item)
+                    continue
+                self._send(lane, word, p.result)
+            except Exception:  # the work failed (e.g. the copy): the request fails, we go on
+                log.exception("hostcall answer for lane %d failed", lane)
+                self.answer(lane, word, -errno.EIO)
+            n += 1
+        with self._busy_lock:
+            self._pending.extend(keep)
+            self._busy_pool -= n
+        return n
 
     def _run_pooled(self, lane: int, word: int, q: np.void) -> None:
         self._handoff.set()  # we hold the GIL now: the polling thread may go on
@@ -256,7 +301,13 @@ class Server:
                 self._busy_pool -= 1
 
     def sweep(self, sb: bytes | None = None) -> int:
-        """One pass over every lane; returns how many requests it took. `sb`: a snapshot of
+        """One pass: the Pending answers whose work is done, then every lane. Returns how
+        many of both. `sb`: as for _take."""
+        finished = self._finish_pending() if self._pending else 0
+        return finished + self._take(sb)
+
+    def _take(self, sb: bytes | None = None) -> int:
+        """Takes the new requests of every lane; returns how many. `sb`: a snapshot of
         the request words that differs from the words taken (the spin loop's), or None.
 
         One snapshot of the request words decides everything (I2: the words are read
