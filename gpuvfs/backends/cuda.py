@@ -28,6 +28,7 @@ NVRTC_FLAGS = ("-std=c++17",)
 # warp-collective 4 KiB hit path ran 1,041 GB/s instead of 671 on the H100 (96 and 64 spill
 # and are slower). A kernel's own -maxrregcount (or __launch_bounds__) overrides it.
 DEFAULT_MAXRREGCOUNT = 128
+COPY_STREAMS = 32   # streams for the server workers' copies; workers beyond share them
 
 
 class PinnedMapped:
@@ -86,7 +87,14 @@ class CudaBackend:
         self.device_dir = Path(device_dir)
         self.stream = cupy.cuda.Stream(non_blocking=True)
         self.copy_stream = cupy.cuda.Stream(non_blocking=True)
-        self._local = threading.local()    # per-thread copy streams (start_copy_to_device)
+        # The server workers' copy streams (start_copy_to_device), made here and not by the
+        # workers: on the H100 a worker's cudaStreamCreate while this runtime's kernel ran
+        # blocked for good in 2 of 5 benchmark runs (every worker in it, the kernel waiting
+        # for their answers).
+        self._copy_streams = [cupy.cuda.Stream(non_blocking=True) for _ in range(COPY_STREAMS)]
+        self._next_stream = 0
+        self._streams_lock = threading.Lock()
+        self._local = threading.local()    # a worker's stream, once it has one
         self._mapped: list[PinnedMapped] = []
         props = cudart.getDeviceProperties(cupy.cuda.Device().id)
         self.device_name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
@@ -129,7 +137,9 @@ class CudaBackend:
         # pushed cold read ran at a quarter of the pulled one: probe 2026-11-24, 14:17 UTC.)
         stream = getattr(self._local, "stream", None)
         if stream is None:
-            stream = self._local.stream = cupy.cuda.Stream(non_blocking=True)
+            with self._streams_lock:
+                stream = self._local.stream = self._copy_streams[self._next_stream % len(self._copy_streams)]
+                self._next_stream += 1
         cudart.memcpyAsync(dst_ptr, src_ptr, n, cudart.memcpyHostToDevice, stream.ptr)
         event = stream.record()
         return lambda: bool(event.done)
