@@ -303,7 +303,7 @@ def parse_settings(spec: str) -> list[dict[str, int]]:
         part = part.strip()
         if not part:
             continue
-        d = {"page": 64 * KIB, "chunk": 2 * MIB, "lanes": 256, "lane": 2 * MIB, "workers": 16, "push": 256 * KIB}
+        d = {"page": 64 * KIB, "chunk": 2 * MIB, "lanes": 256, "lane": 2 * MIB, "workers": 16, "push": 0}
         for kv in part.split(","):
             k, _, v = kv.partition("=")
             k = k.strip()
@@ -318,7 +318,7 @@ def parse_settings(spec: str) -> list[dict[str, int]]:
 
 def setting_name(s: dict[str, int]) -> str:
     return f"page {short(s['page'])}, chunk {short(s['chunk'])}, {s['lanes']} lanes x {short(s['lane'])}, " \
-           f"{s['workers']} workers"
+           f"{s['workers']} workers" + (f", fills of {short(s['push'])}+ pushed" if s.get("push") else "")
 
 
 def sizes(backend: str, quick: bool, args: argparse.Namespace) -> dict[str, Any]:
@@ -1349,7 +1349,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blocks-per-sm", type=int, default=0, help="hit-path grid: blocks per SM (default 8, 256 threads)")
     p.add_argument("--rt-lanes", type=int, default=0, help="lanes of the cache-off Runtime (default 256)")
     p.add_argument("--cold-settings", help="Runtime settings for the cold reads, ';'-separated, each "
-                                           "'page=64K,chunk=2M,lanes=256,lane=2M,workers=16'")
+                                           "'page=64K,chunk=2M,lanes=256,lane=2M,workers=16[,push=256K]' "
+                                           "(push: Runtime fill_push_bytes, default 0)")
     p.add_argument("--kvikio-threads", help="KvikIO sweep: thread counts (default 8,16,32)")
     p.add_argument("--kvikio-task-mib", help="KvikIO sweep: task sizes in MiB (default 4,16,64)")
     p.add_argument("--cold-disk", default="auto", choices=["auto", "drop", "fadvise", "off"],
