@@ -50,6 +50,7 @@ class CacheFiles:
         self._current: dict[tuple[int, int], Version] = {}  # (dev, ino) -> newest version
         self._by_no: dict[int, Version] = {}
         self._next_no = 1
+        self._data_mv = memoryview(self.lanes.data.reshape(-1))   # every lane's buffer, flat, for preadv
         server.register(abi.Op.LOOKUP, self.lookup, blocking=True)
         server.register(abi.Op.FILL, self.fill, blocking=True, inline=self.fill_nowait)
         server.register(abi.Op.FILL_PUSH, self.fill_push, blocking=True)
@@ -112,7 +113,7 @@ class CacheFiles:
     def fill_nowait(self, lane: int, q: np.void) -> int | None:
         """The polling thread's try: a small fill whose bytes are all in the host's page
         cache is answered at once (RWF_NOWAIT); anything else goes to the pool."""
-        if int(q["length"]) > INLINE_READ_MAX or not CAN_READ_CACHED:
+        if not CAN_READ_CACHED:
             return None
         return self._fill(lane, q, nowait=True)
 
@@ -133,8 +134,10 @@ class CacheFiles:
         return Pending(done, got)
 
     def _fill(self, lane: int, q: np.void, nowait: bool) -> int | None:
-        file_no = int(q["arg"][0])
         n, off = io_args(self.lanes, q)
+        if nowait and n > INLINE_READ_MAX:
+            return None
+        file_no = int(q["arg"][0])
         with self._lock:
             v = self._by_no.get(file_no)
             if v is None:
@@ -146,7 +149,8 @@ class CacheFiles:
                 with self._lock:
                     self._retire(v)
                 raise OSError(errno.ESTALE, "the file changed since this version was looked up")
-            buf = [memoryview(self.lanes.data[lane, :n])]
+            o = lane * self.lanes.data_bytes
+            buf = [self._data_mv[o:o + n]]
             if nowait:
                 got = read_cached(v.osfd, buf, off) if n else 0
                 if got is None or (got < n and off + got < v.size):  # partly cached: the pool reads it whole
@@ -158,5 +162,5 @@ class CacheFiles:
                 v.users -= 1
                 if v.retired and v.users == 0:
                     os.close(v.osfd)
-        self.counters.add(bytes_from_host=got)
+        self.counters.add_one("bytes_from_host", got)
         return got

@@ -34,6 +34,7 @@ _U32 = struct.Struct("<I")       # one lane word, read from or written into a by
 _unpack, _pack = _U32.unpack_from, _U32.pack_into
 _I32 = np.dtype("<i4")           # the vector path's view of the words (see _sweep_many)
 _NOP = int(abi.Op.NOP)
+_REQ_SIZE = abi.REQUEST.itemsize
 # As int32, the words with opcode 0x80 (NOP) are the lowest: those below 0x81000000. A 0-d
 # array, as a NumPy scalar operand costs a conversion on every call.
 _NOP_END = np.array((_NOP + 1) << 24, dtype=np.uint32).view(np.int32)
@@ -150,6 +151,11 @@ class Counters:
             out[name] = out.get(name, 0) + n
         return out
 
+    def add_one(self, field: str, v: int) -> None:
+        """add(field=v), without building a keyword dict (the fill path calls it per request)."""
+        with self._lock:
+            self._v[field] += v
+
     def add(self, **kw: int) -> None:
         with self._lock:
             for k, v in kw.items():
@@ -194,6 +200,7 @@ class Server:
         self._req_bytes = memoryview(lanes.req_word).cast("B")
         self._resp_words = memoryview(lanes.resp_word).cast("B").cast("I")
         self._resp_i32 = lanes.resp_word.view(_I32)
+        self._req_rec = memoryview(lanes.req.view(np.uint8))   # the request records' bytes
         self._resp_result = lanes.resp["result"]
         self._resp_aux = lanes.resp["aux"]
         self._new = np.empty(n, dtype=bool)
@@ -387,7 +394,11 @@ class Server:
         if route is None or op in abi.WORD_ONLY:
             q = self._blank                    # nothing to read: the device wrote no record
         elif q is None:
-            q = self.lanes.req[lane].copy()    # a snapshot: the handler may run later
+            # A snapshot (the handler may run later, and the words are untrusted: the device
+            # could rewrite them meanwhile), by bytes: np.void.copy() of this record costs
+            # ~1.7 us, this ~0.3 us.
+            o = lane * _REQ_SIZE
+            q = np.frombuffer(self._req_rec[o:o + _REQ_SIZE].tobytes(), dtype=abi.REQUEST)[0]
         if route is not None and route.blocking:
             if route.inline is not None and self._run_one(lane, word, q, fast=True):
                 return
