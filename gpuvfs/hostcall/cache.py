@@ -50,7 +50,6 @@ class CacheFiles:
         self._current: dict[tuple[int, int], Version] = {}  # (dev, ino) -> newest version
         self._by_no: dict[int, Version] = {}
         self._next_no = 1
-        self._data_mv = memoryview(self.lanes.data.reshape(-1))   # every lane's buffer, flat, for preadv
         server.register(abi.Op.LOOKUP, self.lookup, blocking=True)
         server.register(abi.Op.FILL, self.fill, blocking=True, inline=self.fill_nowait)
         server.register(abi.Op.FILL_PUSH, self.fill_push, blocking=True)
@@ -149,8 +148,7 @@ class CacheFiles:
                 with self._lock:
                     self._retire(v)
                 raise OSError(errno.ESTALE, "the file changed since this version was looked up")
-            o = lane * self.lanes.data_bytes
-            buf = [self._data_mv[o:o + n]]
+            buf = [self.lanes.buffer(lane, n)]
             if nowait:
                 got = read_cached(v.osfd, buf, off) if n else 0
                 if got is None or (got < n and off + got < v.size):  # partly cached: the pool reads it whole

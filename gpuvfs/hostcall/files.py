@@ -197,7 +197,7 @@ class FileHandlers:
         try:
             if not f.readable:
                 raise _err(errno.EBADF, "fd not open for reading")
-            buf = [memoryview(self.lanes.data[lane, :n])]
+            buf = [self.lanes.buffer(lane, n)]
             if not n:
                 got = 0
             elif nowait:
@@ -208,7 +208,7 @@ class FileHandlers:
                 got = os.preadv(f.osfd, buf, off)
         finally:
             self.table.done(f)
-        self.counters.add(bytes_from_host=got)
+        self.counters.add_one("bytes_from_host", got)
         return got
 
     def pwrite(self, lane: int, q: np.void) -> int:
@@ -219,10 +219,10 @@ class FileHandlers:
         try:
             if not f.writable:
                 raise _err(errno.EBADF, "fd not open for writing")
-            put = os.pwrite(f.osfd, memoryview(self.lanes.data[lane, :n]), off) if n else 0
+            put = os.pwrite(f.osfd, self.lanes.buffer(lane, n), off) if n else 0
         finally:
             self.table.done(f)
-        self.counters.add(bytes_to_host=put)
+        self.counters.add_one("bytes_to_host", put)
         return put
 
     def fstat(self, lane: int, q: np.void) -> tuple[int, int, int, int]:

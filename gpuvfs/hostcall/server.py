@@ -87,6 +87,7 @@ class Lanes:
         self.req = buf[off_req:off_req + abi.REQUEST.itemsize * count].view(abi.REQUEST)
         self.resp = buf[off_resp:off_resp + abi.RESPONSE.itemsize * count].view(abi.RESPONSE)
         self.data = buf[off_data:off_data + data_bytes * count].reshape(count, data_bytes)
+        self._data_mv = memoryview(self.data.reshape(-1))
         self._dev_words, dev_ptr = backend.device_zeros(4 * count)  # lock[count]: seq << 1 | held
         self.device = {
             "count": count, "data_bytes": data_bytes,
@@ -94,6 +95,12 @@ class Lanes:
             "req": dp + off_req, "resp": dp + off_resp, "data": dp + off_data,
             "lock": dev_ptr,
         }
+
+    def buffer(self, lane: int, n: int) -> memoryview:
+        """The first n bytes of `lane`'s payload, for preadv/pwrite (a slice of one flat
+        memoryview: ~4x cheaper than a NumPy slice wrapped in a new memoryview)."""
+        o = lane * self.data_bytes
+        return self._data_mv[o:o + n]
 
     def close(self) -> None:
         close = getattr(self._mem, "close", None)
