@@ -90,7 +90,9 @@ class CudaBackend:
         # The server workers' copy streams (start_copy_to_device), made here and not by the
         # workers: on the H100 a worker's cudaStreamCreate while this runtime's kernel ran
         # blocked for good in 2 of 5 benchmark runs (every worker in it, the kernel waiting
-        # for their answers).
+        # for their answers). Stream creation can wait for a running kernel; MPICH's yaksa
+        # met the same deadlock with a kernel that waits on the host and made its streams at
+        # init (pmodels/yaksa#228).
         self._copy_streams = [cupy.cuda.Stream(non_blocking=True) for _ in range(COPY_STREAMS)]
         self._next_stream = 0
         self._streams_lock = threading.Lock()
