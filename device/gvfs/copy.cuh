@@ -85,6 +85,8 @@ GVFS_FN void gvfs_copy_warp(void *dst_, const void *src_, gvfs_u64 n, gvfs_u32 l
 #define GVFS_STAGE_HELD 0x67766673u  // "gvfs": the stage word while a thread holds the buffer
 
 #if defined(GVFS_HAVE_BULK_COPY) && GVFS_STAGE_BYTES > 0
+static_assert(GVFS_STAGE_BYTES % 16 == 0 && GVFS_STAGE_BYTES <= 32768,
+              "GVFS_STAGE_BYTES: a multiple of 16 (the bulk copy's unit), at most 32 KiB of static shared memory");
 // Copies n bytes (a multiple of 16; both addresses 16-byte aligned) through the block's
 // staging buffer; false, copying nothing, if another thread of the block holds it.
 //
