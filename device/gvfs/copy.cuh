@@ -126,13 +126,18 @@ GVFS_FN bool gvfs_copy_staged(gvfs_u8 *dst, const gvfs_u8 *src, gvfs_u64 n) {
 #endif
 
 // Copies n bytes from `src` (device memory, or pinned host memory mapped into the device)
-// to device memory `dst`, by one thread that has no other lanes to share the work with.
+// to `dst`, by one thread that has no other lanes to share the work with. (The bulk path
+// commits and waits for this thread's bulk-copy groups: a caller's own uncommitted bulk
+// stores are waited for with it.)
 GVFS_FN void gvfs_copy_alone(void *dst_, const void *src_, gvfs_u64 n) {
   gvfs_u8 *dst = (gvfs_u8 *)dst_;
   const gvfs_u8 *src = (const gvfs_u8 *)src_;
 #if defined(GVFS_HAVE_BULK_COPY) && GVFS_STAGE_BYTES > 0
   const gvfs_u64 body = n & ~(gvfs_u64)15u;
-  if (body >= 256u && (((gvfs_u64)src | (gvfs_u64)dst) & 15u) == 0 && gvfs_copy_staged(dst, src, body)) {
+  // The bulk copy reads and writes the global state space: a caller's buffer on the stack
+  // or in __shared__ memory goes the plain way.
+  if (body >= 256u && (((gvfs_u64)src | (gvfs_u64)dst) & 15u) == 0 && gvfs_is_global(dst) && gvfs_is_global(src) &&
+      gvfs_copy_staged(dst, src, body)) {
     if (n > body) gvfs_copy(dst + body, src + body, n - body);
     return;
   }

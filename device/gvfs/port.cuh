@@ -112,6 +112,13 @@ GVFS_FN gvfs_u32 gvfs_counter_shard() { gvfs_u32 s; asm("mov.u32 %0, %%smid;" : 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define GVFS_HAVE_BULK_COPY 1
 GVFS_FN gvfs_u32 gvfs_smem(const void *p) { return (gvfs_u32)__cvta_generic_to_shared(p); }
+// Whether a generic address is in the global window (device memory, or pinned host memory
+// mapped into the device): a bulk copy's global operand must be, and a caller's buffer may
+// be a local or __shared__ array instead.
+GVFS_FN bool gvfs_is_global(const void *p) {
+  gvfs_u32 r; asm("{\n\t.reg .pred g;\n\tisspacep.global g, %1;\n\tselp.u32 %0, 1, 0, g;\n\t}" : "=r"(r) : "l"(p));
+  return r != 0u;
+}
 // Ordinary accesses before it are ordered before async-proxy accesses after it, and the
 // other way round (both global and shared state spaces).
 GVFS_FN void gvfs_fence_proxy_async() { asm volatile("fence.proxy.async;" ::: "memory"); }
@@ -214,6 +221,7 @@ typedef long long gvfs_i64;
 #define __host__
 #define __forceinline__ inline
 #define __restrict__ __restrict
+#define __align__(n) __attribute__((aligned(n)))
 // A __shared__ variable is one per block. The CPU port makes it a static and runs the
 // blocks of a module that declares one one at a time (gpuvfs.backends.cpu sees the word
 // in the source); see docs/design.md, "CPU port".
