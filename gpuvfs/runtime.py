@@ -192,8 +192,9 @@ class Runtime:
         ctx["readahead_pages"] = readahead_pages
         ctx["fill_push_bytes"] = fill_push_bytes
         if fill_push_bytes:
-            self._fill_stage, ctx["fill_stage"] = self.backend.device_zeros(lanes * lane_bytes)
-            self.cache_files.attach_stage(self.backend, int(ctx["fill_stage"][0]))
+            self._fill_stage, stage_ptr = self.backend.device_zeros(lanes * lane_bytes)
+            ctx["fill_stage"] = stage_ptr
+            self.cache_files.attach_stage(self.backend, stage_ptr)
         self._init_cache(ctx, cache_bytes, page_size)
         self._init_files(ctx, max_fds, name_slots)
         self._internal_module: Module | None = None

@@ -187,12 +187,14 @@ class FileHandlers:
 
     def pread_nowait(self, lane: int, q: np.void) -> int | None:
         """The polling thread's try: a small read all in the page cache, else the pool."""
-        if int(q["length"]) > INLINE_READ_MAX or not CAN_READ_CACHED:
+        if not CAN_READ_CACHED:
             return None
         return self._pread(lane, q, nowait=True)
 
     def _pread(self, lane: int, q: np.void, nowait: bool) -> int | None:
         n, off = io_args(self.lanes, q)
+        if nowait and n > INLINE_READ_MAX:
+            return None
         f = self.table.use(self._fd(q))
         try:
             if not f.readable:
