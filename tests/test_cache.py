@@ -274,32 +274,38 @@ def test_full_fd_table_is_emfile_and_recovers(make_runtime, data_root, flags):
     assert got[8] >= 3, got                           # closed entries are reused
 
 
-ONCHIP_KERNEL = r"""
+ONCHIP_KERNEL = COALESCED + r"""
 #include <gpuvfs.cuh>
 // Each thread (blocks of 32) reads len <= 1024 bytes at off[t] into a buffer of its own on
 // its stack or in shared memory (16-byte aligned, as a fast path would like), then copies
-// it out.
-extern "C" __global__ void onchip(gvfs_ctx *ctx, const long *off, long len, int shared, unsigned char *out,
-                                  long *res) {
+// it out. warp != 0: each warp reads off[first thread of the warp] with gvfs_pread_warp
+// into one shared buffer (the same arguments on every lane); a stack array is refused.
+extern "C" __global__ void onchip(gvfs_ctx *ctx, const long *off, long len, int shared, int warp,
+                                  unsigned char *out, long *res) {
   __shared__ __align__(16) unsigned char sh[32][1024];
   __align__(16) unsigned char loc[1024];
   const long t = blockIdx.x * (long)blockDim.x + threadIdx.x;
-  unsigned char *buf = shared ? sh[threadIdx.x & 31] : loc;
+  unsigned char *buf = shared ? sh[warp ? 0 : threadIdx.x & 31] : loc;
   int fd = gvfs_open(ctx, "/c/f00.bin", GVFS_O_RDONLY);
-  res[t] = fd < 0 ? fd : gvfs_pread(ctx, fd, buf, (unsigned long)len, (unsigned long)off[t]);
+  if (fd < 0) res[t] = fd;
+  else if (warp) res[t] = gvfs_pread_warp(ctx, fd, buf, (unsigned long)len, (unsigned long)off[t & ~31L]);
+  else res[t] = gvfs_pread(ctx, fd, buf, (unsigned long)len, (unsigned long)off[t]);
   if (fd >= 0) gvfs_close(ctx, fd);
   for (long i = 0; i < len; ++i) out[t * len + i] = buf[i];
 }
 """
 
 
+@pytest.mark.parametrize("call", ["thread", "warp"])
 @pytest.mark.parametrize("where", ["stack", "shared"])
 @pytest.mark.parametrize("cache", ["cached", "cache-off"])
-def test_reads_into_stack_and_shared_buffers(make_runtime, data_root, where, cache):
+def test_reads_into_stack_and_shared_buffers(make_runtime, data_root, where, cache, call):
     """A caller's buffer need not be global memory: reads of 1 KiB (page-aligned and not)
     into a 16-byte aligned stack or __shared__ array land whole, on the cache's miss and hit
-    paths and with the cache off (on the GPU the lone-thread copy must not take the bulk
-    path, which addresses global memory only)."""
+    paths and with the cache off, per thread and (__shared__ only) per warp. On the GPU a
+    stack array is its thread's alone: the lanes reading together must not fill it for their
+    owner, gvfs_pread_warp refuses it (-EFAULT) and the lone-thread copy must not take the
+    bulk path, which addresses global memory only."""
     rt = make_runtime(data_root, page_size=4096, cache_bytes=(1 << 20) if cache == "cached" else 0,
                       lane_bytes=8192, readahead_pages=0)
     mod = rt.compile(ONCHIP_KERNEL)
@@ -307,17 +313,25 @@ def test_reads_into_stack_and_shared_buffers(make_runtime, data_root, where, cac
     n, length = 64, 1024
     offs = np.random.default_rng(5).integers(0, len(files[0]) - length, n).astype(np.int64)
     offs[:8] = [0, 4096, 8192, 4096 * 7, 3072, 16, 4096 * 3 + 512, 12288]
+    offs[32] = 4096 * 5 - 512   # the second warp's read crosses a page
+    want = offs if call == "thread" else offs[np.arange(n) & ~31]
     for rep in range(2):   # misses, then hits
         out = rt.asarray(np.full(n * length, 0xCD, dtype=np.uint8))
         res = rt.asarray(np.full(n, -1, dtype=np.int64))
         mod.get_function("onchip")((2,), (32,), (rt.ctx, rt.asarray(offs), np.int64(length),
-                                                 np.int32(where == "shared"), out, res))
+                                                 np.int32(where == "shared"), np.int32(call == "warp"), out, res))
         rt.synchronize()
         out, res = rt.asnumpy(out).reshape(n, length), rt.asnumpy(res)
+        if call == "warp" and where == "stack":
+            assert list(res) == [-errno.EFAULT] * n
+            continue
         for t in range(n):
-            assert res[t] == length, f"thread {t}: {res[t]}"
-            assert np.array_equal(out[t], files[0][offs[t]:offs[t] + length]), f"rep {rep}, thread {t}: bytes differ"
-    assert rt.stats()["errors"] == 0
+            assert res[t] == length, f"rep {rep}, thread {t}: {res[t]}"
+            assert np.array_equal(out[t], files[0][want[t]:want[t] + length]), f"rep {rep}, thread {t}: bytes differ"
+    stats = rt.stats()
+    assert stats["errors"] == 0
+    if cache == "cached" and not (call == "warp" and where == "stack"):
+        assert stats["cache_hits"] > 0
 
 
 def test_cache_off_every_read_is_a_hostcall(make_runtime, data_root):

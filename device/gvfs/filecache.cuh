@@ -167,7 +167,8 @@ GVFS_FN long gvfs_cache_pread(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, gv
 // by the group: every lane copies a share of each such read, so a warp instruction moves
 // 512 contiguous bytes. Alone, a thread streams its page 16 bytes a load, uncoalesced, a
 // 4 KiB page in 32 dependent rounds of loads. Every other read (a miss, a page still
-// filling, a read across pages) then goes the per-thread way, alone.
+// filling, a read across pages, a read into a stack array, which only its own thread can
+// address) then goes the per-thread way, alone.
 GVFS_FN long gvfs_cache_pread_group(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, gvfs_u64 *next_off,
                                     void *buf_, unsigned long n, unsigned long off) {
   const gvfs_u32 group = gvfs_coalesced_lanes();
@@ -180,7 +181,7 @@ GVFS_FN long gvfs_cache_pread_group(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 si
   gvfs_u64 len = 0, in = 0;
   gvfs_u32 slot = 0;
   bool hit = false;
-  if (off < size && n != 0) {
+  if (off < size && n != 0 && !gvfs_is_local(buf)) {
     len = n < size - off ? n : size - off;
     in = off & (psz - 1u);
     const gvfs_u64 page = off >> shift;

@@ -196,6 +196,13 @@ GVFS_FN int gvfs_ctz64(gvfs_u64 v) { return __ffsll((long long)v) - 1; }
 // that work together when they can (cooperative groups' coalesced_threads()). Every lane
 // of the mask must then make the same sequence of *_sync calls with this mask.
 GVFS_FN gvfs_u32 gvfs_coalesced_lanes() { return __activemask(); }
+// Whether a generic address is in this thread's local window (a stack array): no other
+// thread can reach those bytes through the same address, so a buffer there must be filled
+// by its own thread, never by its warp.
+GVFS_FN bool gvfs_is_local(const void *p) {
+  gvfs_u32 r; asm("{\n\t.reg .pred l;\n\tisspacep.local l, %1;\n\tselp.u32 %0, 1, 0, l;\n\t}" : "=r"(r) : "l"(p));
+  return r != 0u;
+}
 
 #else
 // ======================================================================= CPU port
@@ -206,6 +213,7 @@ GVFS_FN gvfs_u32 gvfs_coalesced_lanes() { return __activemask(); }
 #include <cstdio>
 #include <cmath>
 #include <algorithm>
+#include <pthread.h>
 #include <sched.h>
 #include <time.h>
 
@@ -317,6 +325,24 @@ inline gvfs_u32 gvfs_coalesced_lanes() { return gvfs_cpu::activemask(); }
 #else
 inline gvfs_u32 gvfs_coalesced_lanes() { return 1u << gvfs_lane_id(); }
 #endif
+// An address on this OS thread's stack. (Every thread could reach it here, but a GPU
+// thread's stack is its alone: answering as the GPU does keeps the CPU port on the paths
+// the GPU takes for a stack buffer.)
+inline bool gvfs_is_local(const void *p) {
+  thread_local const char *lo = nullptr, *hi = nullptr;
+  if (hi == nullptr) {
+    pthread_attr_t a;
+    void *base = nullptr;
+    size_t size = 0;
+    if (pthread_getattr_np(pthread_self(), &a) == 0) {
+      pthread_attr_getstack(&a, &base, &size);
+      pthread_attr_destroy(&a);
+    }
+    lo = (const char *)base;
+    hi = lo + size + (size == 0);  // an empty range (never true) when the stack is unknown
+  }
+  return (const char *)p >= lo && (const char *)p < hi;
+}
 
 // --- CUDA built-ins for user kernels on the CPU port ---
 inline void __syncthreads() { gvfs_cpu::syncthreads(); }
