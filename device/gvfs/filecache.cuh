@@ -18,22 +18,15 @@
 
 #define GVFS_MAX_READAHEAD 16u
 
-// One FILL: bytes [off, off+len) of file version `file_no` into the lane's buffer.
-// The caller holds the lane `c`. Returns bytes read (short at end of file) or -errno.
+// One FILL: bytes [off, off+len) of file version `file_no` into the lane's buffer; with
+// `pushed`, a FILL_PUSH: the host then copies them on into the lane's device-memory stage
+// (ctx->fill_stage) with one DMA before it answers. The caller holds the lane `c`. Returns
+// bytes read (short at end of file) or -errno.
 GVFS_FN gvfs_i64 gvfs_fill_call(gvfs_ctx *ctx, gvfs_lanes *L, gvfs_claim &c, gvfs_u64 file_no, gvfs_u64 off,
-                                gvfs_u64 len) {
-  gvfs_lane_post(L, c, GVFS_OP_FILL, 0, -1, 0, off, len, file_no);
+                                gvfs_u64 len, bool pushed = false) {
+  gvfs_lane_post(L, c, pushed ? GVFS_OP_FILL_PUSH : GVFS_OP_FILL, 0, -1, 0, off, len, file_no);
   gvfs_count(ctx, GVFS_C_FILLS, 1);
-  return gvfs_lane_wait_result(L, c, gvfs_wait_cap_ns(len));
-}
-
-// One FILL_PUSH: the same bytes, which the host then copies into the lane's device-memory
-// stage (ctx->fill_stage) with one DMA before it answers.
-GVFS_FN gvfs_i64 gvfs_fill_push_call(gvfs_ctx *ctx, gvfs_lanes *L, gvfs_claim &c, gvfs_u64 file_no, gvfs_u64 off,
-                                     gvfs_u64 len) {
-  gvfs_lane_post(L, c, GVFS_OP_FILL_PUSH, 0, -1, 0, off, len, file_no);
-  gvfs_count(ctx, GVFS_C_FILLS, 1);
-  gvfs_count(ctx, GVFS_C_FILLS_PUSHED, 1);
+  if (pushed) gvfs_count(ctx, GVFS_C_FILLS_PUSHED, 1);
   return gvfs_lane_wait_result(L, c, gvfs_wait_cap_ns(len));
 }
 
@@ -79,7 +72,7 @@ GVFS_FN gvfs_i64 gvfs_fill_run(gvfs_ctx *ctx, gvfs_pagetable *pt, gvfs_u64 file_
   if (len > size - off) len = size - off;
   gvfs_claim c = gvfs_lane_claim(L);
   const bool push = gvfs_fill_pushed(ctx->fill_push_bytes, len);
-  gvfs_i64 got = push ? gvfs_fill_push_call(ctx, L, c, file_no, off, len) : gvfs_fill_call(ctx, L, c, file_no, off, len);
+  gvfs_i64 got = gvfs_fill_call(ctx, L, c, file_no, off, len, push);
   const gvfs_u8 *src = gvfs_fill_src(ctx, L, c.lane, push);
   for (gvfs_u32 i = 0; i < npages; ++i) {
     gvfs_u64 start = (gvfs_u64)i * psz;
@@ -298,8 +291,7 @@ GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 siz
         gvfs_u64 flen = (gvfs_u64)run_len * psz;
         if (flen > size - foff) flen = size - foff;
         pushed = gvfs_fill_pushed(ctx->fill_push_bytes, flen);
-        got = pushed ? gvfs_fill_push_call(ctx, L, hc, file_no, foff, flen)
-                     : gvfs_fill_call(ctx, L, hc, file_no, foff, flen);
+        got = gvfs_fill_call(ctx, L, hc, file_no, foff, flen, pushed);
       }
       gvfs_syncwarp(FULL);  // the leaders' acquire of their answers, before anyone reads them
       // The whole warp copies each run of the batch into the slots: from the leader's stage
