@@ -135,7 +135,7 @@ for shape in "4 1 16" "8 2 16" "1 1 16" "16 4 16"; do
   total=$((total + $(field requests "$summary")))
 done
 
-hostcall_modes=(relaxed early submit unlock)
+hostcall_modes=(relaxed early submit unlock claim)
 must_catch "self-test" "a deliberately racy protocol" "$BUILD/selftest" "$BUILD/tsan_hostcall_selftest" \
   "${hostcall_modes[@]}" -- --lanes=2 --threads=4 --iters=300
 caught=$n_caught

@@ -40,7 +40,9 @@
 //            payload;
 //   submit   the device publishes req_word with a relaxed store (device-side bug);
 //   unlock   the device drops the lane's lock with a relaxed store, so the next owner does
-//            not see the previous owner's (and through it the server's) accesses.
+//            not see the previous owner's (and through it the server's) accesses;
+//   claim    the device takes a lane with a RELAXED fetch_or (the lock word's values are as
+//            ever: only the acquire that pairs with the last owner's release is missing).
 #include "gpuvfs.cuh"
 #include "tsan_common.h"
 
@@ -224,8 +226,21 @@ void server_thread(unsigned sid) {
 // claim to the release; the harness checks that the lock word agrees with it (I5).
 
 // Claims a lane and checks I1 and that it is IDLE.
+gvfs_claim claim(gvfs_lanes *L) {
+#ifdef GVFS_TSAN_SELFTEST
+  if (cfg.selftest == "claim") {  // broken on purpose: gvfs_lane_claim's fetch_or, relaxed
+    for (gvfs_u32 i = (gvfs_u32)(gvfs_global_tid() % L->count);; i = (i + 1u) % L->count) {
+      const gvfs_u32 old = ref(&L->lock[i]).fetch_or(GVFS_LANE_HELD, std::memory_order_relaxed);
+      if ((old & GVFS_LANE_HELD) == 0u) return gvfs_claim{i, old >> 1};
+      gvfs_backoff(0);
+    }
+  }
+#endif
+  return gvfs_lane_claim(L);
+}
+
 gvfs_claim acquire_checked(gvfs_lanes *L, int me) {
-  const gvfs_claim c = gvfs_lane_claim(L);
+  const gvfs_claim c = claim(L);
   const gvfs_u32 lane = c.lane;
   CHECK(lane < L->count, "thread %d: lane %u out of range", me, lane);
   int prev = (*owner)[lane].exchange(me, std::memory_order_relaxed);
@@ -433,7 +448,7 @@ bool parse(int argc, char **argv) {
   const bool built = false;
 #endif
   return parse_options("tsan_hostcall", cfg, argc, argv, {}, built, "GVFS_TSAN_SELFTEST",
-                       {"relaxed", "early", "submit", "unlock"}) &&
+                       {"relaxed", "early", "submit", "unlock", "claim"}) &&
          lanes_ok(cfg);
 }
 
@@ -442,7 +457,7 @@ bool parse(int argc, char **argv) {
 int main(int argc, char **argv) {
   if (!parse(argc, argv)) {
     std::fprintf(stderr, "usage: tsan_hostcall [--lanes=N] [--servers=N] [--threads=N] [--iters=N] [--seed=N]"
-                         " [--selftest=relaxed|early|submit|unlock]\n");
+                         " [--selftest=relaxed|early|submit|unlock|claim]\n");
     return 2;
   }
   const unsigned n = cfg.lanes;
