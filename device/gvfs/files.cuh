@@ -48,7 +48,7 @@ GVFS_FN gvfs_i64 gvfs_put_path(gvfs_u8 *data, const char *path) {
   return (gvfs_i64)n + 1;
 }
 
-GVFS_FN gvfs_response gvfs_path_call(gvfs_ctx *ctx, gvfs_u32 opcode, const char *path, gvfs_u32 flags) {
+GVFS_COLD gvfs_response gvfs_path_call(gvfs_ctx *ctx, gvfs_u32 opcode, const char *path, gvfs_u32 flags) {
   gvfs_lanes l = ctx->lanes, *L = &l;  // in registers (see gvfs_lane_claim)
   gvfs_claim c = gvfs_lane_claim(L);
   gvfs_i64 len = gvfs_put_path(gvfs_lane_data(L, c.lane), path);
@@ -67,7 +67,7 @@ GVFS_FN gvfs_response gvfs_path_call(gvfs_ctx *ctx, gvfs_u32 opcode, const char 
 GVFS_FN void gvfs_name_forget(gvfs_files *F, int idx);
 GVFS_FN int gvfs_name_index(gvfs_files *F, const char *path);
 
-GVFS_FN int gvfs_unlink(gvfs_ctx *ctx, const char *path) {
+GVFS_COLD int gvfs_unlink(gvfs_ctx *ctx, const char *path) {
   int r = (int)gvfs_path_call(ctx, GVFS_OP_UNLINK, path, 0).result;
   if (r == 0) gvfs_name_forget(&ctx->files, gvfs_name_index(&ctx->files, path));
   return r;
@@ -93,7 +93,7 @@ GVFS_FN long gvfs_pread_hostcall(gvfs_ctx *ctx, int fd, void *buf, unsigned long
   return (long)done;
 }
 
-GVFS_FN long gvfs_pwrite_hostcall(gvfs_ctx *ctx, int fd, const void *buf, unsigned long n, unsigned long off) {
+GVFS_COLD long gvfs_pwrite_hostcall(gvfs_ctx *ctx, int fd, const void *buf, unsigned long n, unsigned long off) {
   gvfs_lanes l = ctx->lanes, *L = &l;
   unsigned long done = 0;
   do {
@@ -488,7 +488,7 @@ GVFS_FN int gvfs_name_index(gvfs_files *F, const char *path) {
   return k.nwords ? gvfs_name_find(F, &k, &free_slot, &snap, &ok, &seen, (const gvfs_name_view *)0, true) : -1;
 }
 
-GVFS_FN gvfs_name_snap gvfs_lookup_call(gvfs_ctx *ctx, const char *path, gvfs_u32 epoch) {
+GVFS_COLD gvfs_name_snap gvfs_lookup_call(gvfs_ctx *ctx, const char *path, gvfs_u32 epoch) {
   gvfs_response r = gvfs_path_call(ctx, GVFS_OP_LOOKUP, path, 0);
   gvfs_name_snap s;
   s.epoch = epoch;
@@ -586,7 +586,7 @@ GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, gvfs_files *F, gvfs_u64 *opens, cons
   }
 }
 
-GVFS_FN int gvfs_open(gvfs_ctx *ctx, const char *path, int flags) {
+GVFS_COLD int gvfs_open(gvfs_ctx *ctx, const char *path, int flags) {
   if (path == NULL) return -GVFS_EFAULT;
   // The fields the open needs (they do not change during a kernel) and the path's first
   // words, in one batch of loads: nothing here waits for anything else here.
@@ -609,7 +609,7 @@ GVFS_FN int gvfs_open(gvfs_ctx *ctx, const char *path, int flags) {
   return fd;
 }
 
-GVFS_FN long gvfs_pread(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, unsigned long off) {
+GVFS_COLD long gvfs_pread(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, unsigned long off) {
   gvfs_fd_view v;
   if (!gvfs_fd_view_of(ctx, fd, &v)) return -GVFS_EBADF;
   if (off > 0x7fffffffffffffffull || n > 0x7fffffffffffffffull - off) return -GVFS_EINVAL;
@@ -646,7 +646,7 @@ GVFS_FN long gvfs_pread_warp(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, 
   return (long)gvfs_shfl_u64(FULL, (gvfs_u64)r, 0);
 }
 
-GVFS_FN long gvfs_pwrite(gvfs_ctx *ctx, int fd, const void *buf, unsigned long n, unsigned long off) {
+GVFS_COLD long gvfs_pwrite(gvfs_ctx *ctx, int fd, const void *buf, unsigned long n, unsigned long off) {
   gvfs_fdent *e = gvfs_fd_get(ctx, fd);
   if (!e || e->kind != GVFS_FD_HOST) return -GVFS_EBADF;  // cached fds are read-only
   long r = gvfs_pwrite_hostcall(ctx, e->host_fd, buf, n, off);
@@ -654,7 +654,7 @@ GVFS_FN long gvfs_pwrite(gvfs_ctx *ctx, int fd, const void *buf, unsigned long n
   return r;
 }
 
-GVFS_FN int gvfs_fstat(gvfs_ctx *ctx, int fd, gvfs_stat *st) {
+GVFS_COLD int gvfs_fstat(gvfs_ctx *ctx, int fd, gvfs_stat *st) {
   if (st == NULL) return -GVFS_EFAULT;
   gvfs_fdent *e = gvfs_fd_get(ctx, fd);
   if (!e) return -GVFS_EBADF;
@@ -668,7 +668,7 @@ GVFS_FN int gvfs_fstat(gvfs_ctx *ctx, int fd, gvfs_stat *st) {
   return 0;
 }
 
-GVFS_FN int gvfs_close(gvfs_ctx *ctx, int fd) {
+GVFS_COLD int gvfs_close(gvfs_ctx *ctx, int fd) {
   gvfs_fdent *e = gvfs_fd_get(ctx, fd);
   if (!e) return -GVFS_EBADF;
   gvfs_u32 kind = e->kind;
@@ -678,7 +678,7 @@ GVFS_FN int gvfs_close(gvfs_ctx *ctx, int fd) {
   return 0;
 }
 
-GVFS_FN int gvfs_fsync(gvfs_ctx *ctx, int fd) {
+GVFS_COLD int gvfs_fsync(gvfs_ctx *ctx, int fd) {
   gvfs_fdent *e = gvfs_fd_get(ctx, fd);
   if (!e) return -GVFS_EBADF;
   if (e->kind == GVFS_FD_CACHED) return 0;  // nothing of a read-only fd to make durable

@@ -23,6 +23,15 @@
 #define GVFS_CUDA 1
 #define GVFS_FN __device__ __forceinline__
 #define GVFS_NOINLINE __device__ __noinline__
+// A function compiled once per module and called, not inlined at every call site: the
+// calls that are hostcalls, or a chain of L2 round trips, whatever their caller does (a
+// call costs tens of cycles). Every gvfs_* call inlined took a test kernel with 7 opens and
+// 4 preads to 159,000 lines of PTX and 40 s in nvcc (NVRTC on the GPU host: 96 s); with
+// these out of line, 7 s. A function template with a defaulted parameter: called as a
+// plain function, and safe to define in a header that more than one translation unit of
+// the CPU port includes, which a plain noinline function is not. The hot warp read
+// (gvfs_pread_warp) stays inline: a call anywhere in it cost its kernel spills.
+#define GVFS_COLD template <int gvfs_cold_ = 0> GVFS_NOINLINE
 
 typedef unsigned char gvfs_u8;
 typedef unsigned short gvfs_u16;
@@ -236,6 +245,7 @@ typedef long long gvfs_i64;
 #define __shared__ static
 #define GVFS_FN inline
 #define GVFS_NOINLINE __attribute__((noinline))
+#define GVFS_COLD template <int gvfs_cold_ = 0> GVFS_NOINLINE
 
 struct uint3 { unsigned int x, y, z; };
 struct dim3 {

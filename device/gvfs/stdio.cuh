@@ -25,11 +25,8 @@
 #define GVFS_STDOUT 1u
 #define GVFS_STDERR 2u
 
-// Heavy, non-template helpers are function templates with a defaulted parameter: called as
-// plain functions, compiled once per module, and (being templates) safe to define in a header
-// that more than one translation unit of the CPU port includes, which a plain noinline
-// function is not.
-#define GVFS_FMT_CORE template <int gvfs_fmt_unused_ = 0> GVFS_NOINLINE
+// Heavy helpers are compiled once per module (GVFS_COLD, port.cuh).
+#define GVFS_FMT_CORE GVFS_COLD
 
 // ============================================================== formatting: arguments
 enum gvfs_fmt_kind : gvfs_u32 {
@@ -583,7 +580,7 @@ GVFS_FMT_CORE void gvfs_vformat(gvfs_fmt_sink *k, const char *fmt, const gvfs_fm
 // ============================================================== lines to the host
 // Writes `len` bytes as one line on the host's stream (1 stdout, 2 stderr); the host adds
 // the newline. A line longer than a lane's payload is cut there. Returns bytes written or -errno.
-GVFS_FN long gvfs_write_line(gvfs_ctx *ctx, gvfs_u32 stream, const char *s, unsigned long len) {
+GVFS_COLD long gvfs_write_line(gvfs_ctx *ctx, gvfs_u32 stream, const char *s, unsigned long len) {
   gvfs_lanes *L = &ctx->lanes;
   if (len > L->data_bytes) len = L->data_bytes;
   gvfs_claim c = gvfs_lane_claim(L);
@@ -595,7 +592,7 @@ GVFS_FN long gvfs_write_line(gvfs_ctx *ctx, gvfs_u32 stream, const char *s, unsi
   return (long)r.result;
 }
 
-GVFS_FN long gvfs_puts(gvfs_ctx *ctx, const char *s) {
+GVFS_COLD long gvfs_puts(gvfs_ctx *ctx, const char *s) {
   unsigned long n = 0;
   while (s[n]) ++n;
   return gvfs_write_line(ctx, GVFS_STDOUT, s, n);
@@ -669,7 +666,7 @@ template <class... A> GVFS_FN int gvfs_snprintf(char *buf, unsigned long cap, co
 // min(cap - 1, the lane payload) is cut there and comes without '\n'; the rest of it is what
 // the next call returns. Lines are handed out whole and in order, one per call, to whichever
 // thread asks; every caller gets 0 once the input has ended. cap < 2 is -EINVAL.
-GVFS_FN long gvfs_read_line(gvfs_ctx *ctx, char *buf, unsigned long cap) {
+GVFS_COLD long gvfs_read_line(gvfs_ctx *ctx, char *buf, unsigned long cap) {
   if (buf == NULL) return -GVFS_EFAULT;
   if (cap < 2) { if (cap) buf[0] = 0; return -GVFS_EINVAL; }
   gvfs_lanes *L = &ctx->lanes;
@@ -715,7 +712,7 @@ struct gvfs_stdio_state {
 };
 
 // Nanoseconds since the Unix epoch, straight from the host (one hostcall).
-GVFS_FN gvfs_i64 gvfs_wallclock_host_ns(gvfs_ctx *ctx) {
+GVFS_COLD gvfs_i64 gvfs_wallclock_host_ns(gvfs_ctx *ctx) {
   return gvfs_hostcall(&ctx->lanes, GVFS_OP_WALLCLOCK, -1, 0, 0, 0).result;
 }
 
