@@ -63,7 +63,7 @@ GVFS_FN gvfs_i64 gvfs_read_around(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u8 *buf,
 // Fills the claimed slots of `npages` consecutive pages starting at `page0` with one FILL,
 // and publishes each (VALID, or EMPTY for pages the host could not supply). Returns the
 // FILL's result (bytes or -errno).
-GVFS_COLD gvfs_i64 gvfs_fill_run(gvfs_ctx *ctx, gvfs_pagetable *pt, gvfs_u64 file_no, gvfs_u64 size, gvfs_u64 page0,
+GVFS_FN gvfs_i64 gvfs_fill_run(gvfs_ctx *ctx, gvfs_pagetable *pt, gvfs_u64 file_no, gvfs_u64 size, gvfs_u64 page0,
                                const gvfs_u32 *slots, gvfs_u32 npages) {
   gvfs_lanes l = ctx->lanes, *L = &l;
   const gvfs_u64 psz = 1ull << pt->page_shift;

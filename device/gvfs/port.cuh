@@ -24,13 +24,16 @@
 #define GVFS_FN __device__ __forceinline__
 #define GVFS_NOINLINE __device__ __noinline__
 // A function compiled once per module and called, not inlined at every call site: the
-// calls that are hostcalls, or a chain of L2 round trips, whatever their caller does (a
-// call costs tens of cycles). Every gvfs_* call inlined took a test kernel with 7 opens and
-// 4 preads to 159,000 lines of PTX and 40 s in nvcc (NVRTC on the GPU host: 96 s); with
-// these out of line, 7 s. A function template with a defaulted parameter: called as a
-// plain function, and safe to define in a header that more than one translation unit of
-// the CPU port includes, which a plain noinline function is not. The hot warp read
-// (gvfs_pread_warp) stays inline: a call anywhere in it cost its kernel spills.
+// calls that are hostcalls, and the per-thread read, pwrite, fstat, close and fsync. Every
+// gvfs_* call inlined took a test kernel with 7 opens and 4 preads to 159,000 lines of PTX
+// and 40 s in nvcc (NVRTC on the GPU host: 96 s); with these out of line, 11 s. What stays
+// inline is measured to need it (H100, A/B in one run): the open answered from the name
+// cache (called: 1.26 -> 1.75 us) and the warp read (a call anywhere in it cost its kernel
+// spills). A called per-thread read was as fast on hits (4 KiB: 0.91 -> 0.90x of a
+// device-to-device copy) and a 4 KiB miss went 29.8 -> 32 us.
+// A function template with a defaulted parameter: called as a plain function, and safe to
+// define in a header that more than one translation unit of the CPU port includes, which a
+// plain noinline function is not.
 #define GVFS_COLD template <int gvfs_cold_ = 0> GVFS_NOINLINE
 
 typedef unsigned char gvfs_u8;
