@@ -680,7 +680,10 @@ GVFS_COLD int gvfs_close(gvfs_ctx *ctx, int fd) {
   if (!e) return -GVFS_EBADF;
   gvfs_u32 kind = e->kind;
   gvfs_i32 host_fd = e->host_fd;
-  if (gvfs_cas_acq_rel_dev(&e->state, GVFS_FD_OPEN, GVFS_FD_FREE) != GVFS_FD_OPEN) return -GVFS_EBADF;
+  // Release: our reads of the entry happen before the next owner's writes (its CAS
+  // acquires). No acquire: nothing after reads the entry, and an acquire would empty the
+  // SM's L1, which the next open's loads of ctx would then miss.
+  if (gvfs_cas_release_dev(&e->state, GVFS_FD_OPEN, GVFS_FD_FREE) != GVFS_FD_OPEN) return -GVFS_EBADF;
   if (kind == GVFS_FD_HOST) return (int)gvfs_hostcall_result(&ctx->lanes, GVFS_OP_CLOSE, host_fd, 0, 0, 0);
   return 0;
 }

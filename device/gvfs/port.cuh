@@ -70,6 +70,13 @@ GVFS_FN gvfs_u32 gvfs_cas_acquire_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 d
   asm volatile("atom.acquire.gpu.cas.b32 %0, [%1], %2, %3;" : "=r"(old) : "l"(p), "r"(expected), "r"(desired) : "memory");
   return old;
 }
+// Release only: what came before is published, nothing after waits (an acquire would also
+// empty this SM's L1).
+GVFS_FN gvfs_u32 gvfs_cas_release_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 desired) {
+  gvfs_u32 old;
+  asm volatile("atom.release.gpu.cas.b32 %0, [%1], %2, %3;" : "=r"(old) : "l"(p), "r"(expected), "r"(desired) : "memory");
+  return old;
+}
 // Sets bits; returns the previous value. Acquire only: a lock taken this way publishes nothing.
 GVFS_FN gvfs_u32 gvfs_fetch_or_acquire_dev(gvfs_u32 *p, gvfs_u32 v) {
   gvfs_u32 old; asm volatile("atom.acquire.gpu.or.b32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory"); return old;
@@ -288,6 +295,10 @@ inline gvfs_u32 gvfs_cas_acq_rel_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 de
 }
 inline gvfs_u32 gvfs_cas_acquire_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 desired) {
   gvfs_ref(p).compare_exchange_strong(expected, desired, std::memory_order_acquire, std::memory_order_relaxed);
+  return expected;
+}
+inline gvfs_u32 gvfs_cas_release_dev(gvfs_u32 *p, gvfs_u32 expected, gvfs_u32 desired) {
+  gvfs_ref(p).compare_exchange_strong(expected, desired, std::memory_order_release, std::memory_order_relaxed);
   return expected;
 }
 inline gvfs_u32 gvfs_fetch_or_acquire_dev(gvfs_u32 *p, gvfs_u32 v) { return gvfs_ref(p).fetch_or(v, std::memory_order_acquire); }
