@@ -586,7 +586,7 @@ GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, gvfs_files *F, gvfs_u64 *opens, cons
   }
 }
 
-// An open the host answers (an HOST fd: any flags but O_RDONLY, or the cache off).
+// An open the host answers (a HOST fd: any flags but O_RDONLY, or the cache off).
 GVFS_COLD int gvfs_open_host(gvfs_ctx *ctx, const char *path, int flags) {
   gvfs_response r = gvfs_path_call(ctx, GVFS_OP_OPEN, path, (gvfs_u32)flags);
   if (r.result < 0) return (int)r.result;
