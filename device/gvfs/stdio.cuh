@@ -14,8 +14,8 @@
 // compile time, so a conversion that does not fit its argument (%s given an int, %d given a
 // double, a missing argument, %n, %q) writes a marker such as
 //   <gvfs_printf: bad %s at 7: got an integer>
-// into the line instead of reading garbage. The formatting core is one non-template
-// function (GVFS_FMT_CORE), so each printf call site only packs its arguments.
+// into the line instead of reading garbage. The formatting core is compiled once per module
+// and called (GVFS_COLD, port.cuh), so each printf call site only packs its arguments.
 #pragma once
 #include "port.cuh"
 #include "hostcall.cuh"
@@ -24,9 +24,6 @@
 
 #define GVFS_STDOUT 1u
 #define GVFS_STDERR 2u
-
-// Heavy helpers are compiled once per module (GVFS_COLD, port.cuh).
-#define GVFS_FMT_CORE GVFS_COLD
 
 // ============================================================== formatting: arguments
 enum gvfs_fmt_kind : gvfs_u32 {
@@ -369,7 +366,7 @@ GVFS_FN void gvfs_digits_emit(gvfs_fmt_sink *k, gvfs_digits *D, gvfs_u64 count) 
   }
 }
 
-GVFS_FMT_CORE void gvfs_fmt_float(gvfs_fmt_sink *k, const gvfs_fmt_spec *s, double x) {
+GVFS_COLD void gvfs_fmt_float(gvfs_fmt_sink *k, const gvfs_fmt_spec *s, double x) {
   union { double d; gvfs_u64 u; } cv;
   cv.d = x;
   const bool neg = (cv.u >> 63) != 0;
@@ -466,7 +463,7 @@ GVFS_FN gvfs_u64 gvfs_fmt_num(const char *f, gvfs_u64 *i) {
 }
 
 // Formats `fmt` with the arguments argv[0..] (ended by a GVFS_FA_END) into the sink.
-GVFS_FMT_CORE void gvfs_vformat(gvfs_fmt_sink *k, const char *fmt, const gvfs_fmt_arg *argv) {
+GVFS_COLD void gvfs_vformat(gvfs_fmt_sink *k, const char *fmt, const gvfs_fmt_arg *argv) {
   if (fmt == NULL) { gvfs_sink_puts(k, "<gvfs_printf: null format>"); return; }
   gvfs_u32 ai = 0;
   for (gvfs_u64 i = 0; fmt[i];) {
@@ -601,7 +598,7 @@ GVFS_COLD long gvfs_puts(gvfs_ctx *ctx, const char *s) {
 #define GVFS_PRINTF_CUT_ROOM 64u  // payload bytes a cut line keeps for its marker
 
 // Formats into a lane's payload and writes it as one line: claim a lane, format, submit, wait.
-GVFS_FMT_CORE int gvfs_vprintf(gvfs_ctx *ctx, gvfs_u32 stream, const char *fmt, const gvfs_fmt_arg *argv) {
+GVFS_COLD int gvfs_vprintf(gvfs_ctx *ctx, gvfs_u32 stream, const char *fmt, const gvfs_fmt_arg *argv) {
   gvfs_lanes *L = &ctx->lanes;
   gvfs_claim c = gvfs_lane_claim(L);
   gvfs_fmt_sink k;
@@ -646,7 +643,7 @@ template <class... A> GVFS_FN int gvfs_fprintf(gvfs_ctx *ctx, gvfs_u32 stream, c
 
 // snprintf into a device buffer (no hostcall): at most cap-1 bytes and a NUL (when cap > 0).
 // Returns the length the whole text has (C's snprintf), so a result >= cap means it was cut.
-GVFS_FMT_CORE int gvfs_vsnprintf(char *buf, unsigned long cap, const char *fmt, const gvfs_fmt_arg *argv) {
+GVFS_COLD int gvfs_vsnprintf(char *buf, unsigned long cap, const char *fmt, const gvfs_fmt_arg *argv) {
   gvfs_fmt_sink k;
   gvfs_sink_init(&k, buf, cap ? cap - 1 : 0);
   gvfs_vformat(&k, fmt, argv);
