@@ -353,17 +353,20 @@ inline gvfs_u32 gvfs_coalesced_lanes() { return 1u << gvfs_lane_id(); }
 // thread's stack is its alone: answering as the GPU does keeps the CPU port on the paths
 // the GPU takes for a stack buffer.)
 inline bool gvfs_is_local(const void *p) {
-  thread_local const char *lo = nullptr, *hi = nullptr;
-  if (hi == nullptr) {
+  thread_local bool known = false;
+  thread_local const char *lo = nullptr, *hi = nullptr;  // [lo, hi); empty when the stack is unknown
+  if (!known) {
+    known = true;
     pthread_attr_t a;
     void *base = nullptr;
     size_t size = 0;
     if (pthread_getattr_np(pthread_self(), &a) == 0) {
-      pthread_attr_getstack(&a, &base, &size);
+      if (pthread_attr_getstack(&a, &base, &size) == 0) {
+        lo = (const char *)base;
+        hi = lo + size;
+      }
       pthread_attr_destroy(&a);
     }
-    lo = (const char *)base;
-    hi = lo + size + (size == 0);  // an empty range (never true) when the stack is unknown
   }
   return (const char *)p >= lo && (const char *)p < hi;
 }
