@@ -238,6 +238,7 @@ GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 siz
   if (((off + n - 1) >> shift) >> GVFS_PAGE_BITS) {  // beyond 40-bit page numbers: around the cache
     long r = 0;
     if (me == 0) r = (long)gvfs_read_around(ctx, file_no, buf, n, off);
+    gvfs_syncwarp(FULL);  // lane 0's bytes in buf, seen by every lane (as after the copies below)
     return (long)gvfs_shfl_u64(FULL, (gvfs_u64)r, 0);
   }
   gvfs_u32 maxrun = (gvfs_u32)(L->data_bytes >> shift);

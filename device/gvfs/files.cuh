@@ -625,7 +625,8 @@ GVFS_COLD long gvfs_pread(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, uns
 }
 
 // Warp-collective pread: every lane of a full warp passes the same arguments and gets
-// the same result; the warp copies together and coalesces its misses (filecache.cuh).
+// the same result, and on return every lane sees the bytes read; the warp copies together
+// and coalesces its misses (filecache.cuh).
 GVFS_FN long gvfs_pread_warp(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, unsigned long off) {
   // Lane 0 reads the fd entry and the warp takes its view, so every lane takes the same
   // path even if the fd is closed meanwhile (the collectives below need the whole warp).
@@ -650,6 +651,7 @@ GVFS_FN long gvfs_pread_warp(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, 
   if (kind == GVFS_FD_CACHED) return gvfs_cache_pread_warp(ctx, file_no, size, buf, n, off);
   long r = 0;
   if (gvfs_lane_id() == 0) r = gvfs_pread_hostcall(ctx, (int)host_fd, buf, n, off);
+  gvfs_syncwarp(FULL);  // lane 0's bytes in buf, seen by every lane, as the cached path's are
   return (long)gvfs_shfl_u64(FULL, (gvfs_u64)r, 0);
 }
 
