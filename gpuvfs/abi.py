@@ -6,6 +6,8 @@ backend and checks every value and offset here against them.
 from __future__ import annotations
 
 import enum
+import struct
+from typing import NamedTuple
 
 import numpy as np
 
@@ -89,6 +91,31 @@ REQUEST = np.dtype(
     align=True,
 )
 RESPONSE = np.dtype([("result", "<i8"), ("aux", "<u8", (3,))], align=True)
+# The same two records as struct formats: the server's hot path reads a request and writes
+# an answer with one struct call each (a NumPy record's field access costs ~0.3 us apiece).
+REQUEST_STRUCT = struct.Struct("<IIiIQQ4Q")
+RESPONSE_STRUCT = struct.Struct("<q3Q")
+
+
+class Request(NamedTuple):
+    """One request record as a handler sees it: a snapshot, taken once (the device could
+    rewrite the lane's memory meanwhile), every field untrusted."""
+    opcode: int = 0
+    flags: int = 0
+    fd: int = 0
+    data_len: int = 0
+    offset: int = 0
+    length: int = 0
+    arg0: int = 0
+    arg1: int = 0
+    arg2: int = 0
+    arg3: int = 0
+
+    @classmethod
+    def unpack_from(cls, buf: "bytes | memoryview", offset: int = 0) -> "Request":
+        """The record at `offset` of `buf` (the layout of REQUEST)."""
+        return cls._make(REQUEST_STRUCT.unpack_from(buf, offset))
+
 
 LANES = np.dtype(
     [("count", "<u4"), ("data_bytes", "<u4"), ("req_word", "<u8"), ("resp_word", "<u8"),
@@ -139,4 +166,4 @@ class Counter(enum.IntEnum):
 NCOUNTERS = 16
 COUNTER_SHARDS = 32   # counter words reserved per counter: the device spreads its adds over up to this many
 
-assert REQUEST.itemsize == 64 and RESPONSE.itemsize == 32
+assert REQUEST.itemsize == REQUEST_STRUCT.size == 64 and RESPONSE.itemsize == RESPONSE_STRUCT.size == 32

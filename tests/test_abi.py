@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import ctypes
 
+import numpy as np
+
 import gpuvfs
 from gpuvfs import abi
 
@@ -49,3 +51,22 @@ def test_lane_word_encoding() -> None:
         r = abi.encode_resp_word(w, result)
         assert r == 0x234567 and abi.decode_resp_word(r) is None   # code 0: read the record
     assert abi.encode_req_word(abi.Op.CLOSE, 2**24) == abi.Op.CLOSE << 24   # the seq bits wrap
+
+
+def test_record_structs_match_the_dtypes() -> None:
+    """The server's struct views of the records (abi.Request, RESPONSE_STRUCT) read and
+    write the same bytes as the NumPy record dtypes, signed where the device's field is."""
+    rng = np.random.default_rng(7)
+    recs = np.zeros(3, dtype=abi.REQUEST)
+    raw = recs.view(np.uint8)
+    raw[:] = rng.integers(0, 256, raw.size, dtype=np.uint8)
+    for i in range(3):
+        q = abi.Request.unpack_from(raw.tobytes(), i * abi.REQUEST.itemsize)
+        r = recs[i]
+        assert (q.opcode, q.flags, q.fd, q.data_len, q.offset, q.length) == (
+            int(r["opcode"]), int(r["flags"]), int(r["fd"]), int(r["data_len"]), int(r["offset"]), int(r["length"]))
+        assert (q.arg0, q.arg1, q.arg2, q.arg3) == tuple(int(a) for a in r["arg"])
+    resp = np.zeros(2, dtype=abi.RESPONSE)
+    abi.RESPONSE_STRUCT.pack_into(memoryview(resp.view(np.uint8)), abi.RESPONSE.itemsize, -5, 1, 2**64 - 1, 3)
+    assert int(resp["result"][1]) == -5 and [int(a) for a in resp["aux"][1]] == [1, 2**64 - 1, 3]
+    assert int(resp["result"][0]) == 0 and not resp["aux"][0].any()

@@ -11,6 +11,8 @@ import pytest
 
 from conftest import write_random
 
+from gpuvfs import abi
+
 KERNELS = r"""
 #include <gpuvfs.cuh>
 
@@ -381,12 +383,10 @@ def test_stale_version_fill_is_refused(make_runtime, data_root):
     lanes = rt.lanes
     path = b"/c/f00.bin\0"
     lanes.data[0, :len(path)] = np.frombuffer(path, dtype=np.uint8)
-    q = np.zeros(1, dtype=lanes.req.dtype)[0]
-    q["opcode"], q["data_len"] = 13, len(path)
+    q = abi.Request(opcode=abi.Op.LOOKUP, data_len=len(path))
     file_no, size, _, _ = rt.cache_files.lookup(0, q)
     assert size == 10_000
-    fill = np.zeros(1, dtype=lanes.req.dtype)[0]
-    fill["opcode"], fill["length"], fill["arg"][0] = 12, 4096, file_no
+    fill = abi.Request(opcode=abi.Op.FILL, length=4096, arg0=file_no)
     assert rt.cache_files.fill(1, fill) == 4096
     time.sleep(0.01)
     with open(os.path.join(data_root, "c", "f00.bin"), "ab") as f:

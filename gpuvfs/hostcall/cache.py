@@ -15,7 +15,6 @@ import os
 import threading
 from dataclasses import dataclass
 
-import numpy as np
 
 from .. import abi
 from .files import CAN_READ_CACHED, INLINE_READ_MAX, io_args, read_cached, read_path
@@ -85,7 +84,7 @@ class CacheFiles:
                 self._retire(v)
 
     # ---- handlers ----
-    def lookup(self, lane: int, q: np.void) -> tuple[int, int, int, int]:
+    def lookup(self, lane: int, q: abi.Request) -> tuple[int, int, int, int]:
         path = read_path(self.lanes, lane, q)
         osfd = self.root.open(path, os.O_RDONLY)
         st = os.fstat(osfd)
@@ -106,17 +105,17 @@ class CacheFiles:
             self._by_no[v.file_no] = v
             return v.file_no, v.size, v.mtime_ns, v.mode
 
-    def fill(self, lane: int, q: np.void) -> int:
+    def fill(self, lane: int, q: abi.Request) -> int:
         return self._fill(lane, q, nowait=False)  # type: ignore[return-value]
 
-    def fill_nowait(self, lane: int, q: np.void) -> int | None:
+    def fill_nowait(self, lane: int, q: abi.Request) -> int | None:
         """The polling thread's try: a small fill whose bytes are all in the host's page
         cache is answered at once (RWF_NOWAIT); anything else goes to the pool."""
         if not CAN_READ_CACHED:
             return None
         return self._fill(lane, q, nowait=True)
 
-    def fill_push(self, lane: int, q: np.void) -> "int | Pending":
+    def fill_push(self, lane: int, q: abi.Request) -> "int | Pending":
         """FILL_PUSH: FILL, then the bytes read are copied (one DMA on cuda) from the lane's
         buffer into the lane's stage in device memory, where the device copies them on from.
         The worker only starts the copy; the server answers once it has landed (the lane's
@@ -132,11 +131,11 @@ class CacheFiles:
                                             self.lanes.data[lane].ctypes.data, got)
         return Pending(done, got)
 
-    def _fill(self, lane: int, q: np.void, nowait: bool) -> int | None:
+    def _fill(self, lane: int, q: abi.Request, nowait: bool) -> int | None:
         n, off = io_args(self.lanes, q)
         if nowait and n > INLINE_READ_MAX:
             return None
-        file_no = int(q["arg"][0])
+        file_no = q.arg0
         with self._lock:
             v = self._by_no.get(file_no)
             if v is None:

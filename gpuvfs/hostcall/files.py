@@ -12,7 +12,6 @@ import os
 import threading
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from .. import abi
 from .paths import Confined
@@ -28,9 +27,9 @@ def _err(code: int, what: str = "") -> OSError:
     return OSError(code, what or os.strerror(code))
 
 
-def io_args(lanes: Lanes, q: np.void) -> tuple[int, int]:
+def io_args(lanes: Lanes, q: abi.Request) -> tuple[int, int]:
     """The (length, offset) of a read or write request, checked."""
-    n, off = int(q["length"]), int(q["offset"])
+    n, off = q.length, q.offset
     if n > lanes.data_bytes:
         raise _err(errno.EINVAL, "length larger than the lane's buffer")
     if off > MAX_OFFSET or off + n > MAX_OFFSET:
@@ -51,9 +50,9 @@ def read_cached(osfd: int, buf: list[memoryview], off: int) -> int | None:
         raise
 
 
-def read_path(lanes: Lanes, lane: int, q: np.void) -> bytes:
+def read_path(lanes: Lanes, lane: int, q: abi.Request) -> bytes:
     """The NUL-terminated path a request carries in its lane, checked."""
-    n = int(q["data_len"])
+    n = q.data_len
     if n < 1 or n > min(abi.PATH_MAX, lanes.data_bytes):
         raise _err(errno.ENAMETOOLONG if n > abi.PATH_MAX else errno.EINVAL, "bad path length")
     raw = lanes.data[lane, :n].tobytes()
@@ -159,12 +158,12 @@ class FileHandlers:
         server.register(abi.Op.FSYNC, self.fsync, blocking=True)
         server.register(abi.Op.UNLINK, self.unlink, blocking=True)
 
-    def _fd(self, q: np.void) -> int:
-        return int(q["fd"])
+    def _fd(self, q: abi.Request) -> int:
+        return q.fd
 
-    def open(self, lane: int, q: np.void) -> tuple[int, int, int, int]:
+    def open(self, lane: int, q: abi.Request) -> tuple[int, int, int, int]:
         path = read_path(self.lanes, lane, q)
-        flags = int(q["flags"])
+        flags = q.flags
         acc = flags & abi.O_ACCMODE
         if flags & ~abi.O_KNOWN or acc == abi.O_ACCMODE:
             raise _err(errno.EINVAL, "unknown open flags")
@@ -182,16 +181,16 @@ class FileHandlers:
             raise
         return fd, st.st_size, st.st_mtime_ns, file_id(st)
 
-    def pread(self, lane: int, q: np.void) -> int:
+    def pread(self, lane: int, q: abi.Request) -> int:
         return self._pread(lane, q, nowait=False)  # type: ignore[return-value]
 
-    def pread_nowait(self, lane: int, q: np.void) -> int | None:
+    def pread_nowait(self, lane: int, q: abi.Request) -> int | None:
         """The polling thread's try: a small read all in the page cache, else the pool."""
         if not CAN_READ_CACHED:
             return None
         return self._pread(lane, q, nowait=True)
 
-    def _pread(self, lane: int, q: np.void, nowait: bool) -> int | None:
+    def _pread(self, lane: int, q: abi.Request, nowait: bool) -> int | None:
         n, off = io_args(self.lanes, q)
         if nowait and n > INLINE_READ_MAX:
             return None
@@ -213,9 +212,9 @@ class FileHandlers:
         self.counters.add_one("bytes_from_host", got)
         return got
 
-    def pwrite(self, lane: int, q: np.void) -> int:
+    def pwrite(self, lane: int, q: abi.Request) -> int:
         n, off = io_args(self.lanes, q)
-        if int(q["data_len"]) != n:
+        if q.data_len != n:
             raise _err(errno.EINVAL, "data_len differs from length")
         f = self.table.use(self._fd(q))
         try:
@@ -227,7 +226,7 @@ class FileHandlers:
         self.counters.add_one("bytes_to_host", put)
         return put
 
-    def fstat(self, lane: int, q: np.void) -> tuple[int, int, int, int]:
+    def fstat(self, lane: int, q: abi.Request) -> tuple[int, int, int, int]:
         f = self.table.use(self._fd(q))
         try:
             st = os.fstat(f.osfd)
@@ -235,11 +234,11 @@ class FileHandlers:
             self.table.done(f)
         return (0, *stat_words(st))
 
-    def close(self, lane: int, q: np.void) -> int:
+    def close(self, lane: int, q: abi.Request) -> int:
         self.table.remove(self._fd(q))
         return 0
 
-    def fsync(self, lane: int, q: np.void) -> int:
+    def fsync(self, lane: int, q: abi.Request) -> int:
         f = self.table.use(self._fd(q))
         try:
             os.fsync(f.osfd)
@@ -247,7 +246,7 @@ class FileHandlers:
             self.table.done(f)
         return 0
 
-    def unlink(self, lane: int, q: np.void) -> int:
+    def unlink(self, lane: int, q: abi.Request) -> int:
         path = read_path(self.lanes, lane, q)
         self.root.unlink(path)
         return 0

@@ -113,13 +113,13 @@ class StdioHandlers:
                 "cache_ns": int(st["cache_ns"]), "max_rtt_ns": int(st["max_rtt_ns"])}
 
     # ---- handlers ----
-    def write_line(self, lane: int, q: np.void) -> int:
-        which = int(q["flags"])
+    def write_line(self, lane: int, q: abi.Request) -> int:
+        which = q.flags
         get = self._streams.get(which)
-        n = int(q["length"])
+        n = q.length
         if get is None:
             raise OSError(errno.EBADF, "stream must be 1 (stdout) or 2 (stderr)")
-        if n > self.lanes.data_bytes or int(q["data_len"]) != n:
+        if n > self.lanes.data_bytes or q.data_len != n:
             raise OSError(errno.EINVAL, "bad line length")
         line = self.lanes.data[lane, :n].tobytes() + b"\n"
         with self._out_lock:
@@ -140,8 +140,8 @@ class StdioHandlers:
         self.counters.add(bytes_to_host=n)
         return n
 
-    def read_line(self, lane: int, q: np.void) -> int:
-        cap = int(q["length"])
+    def read_line(self, lane: int, q: abi.Request) -> int:
+        cap = q.length
         if cap < 1 or cap > self.lanes.data_bytes:
             raise OSError(errno.EINVAL, "bad capacity")
         with self._in_lock:
@@ -162,5 +162,5 @@ class StdioHandlers:
         self.counters.add(bytes_from_host=n)
         return n
 
-    def wallclock(self, lane: int, q: np.void) -> int:
+    def wallclock(self, lane: int, q: abi.Request) -> int:
         return time.time_ns()
