@@ -749,7 +749,7 @@ def close_fd(rt: gpuvfs.Runtime, mod: Any, fd: int) -> None:
 
 
 def stat_delta(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
-    keys = ("hostcalls", "bytes_from_host", "errors", "cache_hits", "cache_misses", "fills", "evictions",
+    keys = ("hostcalls", "hostcalls_pooled", "bytes_from_host", "errors", "cache_hits", "cache_misses", "fills", "evictions",
             "opens_on_device", "bytes_hit", "fill_waits", "readaheads", "fills_pushed")
     return {k: int(b[k]) - int(a[k]) for k in keys if k in a and k in b}
 
@@ -1266,7 +1266,9 @@ def build_figures(S: dict[str, Any], res: dict[str, Any], dev: Dev, notes: list[
                            med(ms["nop_ns"]) / 1e3, "one hostcall round trip (gvfs_nop), same thread, interleaved",
                            "<= 1.50x floor", "ratio_max", 1.5,
                            notes=f"SM clock; gvfs_monotonic_ns medians: miss {med(ms['miss_mono_ns']):.0f} ns, "
-                                 f"nop {med(ms['nop_mono_ns']):.0f} ns"))
+                                 f"nop {med(ms['nop_mono_ns']):.0f} ns; requests the host handed to its pool: "
+                                 f"{sum(d.get('hostcalls_pooled', 0) for d in ms['stats'])} of "
+                                 f"{sum(d.get('hostcalls', 0) for d in ms['stats'])}"))
     return figs
 
 

@@ -311,8 +311,9 @@ class Runtime:
         self._bump_epoch(concurrent=True)
 
     def stats(self) -> dict[str, int]:
-        """Counters of this Runtime: hostcalls, bytes_from_host, bytes_to_host, errors, and
-        the device-side counters (cache_hits, cache_misses, ...)."""
+        """Counters of this Runtime: hostcalls (hostcalls_pooled of them went to the host's
+        worker pool rather than being answered on its polling thread), bytes_from_host,
+        bytes_to_host, errors, and the device-side counters (cache_hits, cache_misses, ...)."""
         out: dict[str, int] = self.server.counters.snapshot()
         dev = self.backend.to_host(self._counters_dev).view("<u8").reshape(abi.COUNTER_SHARDS, abi.NCOUNTERS).sum(0)
         for c in abi.Counter:

@@ -976,3 +976,27 @@ def test_fuzz_totals(h: Harness, sandbox: Sandbox) -> None:
     a = h.pread(fd, 5, DATA)
     assert a.result == DATA and a.data == REF[5:5 + DATA].tobytes()
     assert h.close_fd(fd) == 0 and len(h.table) == 0
+
+
+def test_pooled_requests_are_counted(h: Harness) -> None:
+    """hostcalls_pooled counts the requests handed to the worker pool, not those answered
+    on the polling thread (an inline handler that accepts, a non-blocking route)."""
+    inline_ok = 0x7C
+    to_pool = 0x7D
+    h.server.register(inline_ok, lambda lane, q: 1, blocking=True, inline=lambda lane, q: 2)
+    h.server.register(to_pool, lambda lane, q: 3, blocking=True, inline=lambda lane, q: None)
+    L, lane = h.lanes, 5
+    before = h.server.counters.snapshot()
+    for op, want, pooled in ((inline_ok, 2, 0), (to_pool, 3, 1), (abi.Op.NOP, 0, 0)):
+        w = abi.encode_req_word(op, int(L.req_word[lane]) + 1)
+        L.req_word[lane] = w
+        assert h.server.sweep() == 1
+        deadline = time.monotonic() + 10
+        while int(L.resp_word[lane]) & abi.WORD_SEQ_MASK != w & abi.WORD_SEQ_MASK:
+            assert time.monotonic() < deadline, "no answer"
+            time.sleep(0.001)
+        assert abi.decode_resp_word(int(L.resp_word[lane])) == want
+        after = h.server.counters.snapshot()
+        assert after["hostcalls_pooled"] - before["hostcalls_pooled"] == pooled
+        assert after["hostcalls"] - before["hostcalls"] == 1
+        before = after
