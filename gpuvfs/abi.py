@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-ABI_VERSION = 4
+ABI_VERSION = 5
 PATH_MAX = 4096          # bytes, including the terminating NUL
 LANE_DATA_MIN = 4096
 CTX_MAGIC = 0x53465647   # "GVFS"
@@ -22,12 +22,14 @@ CTX_MAGIC = 0x53465647   # "GVFS"
 # device keeps each lane's seq (the host only allocates it, zeroed).
 #   req_word  = opcode << 24 | (seq & 0xFFFFFF)
 #   resp_word = code << 24 | (seq & 0xFFFFFF); code 0: the answer is in the response record,
-#               code 1..255: the result is code - 128 and the aux words are zero.
+#               code 1..254: the result is code - 128 and the aux words are zero,
+#               code 255: the result is the request's length field and the aux words are zero.
 WORD_SEQ_MASK = 0xFFFFFF
 WORD_SHIFT = 24
 CODE_RECORD = 0
 CODE_BIAS = 128
-CODE_MIN_RESULT, CODE_MAX_RESULT = 1 - CODE_BIAS, 255 - CODE_BIAS   # -127..127
+CODE_LENGTH = 255
+CODE_MIN_RESULT, CODE_MAX_RESULT = 1 - CODE_BIAS, 254 - CODE_BIAS   # -127..126
 
 
 def encode_req_word(opcode: int, seq: int) -> int:
@@ -35,18 +37,31 @@ def encode_req_word(opcode: int, seq: int) -> int:
     return (opcode & 0xFF) << WORD_SHIFT | (seq & WORD_SEQ_MASK)
 
 
-def encode_resp_word(req: int, result: int | None = None) -> int:
-    """The answer's word for request word `req`: the result in the code where it fits
-    (`result` None: code 0, the answer is in the record)."""
-    if result is None or not CODE_MIN_RESULT <= result <= CODE_MAX_RESULT:
-        return req & WORD_SEQ_MASK
-    return (result + CODE_BIAS) << WORD_SHIFT | (req & WORD_SEQ_MASK)
+def encode_resp_word(req: int, result: int | None = None, length: int | None = None) -> int:
+    """The answer's word for request word `req`: the result in the code where it fits, code
+    255 when it equals the request's `length` field (given), else code 0 (`result` None: the
+    answer is in the record)."""
+    seq = req & WORD_SEQ_MASK
+    if result is None:
+        return seq
+    if CODE_MIN_RESULT <= result <= CODE_MAX_RESULT:
+        return (result + CODE_BIAS) << WORD_SHIFT | seq
+    if length is not None and result == length:
+        return CODE_LENGTH << WORD_SHIFT | seq
+    return seq
 
 
-def decode_resp_word(word: int) -> int | None:
-    """The result a response word carries, or None when it says "read the record"."""
+def decode_resp_word(word: int, length: int | None = None) -> int | None:
+    """The result a response word carries, or None when it says "read the record";
+    `length`: the request's length field, what code 255 stands for."""
     code = word >> WORD_SHIFT
-    return None if code == CODE_RECORD else code - CODE_BIAS
+    if code == CODE_RECORD:
+        return None
+    if code == CODE_LENGTH:
+        if length is None:
+            raise ValueError("code 255 is the request's length: pass length=")
+        return length
+    return code - CODE_BIAS
 
 
 class Op(enum.IntEnum):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ctypes
 
 import numpy as np
+import pytest
 
 import gpuvfs
 from gpuvfs import abi
@@ -32,7 +33,7 @@ def test_abi_mirror_matches_device_headers(data_root: str) -> None:
         abi.STAT_SIZE,
         *(int(op) for op in abi.Op),
         abi.O_WRONLY, abi.O_RDWR, abi.O_CREAT, abi.O_EXCL, abi.O_TRUNC, abi.O_APPEND,
-        abi.WORD_SEQ_MASK, abi.WORD_SHIFT, abi.CODE_RECORD, abi.CODE_BIAS,
+        abi.WORD_SEQ_MASK, abi.WORD_SHIFT, abi.CODE_RECORD, abi.CODE_BIAS, abi.CODE_LENGTH,
         *(int(op in abi.WORD_ONLY) for op in abi.Op),
     ]
     assert got[: len(want)] == want
@@ -50,6 +51,16 @@ def test_lane_word_encoding() -> None:
     for result in (abi.CODE_MIN_RESULT - 1, abi.CODE_MAX_RESULT + 1, -(2**63), 2**63 - 1, None):
         r = abi.encode_resp_word(w, result)
         assert r == 0x234567 and abi.decode_resp_word(r) is None   # code 0: read the record
+    # A result equal to the request's length (that does not fit the code) is code 255,
+    # decoded with that length; an unequal one, or no length given, goes to the record.
+    for length in (127, 4096, 1 << 26):
+        r = abi.encode_resp_word(w, length, length=length)
+        assert r == abi.CODE_LENGTH << 24 | 0x234567 and abi.decode_resp_word(r, length=length) == length
+        assert abi.encode_resp_word(w, length + 1, length=length) == 0x234567
+        assert abi.encode_resp_word(w, length) == 0x234567
+    assert abi.encode_resp_word(w, 5, length=5) == (5 + abi.CODE_BIAS) << 24 | 0x234567   # the code first
+    with pytest.raises(ValueError):
+        abi.decode_resp_word(abi.CODE_LENGTH << 24 | 7)   # code 255 needs the request's length
     assert abi.encode_req_word(abi.Op.CLOSE, 2**24) == abi.Op.CLOSE << 24   # the seq bits wrap
 
 

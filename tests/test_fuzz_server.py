@@ -267,8 +267,9 @@ class Harness:
         self.outcomes: Counter[tuple[str, str]] = Counter()  # (opcode, errno name or "ok"): coverage
         real_answer = self.server.answer
 
-        def counting_answer(lane: int, word: int, result: int, aux: tuple[int, int, int] | None = None) -> None:
-            real_answer(lane, word, result, aux)
+        def counting_answer(lane: int, word: int, result: int, aux: tuple[int, int, int] | None = None,
+                            length: int | None = None) -> None:
+            real_answer(lane, word, result, aux, length)
             with self._answers_lock:       # counted once written: run() may wait for the count
                 self.answers[(self.batch, lane, word)] += 1
 
@@ -345,7 +346,7 @@ class Harness:
         out = []
         for i, r, w in zip(idx.tolist(), reqs, words):
             rw = int(L.resp_word[i])
-            res = abi.decode_resp_word(rw)
+            res = abi.decode_resp_word(rw, length=r.length)
             if res is None:
                 out.append(Answer(int(L.resp[i]["result"]), tuple(int(a) for a in L.resp[i]["aux"]),  # type: ignore[arg-type]
                                   L.data[i].tobytes()))
@@ -413,19 +414,23 @@ def test_unknown_opcode_is_enosys(h: Harness, opcode: int) -> None:
 
 
 def test_answer_travels_in_the_word_when_it_fits(h: Harness) -> None:
-    """Server.answer: a result in -127..127 without aux is the word's code alone; anything
-    else (aux given, or a result out of that range) is the record, then code 0."""
+    """Server.answer: a result in -127..126 without aux is the word's code alone, and so is
+    one equal to the request's length (code 255); anything else (aux given, or a result out
+    of that range and not the length) is the record, then code 0."""
     L, lane = h.lanes, NLANES - 1
     w = abi.encode_req_word(abi.Op.CLOSE, 0xABCDEF)
-    for result, aux, code in [(0, None, 128), (-127, None, 1), (127, None, 255), (-9, None, 128 - 9),
-                              (-128, None, 0), (128, None, 0), (2**62, None, 0), (5, (1, 2, 3), 0),
-                              (0, (0, 0, 0), 0)]:
+    for result, aux, length, code in [
+            (0, None, None, 128), (-127, None, None, 1), (126, None, None, 254), (127, None, None, 0),
+            (-9, None, None, 128 - 9), (-128, None, None, 0), (128, None, None, 0), (2**62, None, None, 0),
+            (5, (1, 2, 3), None, 0), (0, (0, 0, 0), None, 0),
+            (127, None, 127, 255), (4096, None, 4096, 255), (4095, None, 4096, 0),
+            (4096, (0, 0, 0), 4096, 0), (5, None, 5, 128 + 5)]:
         L.resp["result"][lane] = POISON
-        h.server.answer(lane, w, result, aux)
+        h.server.answer(lane, w, result, aux, length)
         rw = int(L.resp_word[lane])
         assert rw & abi.WORD_SEQ_MASK == 0xABCDEF and rw >> abi.WORD_SHIFT == code, (result, aux, hex(rw))
         if code:
-            assert abi.decode_resp_word(rw) == result and int(L.resp["result"][lane]) == POISON
+            assert abi.decode_resp_word(rw, length=length) == result and int(L.resp["result"][lane]) == POISON
         else:
             assert int(L.resp["result"][lane]) == result
             assert tuple(int(a) for a in L.resp["aux"][lane]) == (aux or (0, 0, 0))
@@ -995,7 +1000,7 @@ def test_pooled_requests_are_counted(h: Harness) -> None:
         while int(L.resp_word[lane]) & abi.WORD_SEQ_MASK != w & abi.WORD_SEQ_MASK:
             assert time.monotonic() < deadline, "no answer"
             time.sleep(0.001)
-        assert abi.decode_resp_word(int(L.resp_word[lane])) == want
+        assert abi.decode_resp_word(int(L.resp_word[lane]), length=0) == want
         after = h.server.counters.snapshot()
         assert after["hostcalls_pooled"] - before["hostcalls_pooled"] == pooled
         assert after["hostcalls"] - before["hostcalls"] == 1

@@ -27,7 +27,7 @@ GVFS_FN gvfs_i64 gvfs_fill_call(gvfs_ctx *ctx, gvfs_lanes *L, gvfs_claim &c, gvf
   gvfs_lane_post(L, c, pushed ? GVFS_OP_FILL_PUSH : GVFS_OP_FILL, 0, -1, 0, off, len, file_no);
   gvfs_count(ctx, GVFS_C_FILLS, 1);
   if (pushed) gvfs_count(ctx, GVFS_C_FILLS_PUSHED, 1);
-  return gvfs_lane_wait_result(L, c, gvfs_wait_cap_ns(len));
+  return gvfs_lane_wait_result(L, c, len, gvfs_wait_cap_ns(len));
 }
 
 // Whether a fill of `len` bytes is pushed (FILL_PUSH): the host's copy engine moves the

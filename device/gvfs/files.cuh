@@ -59,7 +59,7 @@ GVFS_COLD gvfs_response gvfs_path_call(gvfs_ctx *ctx, gvfs_u32 opcode, const cha
     return r;
   }
   gvfs_lane_post(L, c, opcode, flags, -1, (gvfs_u32)len, 0, 0);
-  r = gvfs_lane_wait(L, c);
+  r = gvfs_lane_wait(L, c, 0);
   gvfs_lane_release(L, c);
   return r;
 }
@@ -83,7 +83,7 @@ GVFS_FN long gvfs_pread_hostcall(gvfs_ctx *ctx, int fd, void *buf, unsigned long
     if (chunk > L->data_bytes) chunk = L->data_bytes;
     gvfs_claim c = gvfs_lane_claim(L);
     gvfs_lane_post(L, c, GVFS_OP_PREAD, 0, fd, 0, off + done, chunk);
-    gvfs_i64 got = gvfs_lane_wait_result(L, c, gvfs_wait_cap_ns(chunk));
+    gvfs_i64 got = gvfs_lane_wait_result(L, c, chunk, gvfs_wait_cap_ns(chunk));
     if (got > 0) gvfs_copy_alone((gvfs_u8 *)buf + done, gvfs_lane_data(L, c.lane), (gvfs_u64)got);
     gvfs_lane_release(L, c);
     if (got < 0) return done ? (long)done : (long)got;
@@ -102,7 +102,7 @@ GVFS_COLD long gvfs_pwrite_hostcall(gvfs_ctx *ctx, int fd, const void *buf, unsi
     gvfs_claim c = gvfs_lane_claim(L);
     if (chunk) gvfs_copy(gvfs_lane_data(L, c.lane), (const gvfs_u8 *)buf + done, chunk);
     gvfs_lane_post(L, c, GVFS_OP_PWRITE, 0, fd, (gvfs_u32)chunk, off + done, chunk);
-    gvfs_i64 put = gvfs_lane_wait_result(L, c, gvfs_wait_cap_ns(chunk));
+    gvfs_i64 put = gvfs_lane_wait_result(L, c, chunk, gvfs_wait_cap_ns(chunk));
     gvfs_lane_release(L, c);
     if (put < 0) return done ? (long)done : (long)put;
     done += (unsigned long)put;

@@ -23,7 +23,10 @@
 //   req_word  = opcode << 24 | (seq & 0xFFFFFF)  the request's seq, its low 24 bits
 //   resp_word = code << 24   | (seq & 0xFFFFFF)  the seq of the request it answers;
 //               code 0: the answer is in resp[i] (result, aux), written before the word;
-//               code 1..255: the result is code - 128 (-127..127), aux words are zero.
+//               code 1..254: the result is code - 128 (-127..126), aux words are zero;
+//               code 255: the result is the request's own `length`, aux words are zero
+//               (a read, write or fill that moved every byte asked for: no second read
+//               across PCIe for the count).
 // The seq lives in the lock word so that the one atomic that takes a lane also says its
 // seq: a claim is one device-memory round trip, and the request leaves right after it. The
 // owner keeps the seq in registers from the claim to the release (gvfs_claim), and writes
@@ -89,7 +92,7 @@
 #include "port.cuh"
 
 // ---- ABI shared with the host (mirrored in gpuvfs/abi.py, checked by tests/test_abi.py) ----
-#define GVFS_ABI_VERSION 4u
+#define GVFS_ABI_VERSION 5u
 #define GVFS_PATH_MAX 4096u    // bytes, including the terminating NUL
 #define GVFS_LANE_DATA_MIN 4096u
 // The pauses between two polls of an answer (see above): the cap for requests that move
@@ -108,7 +111,8 @@
 #define GVFS_WORD_SEQ_MASK 0xFFFFFFu   // the seq bits of req_word and resp_word
 #define GVFS_WORD_SHIFT 24u            // opcode (req_word) or code (resp_word) above them
 #define GVFS_CODE_RECORD 0u            // resp_word's code: the answer is in resp[i]
-#define GVFS_CODE_BIAS 128             // code 1..255: result = code - GVFS_CODE_BIAS
+#define GVFS_CODE_BIAS 128             // code 1..254: result = code - GVFS_CODE_BIAS
+#define GVFS_CODE_LENGTH 255u          // resp_word's code: result = the request's length
 #define GVFS_LANE_HELD 1u              // lock[i]'s held bit; the lane's seq is above it
 
 enum gvfs_opcode : gvfs_u32 {   // 8 bits: they travel in req_word's top byte
@@ -336,22 +340,30 @@ GVFS_FN gvfs_u32 gvfs_lane_await(gvfs_lanes *L, const gvfs_claim &c, gvfs_u32 ca
   }
 }
 
+// The result a word-borne code carries (code != GVFS_CODE_RECORD); `length`: the request's.
+GVFS_FN gvfs_i64 gvfs_code_result(gvfs_u32 code, gvfs_u64 length) {
+  return code == GVFS_CODE_LENGTH ? (gvfs_i64)length : (gvfs_i64)code - GVFS_CODE_BIAS;
+}
+
 // The answer's result alone: decoded from the word when its code carries it (no second
-// read over PCIe), else the record's result word. `cap_ns`: see gvfs_lane_await.
-GVFS_FN gvfs_i64 gvfs_lane_wait_result(gvfs_lanes *L, const gvfs_claim &c, gvfs_u32 cap_ns = GVFS_WAIT_SHORT_NS) {
+// read over PCIe), else the record's result word. `length`: the length field of the
+// request posted (what code 255 stands for); `cap_ns`: see gvfs_lane_await.
+GVFS_FN gvfs_i64 gvfs_lane_wait_result(gvfs_lanes *L, const gvfs_claim &c, gvfs_u64 length,
+                                       gvfs_u32 cap_ns = GVFS_WAIT_SHORT_NS) {
   const volatile gvfs_response *const vr = &L->resp[c.lane];
   const gvfs_u32 code = gvfs_lane_await(L, c, cap_ns) >> GVFS_WORD_SHIFT;
-  if (code != GVFS_CODE_RECORD) return (gvfs_i64)code - GVFS_CODE_BIAS;
+  if (code != GVFS_CODE_RECORD) return gvfs_code_result(code, length);
   return vr->result;
 }
 
 // The whole answer: the record when the code says so, else the decoded result and zero aux.
-GVFS_FN gvfs_response gvfs_lane_wait(gvfs_lanes *L, const gvfs_claim &c, gvfs_u32 cap_ns = GVFS_WAIT_SHORT_NS) {
+GVFS_FN gvfs_response gvfs_lane_wait(gvfs_lanes *L, const gvfs_claim &c, gvfs_u64 length,
+                                     gvfs_u32 cap_ns = GVFS_WAIT_SHORT_NS) {
   const volatile gvfs_response *const vr = &L->resp[c.lane];
   const gvfs_u32 code = gvfs_lane_await(L, c, cap_ns) >> GVFS_WORD_SHIFT;
   gvfs_response r;
   if (code != GVFS_CODE_RECORD) {
-    r.result = (gvfs_i64)code - GVFS_CODE_BIAS;
+    r.result = gvfs_code_result(code, length);
     r.aux[0] = r.aux[1] = r.aux[2] = 0;
     return r;
   }
@@ -382,7 +394,7 @@ GVFS_FN gvfs_response gvfs_hostcall(gvfs_lanes *L, gvfs_u32 opcode, gvfs_i32 fd,
                                     gvfs_u64 offset, gvfs_u64 length) {
   gvfs_lanes l = *L;
   const gvfs_claim c = gvfs_hostcall_submit(&l, opcode, fd, flags, offset, length);
-  gvfs_response r = gvfs_lane_wait(&l, c, gvfs_op_wait_cap_ns(opcode, length));
+  gvfs_response r = gvfs_lane_wait(&l, c, length, gvfs_op_wait_cap_ns(opcode, length));
   gvfs_lane_release(&l, c);
   return r;
 }
@@ -391,7 +403,7 @@ GVFS_FN gvfs_i64 gvfs_hostcall_result(gvfs_lanes *L, gvfs_u32 opcode, gvfs_i32 f
                                       gvfs_u64 offset, gvfs_u64 length) {
   gvfs_lanes l = *L;
   const gvfs_claim c = gvfs_hostcall_submit(&l, opcode, fd, flags, offset, length);
-  gvfs_i64 r = gvfs_lane_wait_result(&l, c, gvfs_op_wait_cap_ns(opcode, length));
+  gvfs_i64 r = gvfs_lane_wait_result(&l, c, length, gvfs_op_wait_cap_ns(opcode, length));
   gvfs_lane_release(&l, c);
   return r;
 }

@@ -584,7 +584,7 @@ GVFS_COLD long gvfs_write_line(gvfs_ctx *ctx, gvfs_u32 stream, const char *s, un
   gvfs_u8 *d = gvfs_lane_data(L, c.lane);
   for (unsigned long i = 0; i < len; ++i) d[i] = (gvfs_u8)s[i];
   gvfs_lane_post(L, c, GVFS_OP_WRITE_LINE, stream, -1, (gvfs_u32)len, 0, len);
-  gvfs_response r = gvfs_lane_wait(L, c, gvfs_wait_cap_ns(len));
+  gvfs_response r = gvfs_lane_wait(L, c, len, gvfs_wait_cap_ns(len));
   gvfs_lane_release(L, c);
   return (long)r.result;
 }
@@ -620,7 +620,7 @@ GVFS_COLD int gvfs_vprintf(gvfs_ctx *ctx, gvfs_u32 stream, const char *fmt, cons
   }
   gvfs_sink_flush(&k);
   gvfs_lane_post(L, c, GVFS_OP_WRITE_LINE, stream, -1, (gvfs_u32)k.len, 0, k.len);
-  gvfs_response r = gvfs_lane_wait(L, c, gvfs_wait_cap_ns(k.len));
+  gvfs_response r = gvfs_lane_wait(L, c, k.len, gvfs_wait_cap_ns(k.len));
   gvfs_lane_release(L, c);
   return r.result < 0 ? (int)r.result : (int)r.result + 1;  // + the newline
 }
@@ -671,7 +671,7 @@ GVFS_COLD long gvfs_read_line(gvfs_ctx *ctx, char *buf, unsigned long cap) {
   if (want > L->data_bytes) want = L->data_bytes;
   gvfs_claim c = gvfs_lane_claim(L);
   gvfs_lane_post(L, c, GVFS_OP_READ_LINE, 0, 0, 0, 0, want);
-  gvfs_response r = gvfs_lane_wait(L, c, gvfs_wait_cap_ns(want));
+  gvfs_response r = gvfs_lane_wait(L, c, want, gvfs_wait_cap_ns(want));
   gvfs_i64 n = r.result;
   if (n > (gvfs_i64)want) n = -GVFS_EIO;  // never trust a length beyond what was asked
   if (n > 0) gvfs_copy_alone(buf, gvfs_lane_data(L, c.lane), (gvfs_u64)n);

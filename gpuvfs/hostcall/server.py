@@ -45,6 +45,7 @@ _SEQ = abi.WORD_SEQ_MASK
 _SHIFT = abi.WORD_SHIFT
 _BIAS = abi.CODE_BIAS
 _CODE_MIN, _CODE_MAX = abi.CODE_MIN_RESULT, abi.CODE_MAX_RESULT
+_CODE_LENGTH_WORD = abi.CODE_LENGTH << abi.WORD_SHIFT
 _AUX_MASK = 0xFFFFFFFFFFFFFFFF
 # While spinning, idle checks (~0.1 us each) between two sched_yield calls (~0.5 us each).
 SPIN_POLLS = 64
@@ -205,7 +206,7 @@ class Server:
         self._thread: threading.Thread | None = None
         self._busy_pool = 0                 # requests on the pool or Pending (under _busy_lock)
         self._busy_lock = threading.Lock()
-        self._pending: list[tuple[int, int, Pending]] = []   # (lane, word, answer), under _busy_lock
+        self._pending: list[tuple[int, int, Pending, int]] = []   # (lane, word, answer, length), under _busy_lock
         self.register(abi.Op.NOP, lambda lane, q: 0)  # answered by echo in sweep(), never called
         # The hot path's views (no copies): the request words as bytes, the response words
         # for scalar stores and as int32 (the vector path), the response record's columns,
@@ -230,24 +231,31 @@ class Server:
         `inline`, if given, is tried first on the polling thread: it must not block, and
         returns None when the request has to go to the pool after all. A handler that
         returns a tuple is answered through the response record; one that returns a result
-        in -127..127 alone, through the response word's code (docs/protocol.md)."""
+        alone, through the response word's code where it fits (answer())."""
         op = int(op)
         if not 0 <= op <= 0xFF:
             raise ValueError(f"opcodes are 8 bits (they travel in the request word), got {op}")
         self._routes[op] = _Route(handler, blocking, inline)
 
     # ---- answering ----
-    def answer(self, lane: int, word: int, result: int, aux: tuple[int, int, int] | None = None) -> None:
-        """Answers request `word` of `lane`. A result in -127..127 without aux travels in
-        the response word's code alone; anything else is written into the response record,
-        then the word with code 0 (x86 keeps the stores in order: the device, which reads
-        the record only after its acquire of the word, sees the record)."""
+    def answer(self, lane: int, word: int, result: int, aux: tuple[int, int, int] | None = None,
+               length: int | None = None) -> None:
+        """Answers request `word` of `lane`. A result without aux travels in the response
+        word's code alone when it is in -127..126, or when it equals `length`, the request's
+        length field (code 255: a read that moved every byte asked for costs the device no
+        second read across PCIe). Anything else is written into the response record, then
+        the word with code 0 (x86 keeps the stores in order: the device, which reads the
+        record only after its acquire of the word, sees the record)."""
         seq = word & _SEQ
         if result < 0:
             self.counters.add(errors=1)
-        if aux is None and _CODE_MIN <= result <= _CODE_MAX:
-            self._resp_words[lane] = (result + _BIAS) << _SHIFT | seq
-            return
+        if aux is None:
+            if _CODE_MIN <= result <= _CODE_MAX:
+                self._resp_words[lane] = (result + _BIAS) << _SHIFT | seq
+                return
+            if result == length:
+                self._resp_words[lane] = _CODE_LENGTH_WORD | seq
+                return
         a0, a1, a2 = aux if aux is not None else (0, 0, 0)
         _pack_resp(self._resp_rec, lane * _RESP_SIZE, result, a0, a1, a2)
         self._resp_words[lane] = seq
@@ -266,9 +274,9 @@ class Server:
             if isinstance(out, Pending):    # answered by the polling thread once it is done
                 with self._busy_lock:
                     self._busy_pool += 1
-                    self._pending.append((lane, word, out))
+                    self._pending.append((lane, word, out, q.length))
                 return True
-            self._send(lane, word, out)
+            self._send(lane, word, out, q.length)
         except OSError as e:
             self.answer(lane, word, -(e.errno or errno.EIO))
         except Exception:  # a bug in a handler: log it, answer EIO, keep serving
@@ -276,15 +284,16 @@ class Server:
             self.answer(lane, word, -errno.EIO)
         return True
 
-    def _send(self, lane: int, word: int, out: "int | tuple[int, ...]") -> None:
-        """Answers with a handler's return value: a result, or (result, aux0, aux1, aux2)."""
+    def _send(self, lane: int, word: int, out: "int | tuple[int, ...]", length: int) -> None:
+        """Answers with a handler's return value: a result, or (result, aux0, aux1, aux2);
+        `length`: the request's length field."""
         if isinstance(out, tuple):
             result, *rest = out
             aux = [int(a) & _AUX_MASK for a in rest[:3]]
             aux += [0] * (3 - len(aux))
             self.answer(lane, word, int(result), tuple(aux))  # type: ignore[arg-type]
         else:
-            self.answer(lane, word, int(out))
+            self.answer(lane, word, int(out), None, length)
 
     def _finish_pending(self) -> int:
         """The polling thread answers every Pending whose work is done; returns how many."""
@@ -293,12 +302,12 @@ class Server:
             self._pending = []
         keep, n = [], 0
         for item in waiting:
-            lane, word, p = item
+            lane, word, p, length = item
             try:
                 if not p.done():
                     keep.append(item)
                     continue
-                self._send(lane, word, p.result)
+                self._send(lane, word, p.result, length)
             except Exception:  # the work failed (e.g. the copy): the request fails, we go on
                 log.exception("hostcall answer for lane %d failed", lane)
                 self.answer(lane, word, -errno.EIO)

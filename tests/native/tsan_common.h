@@ -208,14 +208,20 @@ struct ServerSweep {
         taken[j] = w;
         const gvfs_response r = serve(i, w, prev);
         const gvfs_u32 op = w >> GVFS_WORD_SHIFT, seq = w & GVFS_WORD_SEQ_MASK;
-        const bool fits = r.aux[0] == 0 && r.aux[1] == 0 && r.aux[2] == 0 && r.result >= 1 - GVFS_CODE_BIAS &&
-                          r.result <= 255 - GVFS_CODE_BIAS;
+        const bool no_aux = r.aux[0] == 0 && r.aux[1] == 0 && r.aux[2] == 0;
+        const bool fits = no_aux && r.result >= 1 - GVFS_CODE_BIAS && r.result <= 254 - GVFS_CODE_BIAS;
+        // Code 255 says "the request's length": the server may send it when the result is
+        // that field (read from the record, which word-only requests do not have).
+        const bool is_length = no_aux && !gvfs_op_word_only(op) && r.result >= 0 &&
+                               (gvfs_u64)r.result == L->req[i].length;
         gvfs_u32 word;
         if (op == GVFS_OP_NOP && publish != Publish::NONE) {
           CHECK(r.result == 0 && fits, "lane %u: a NOP answered %lld", i, (long long)r.result);
           word = w;  // the echo: code 0x80 is the result 0
         } else if (fits && publish != Publish::NONE && rng.below(4) != 0) {
           word = (gvfs_u32)(r.result + GVFS_CODE_BIAS) << GVFS_WORD_SHIFT | seq;
+        } else if (is_length && publish != Publish::NONE && rng.below(4) != 0) {
+          word = GVFS_CODE_LENGTH << GVFS_WORD_SHIFT | seq;
         } else {
           L->resp[i].result = r.result;
           L->resp[i].aux[0] = r.aux[0];

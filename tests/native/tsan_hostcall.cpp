@@ -20,8 +20,9 @@
 // for the word-only opcodes, NOP and WALLCLOCK, whose record it must not need) and its
 // payload, writes a response that is a function of the request (and a byte pattern derived
 // from the request into the payload), and publishes resp_word with a release store: a NOP's
-// own word, a small result without aux in the word's code (most of the time), anything else
-// through the response record (tsan_common.h, ServerSweep). The device threads' calls thus
+// own word, a small result without aux in the word's code (most of the time), a result equal
+// to the request's length as code 255 (most of the time), anything else through the
+// response record (tsan_common.h, ServerSweep). The device threads' calls thus
 // decode answers both ways: gvfs_lane_wait and gvfs_lane_wait_result, from the word alone
 // and from the record.
 //
@@ -293,7 +294,7 @@ void do_xchg(gvfs_lanes *L, Rng &rng, int me, unsigned it) {
   const gvfs_u32 lock = gvfs_load_relaxed_dev(&L->lock[lane]);  // held, the claim's seq until the release
   CHECK(c.seq == before + 1u && lock == (before << 1 | GVFS_LANE_HELD),
         "lane %u: submit took seq %u to %u, the lock word is %#x", lane, before, c.seq, lock);
-  gvfs_response r = gvfs_lane_wait(L, c);
+  gvfs_response r = gvfs_lane_wait(L, c, out_n);
   CHECK((ref(&L->resp_word[lane]).load(std::memory_order_relaxed) & GVFS_WORD_SEQ_MASK) == (c.seq & GVFS_WORD_SEQ_MASK),
         "lane %u: wait returned early", lane);
   CHECK(r.result == (gvfs_i64)out_n, "thread %d iter %u: XCHG result %lld, want %llu", me, it, (long long)r.result,
