@@ -62,9 +62,9 @@ GVFS_FN gvfs_i64 gvfs_read_around(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u8 *buf,
 
 // Fills the claimed slots of `npages` consecutive pages starting at `page0` with one FILL,
 // and publishes each (VALID, or EMPTY for pages the host could not supply). Returns the
-// FILL's result (bytes or -errno).
+// FILL's result (bytes or -errno); *first_ok: the first page was filled.
 GVFS_FN gvfs_i64 gvfs_fill_run(gvfs_ctx *ctx, gvfs_pagetable *pt, gvfs_u64 file_no, gvfs_u64 size, gvfs_u64 page0,
-                               const gvfs_u32 *slots, gvfs_u32 npages) {
+                               const gvfs_u32 *slots, gvfs_u32 npages, bool *first_ok) {
   gvfs_lanes l = ctx->lanes, *L = &l;
   const gvfs_u64 psz = 1ull << pt->page_shift;
   const gvfs_u64 off = page0 << pt->page_shift;
@@ -80,6 +80,7 @@ GVFS_FN gvfs_i64 gvfs_fill_run(gvfs_ctx *ctx, gvfs_pagetable *pt, gvfs_u64 file_
     bool ok = got >= 0 && (gvfs_u64)got >= start + want;  // a short fill: the file shrank
     if (ok) gvfs_copy_alone(gvfs_pt_page(pt, slots[i]), src + start, want);
     gvfs_pt_fill_done(pt, slots[i], ok);
+    if (i == 0) *first_ok = ok;
   }
   gvfs_lane_release(L, c);
   return got;
@@ -88,7 +89,11 @@ GVFS_FN gvfs_i64 gvfs_fill_run(gvfs_ctx *ctx, gvfs_pagetable *pt, gvfs_u64 file_
 // Per-thread read through the cache. `next_off` is the fd's sequential-read hint.
 GVFS_FN long gvfs_cache_pread(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, gvfs_u64 *next_off,
                               void *buf_, unsigned long n, unsigned long off) {
+  // The page table, the counters and the fd's hint in one batch of loads up front: after
+  // the page table's first acquire each would be a round trip to L2 of its own.
   gvfs_pagetable ptc = ctx->pt, *pt = &ptc;  // in registers: see gvfs_cache_pread_warp
+  gvfs_u64 *const counters = gvfs_counter(ctx, 0);
+  const gvfs_u64 hint = next_off ? gvfs_load_relaxed_u64_dev(next_off) : ~0ull;
   gvfs_u8 *buf = (gvfs_u8 *)buf_;
   if (off >= size || n == 0) return 0;
   if (n > size - off) n = size - off;
@@ -96,7 +101,7 @@ GVFS_FN long gvfs_cache_pread(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, gv
   const gvfs_u64 psz = 1ull << shift;
   // Page numbers are 40 bits of the key: pages beyond (petabytes in) are read around.
   if (((off + n - 1) >> shift) >> GVFS_PAGE_BITS) return (long)gvfs_read_around(ctx, file_no, buf, n, off);
-  const bool sequential = next_off && gvfs_load_relaxed_u64_dev(next_off) == off;
+  const bool sequential = hint == off;
   gvfs_u32 ra = ctx->readahead_pages;
   gvfs_u32 lane_pages = (gvfs_u32)(ctx->lanes.data_bytes >> shift);
   if (ra + 1u > lane_pages) ra = lane_pages ? lane_pages - 1u : 0u;
@@ -108,10 +113,10 @@ GVFS_FN long gvfs_cache_pread(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, gv
     gvfs_u32 slot, kind;
     bool evicted;
     gvfs_pt_result r = gvfs_pt_acquire(pt, gvfs_pt_key(file_no, page), &slot, &evicted, &kind);
-    if (evicted) gvfs_count(ctx, GVFS_C_EVICTIONS, 1);
+    if (evicted) gvfs_count_dev(counters + GVFS_C_EVICTIONS, 1);
     bool readable = true;
     if (r == GVFS_PT_MISS) {
-      gvfs_count(ctx, GVFS_C_CACHE_MISSES, 1);
+      gvfs_count_dev(counters + GVFS_C_CACHE_MISSES, 1);
       gvfs_u32 run[GVFS_MAX_READAHEAD];
       gvfs_u32 nrun = 1;
       run[0] = slot;
@@ -119,20 +124,22 @@ GVFS_FN long gvfs_cache_pread(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, gv
         for (gvfs_u32 k = 1; k <= ra && ((page + k) << shift) < size; ++k) {
           gvfs_u32 s2, k2;
           gvfs_pt_result r2 = gvfs_pt_acquire(pt, gvfs_pt_key(file_no, page + k), &s2, &evicted, &k2);
-          if (evicted) gvfs_count(ctx, GVFS_C_EVICTIONS, 1);
+          if (evicted) gvfs_count_dev(counters + GVFS_C_EVICTIONS, 1);
           if (r2 == GVFS_PT_MISS) { run[nrun++] = s2; continue; }
           if (r2 == GVFS_PT_HIT) gvfs_pt_unpin(pt, s2);
           break;
         }
-        if (nrun > 1) gvfs_count(ctx, GVFS_C_READAHEADS, nrun - 1u);
+        if (nrun > 1) gvfs_count_dev(counters + GVFS_C_READAHEADS, nrun - 1u);
       }
-      gvfs_i64 got = gvfs_fill_run(ctx, pt, file_no, size, page, run, nrun);
+      bool filled = false;
+      gvfs_i64 got = gvfs_fill_run(ctx, pt, file_no, size, page, run, nrun, &filled);
       for (gvfs_u32 k = 1; k < nrun; ++k) gvfs_pt_unpin(pt, run[k]);
       if (got < 0) { gvfs_pt_unpin(pt, slot); return done ? (long)done : (long)got; }
-      readable = gvfs_slot_kind(gvfs_load_acquire_dev(&pt->state[slot])) == GVFS_SLOT_VALID;
+      // The filler knows its own page's fate (and wrote its bytes): no load of the state.
+      readable = filled;
     } else if (r == GVFS_PT_HIT) {
       const bool was_filling = kind == GVFS_SLOT_FILLING;  // the pin saw the state: no reload
-      gvfs_count(ctx, was_filling ? GVFS_C_FILL_WAITS : GVFS_C_CACHE_HITS, 1);
+      gvfs_count_dev(counters + (was_filling ? GVFS_C_FILL_WAITS : GVFS_C_CACHE_HITS), 1);
       readable = !was_filling || gvfs_pt_wait_filled(pt, slot);
     } else {
       readable = false;
@@ -146,12 +153,13 @@ GVFS_FN long gvfs_cache_pread(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, gv
       continue;
     }
     if (buf) gvfs_copy_alone(buf + done, gvfs_pt_page(pt, slot) + in, len);
-    gvfs_count(ctx, GVFS_C_BYTES_HIT, r == GVFS_PT_HIT ? len : 0);
+    if (r == GVFS_PT_HIT) gvfs_count_dev(counters + GVFS_C_BYTES_HIT, len);
     gvfs_pt_unpin(pt, slot);
     done += len;
   }
-  // The hint is shared by every thread reading through the fd: write it only when it moves.
-  if (next_off && gvfs_load_relaxed_u64_dev(next_off) != off + done) gvfs_store_relaxed_u64_dev(next_off, off + done);
+  // The hint is shared by every thread reading through the fd: write it only when it moves
+  // (from what it was when this read began: a racy guess either way, and no reload).
+  if (next_off && hint != off + done) gvfs_store_relaxed_u64_dev(next_off, off + done);
   return (long)done;
 }
 

@@ -8,6 +8,8 @@
 //   tag[s]    u64  key of the page the slot holds or is being filled with (0: none)
 //   ref[s]    u32  clock reference bit, set on every hit
 // Per set: set_lock (taken only by misses, while they claim a slot) and the clock hand.
+// A set has at most GVFS_PT_MAX_WAYS ways (the Runtime makes 16): a claim reads the whole
+// set's tags, states and reference bits in one batch of loads.
 //
 // Keys: key = file_no << 40 | page_no. file_no names one *version* of a file (the host
 // hands out a new one when the file changes), so pages of an old version can never be
@@ -17,8 +19,12 @@
 //   EMPTY,0     -> EVICTING   a miss holding set_lock: CAS (no pins, so no reader)
 //   VALID,0     -> EVICTING   a miss holding set_lock, the clock chose it: CAS
 //   EVICTING,n  -> FILLING,n+1 the same miss: writes tag = key, then fetch-add (release)
-//   FILLING,n   -> VALID,n    the filler, after the bytes are in the slot: CAS (release)
-//   FILLING,n   -> EMPTY,n    the filler, when the fill failed: waiters see EMPTY and give up
+//   FILLING,n   -> VALID,n    the filler, after the bytes are in the slot: add +1 (release)
+//   FILLING,n   -> EMPTY,n    the filler, when the fill failed: add -1 (release); waiters
+//                             see EMPTY and give up
+//                             (A FILLING slot's kind is changed by its filler alone; pins
+//                             only add and subtract above the kind bits, so an add moves
+//                             the kind whatever the pins, with no load and no CAS loop.)
 //   k,n         -> k,n+1      a reader: fetch-add (acquire), kept only if k was FILLING,
 //                             VALID or DIRTY and the tag still holds its key; otherwise it
 //                             takes the pin straight back (fetch-sub)
@@ -27,8 +33,8 @@
 // A reader pins with one fetch-add instead of a load and a CAS loop: the pin is one L2
 // round trip, and the old state it returns says at once whether the bytes are there. So
 // any slot may carry a pin for a moment (a reader whose tag check raced an eviction);
-// every transition above either tolerates extra pins (the fetch-adds, the fill_done CAS
-// loop) or requires none (the two CASes to EVICTING, which then simply fail).
+// every transition above either tolerates extra pins (the adds) or requires none (the two
+// CASes to EVICTING, which then simply fail).
 // Invariants:
 //   P1  a slot with pins > 0 is never evicted (eviction CASes from exactly VALID,0/EMPTY,0);
 //   P2  within a set, at most one slot holds a given key in FILLING/VALID/DIRTY: misses of
@@ -56,6 +62,7 @@
 #define GVFS_SLOT_KIND_MASK 0xffu
 #define GVFS_PIN 0x100u
 #define GVFS_PAGE_BITS 40u
+#define GVFS_PT_MAX_WAYS 16u
 
 struct gvfs_pagetable {
   gvfs_u32 nsets;       // power of two (0: the cache is off)
@@ -131,7 +138,10 @@ GVFS_FN int gvfs_pt_lookup(gvfs_pagetable *pt, gvfs_u64 key, gvfs_u32 *kind) {
   return -1;
 }
 
+// The first try is the CAS itself (an uncontended lock costs one round trip); once it
+// failed, the set is contended and waiters test with loads before they try again.
 GVFS_FN void gvfs_pt_lock_set(gvfs_pagetable *pt, gvfs_u32 set) {
+  if (gvfs_cas_acq_rel_dev(&pt->set_lock[set], 0u, 1u) == 0u) return;
   gvfs_u32 ns = 32;
   while (gvfs_load_relaxed_dev(&pt->set_lock[set]) != 0u || gvfs_cas_acq_rel_dev(&pt->set_lock[set], 0u, 1u) != 0u) {
     gvfs_backoff(ns);
@@ -140,38 +150,59 @@ GVFS_FN void gvfs_pt_lock_set(gvfs_pagetable *pt, gvfs_u32 set) {
 }
 GVFS_FN void gvfs_pt_unlock_set(gvfs_pagetable *pt, gvfs_u32 set) { gvfs_store_release_dev(&pt->set_lock[set], 0u); }
 
-// Finds the page or claims a slot for it. On HIT or MISS *slot is pinned by the caller;
-// on MISS the caller is the filler and must call gvfs_pt_fill_done. FULL: every slot of
-// the set is pinned, filling or dirty; the caller reads around the cache.
-// `evicted` is set when a VALID page was evicted to make room.
-GVFS_FN gvfs_pt_result gvfs_pt_acquire(gvfs_pagetable *pt, gvfs_u64 key, gvfs_u32 *slot, bool *evicted,
-                                       gvfs_u32 *kind) {
-  *evicted = false;
-  int s = gvfs_pt_lookup(pt, key, kind);
-  if (s >= 0) { *slot = (gvfs_u32)s; return GVFS_PT_HIT; }
-  const gvfs_u32 set = gvfs_pt_set_of(pt, key);
+// The miss half of gvfs_pt_acquire (called, not inlined: a miss waits for a hostcall
+// anyway, and the readers that inline the hit path keep their registers). Under the set
+// lock, one batch of loads reads every way's tag, state and reference bit and the hand;
+// the re-lookup (P2), the choice of an EMPTY slot and the clock then work on that snapshot,
+// and only the CAS that takes the victim goes back to memory. A snapshot can be stale only
+// in pins (a reader that pinned or unpinned since): the CAS refuses a slot pinned since,
+// and a slot unpinned since is left for the next miss. The table comes by value: callers
+// keep theirs in registers, which a pointer would force onto the stack.
+GVFS_COLD gvfs_pt_result gvfs_pt_claim(gvfs_pagetable table, gvfs_u64 key, gvfs_u32 set, gvfs_u32 *slot,
+                                       bool *evicted, gvfs_u32 *kind) {
+  gvfs_pagetable *const pt = &table;
+  const gvfs_u32 ways = pt->ways < GVFS_PT_MAX_WAYS ? pt->ways : GVFS_PT_MAX_WAYS;
   const gvfs_u32 base = set * pt->ways;
   gvfs_pt_lock_set(pt, set);
-  s = gvfs_pt_lookup(pt, key, kind);  // P2: another miss may have claimed it while we waited
-  if (s >= 0) { gvfs_pt_unlock_set(pt, set); *slot = (gvfs_u32)s; return GVFS_PT_HIT; }
+  gvfs_u64 t[GVFS_PT_MAX_WAYS];
+  gvfs_u32 st[GVFS_PT_MAX_WAYS], rf[GVFS_PT_MAX_WAYS];
+  GVFS_UNROLL
+  for (gvfs_u32 u = 0; u < GVFS_PT_MAX_WAYS; ++u) {
+    const bool in = u < ways;
+    t[u] = in ? gvfs_load_relaxed_u64_dev(&pt->tag[base + u]) : 0ull;
+    st[u] = in ? gvfs_load_relaxed_dev(&pt->state[base + u]) : ~0u;
+    rf[u] = in ? gvfs_load_relaxed_dev(&pt->ref[base + u]) : 0u;
+  }
+  const gvfs_u32 hand = gvfs_load_relaxed_dev(&pt->hand[set]);
+  gvfs_u32 match = 0, empty = 0, valid0 = 0, refd = 0;
+  GVFS_UNROLL
+  for (gvfs_u32 u = 0; u < GVFS_PT_MAX_WAYS; ++u) {
+    if (t[u] == key) match |= 1u << u;
+    if (st[u] == GVFS_SLOT_EMPTY) empty |= 1u << u;
+    if (st[u] == GVFS_SLOT_VALID) valid0 |= 1u << u;
+    if (rf[u] != 0u) refd |= 1u << u;
+  }
+  // P2: another miss may have claimed the key while we waited for the lock.
+  for (gvfs_u32 m = match; m != 0u; m &= m - 1u) {
+    const gvfs_u32 s = base + (gvfs_u32)gvfs_ctz(m);
+    if (gvfs_pt_try_pin(pt, s, key, kind)) { gvfs_pt_unlock_set(pt, set); *slot = s; return GVFS_PT_HIT; }
+  }
   int victim = -1;
-  for (gvfs_u32 w = 0; w < pt->ways && victim < 0; ++w) {
-    if (gvfs_load_relaxed_dev(&pt->state[base + w]) == GVFS_SLOT_EMPTY &&
-        gvfs_cas_acq_rel_dev(&pt->state[base + w], GVFS_SLOT_EMPTY, GVFS_SLOT_EVICTING) == GVFS_SLOT_EMPTY)
-      victim = (int)(base + w);
+  for (gvfs_u32 m = empty; m != 0u && victim < 0; m &= m - 1u) {
+    const gvfs_u32 s = base + (gvfs_u32)gvfs_ctz(m);
+    if (gvfs_cas_acq_rel_dev(&pt->state[s], GVFS_SLOT_EMPTY, GVFS_SLOT_EVICTING) == GVFS_SLOT_EMPTY) victim = (int)s;
   }
   if (victim < 0) {
     // Clock (second chance) over the set: a referenced page loses its bit and is passed
     // over once; the first unreferenced, unpinned VALID page is taken (P1).
-    gvfs_u32 hand = gvfs_load_relaxed_dev(&pt->hand[set]);
-    for (gvfs_u32 step = 0; step < 2u * pt->ways && victim < 0; ++step) {
-      gvfs_u32 s2 = base + (hand + step) % pt->ways;
-      if (gvfs_load_relaxed_dev(&pt->state[s2]) != GVFS_SLOT_VALID) continue;  // pinned, filling, dirty
-      if (gvfs_load_relaxed_dev(&pt->ref[s2]) != 0u) { gvfs_store_relaxed_dev(&pt->ref[s2], 0u); continue; }
-      if (gvfs_cas_acq_rel_dev(&pt->state[s2], GVFS_SLOT_VALID, GVFS_SLOT_EVICTING) == GVFS_SLOT_VALID) {
-        victim = (int)s2;
+    for (gvfs_u32 step = 0; step < 2u * ways && victim < 0; ++step) {
+      const gvfs_u32 w = (hand + step) % ways;
+      if (!((valid0 >> w) & 1u)) continue;  // pinned, filling, dirty, empty
+      if ((refd >> w) & 1u) { gvfs_store_relaxed_dev(&pt->ref[base + w], 0u); refd &= ~(1u << w); continue; }
+      if (gvfs_cas_acq_rel_dev(&pt->state[base + w], GVFS_SLOT_VALID, GVFS_SLOT_EVICTING) == GVFS_SLOT_VALID) {
+        victim = (int)(base + w);
         *evicted = true;
-        gvfs_store_relaxed_dev(&pt->hand[set], (hand + step + 1u) % pt->ways);
+        gvfs_store_relaxed_dev(&pt->hand[set], (hand + step + 1u) % ways);
       }
     }
   }
@@ -188,17 +219,25 @@ GVFS_FN gvfs_pt_result gvfs_pt_acquire(gvfs_pagetable *pt, gvfs_u64 key, gvfs_u3
   return GVFS_PT_MISS;
 }
 
+// Finds the page or claims a slot for it. On HIT or MISS *slot is pinned by the caller;
+// on MISS the caller is the filler and must call gvfs_pt_fill_done. FULL: every slot of
+// the set is pinned, filling or dirty; the caller reads around the cache.
+// `evicted` is set when a VALID page was evicted to make room.
+GVFS_FN gvfs_pt_result gvfs_pt_acquire(gvfs_pagetable *pt, gvfs_u64 key, gvfs_u32 *slot, bool *evicted,
+                                       gvfs_u32 *kind) {
+  *evicted = false;
+  int s = gvfs_pt_lookup(pt, key, kind);
+  if (s >= 0) { *slot = (gvfs_u32)s; return GVFS_PT_HIT; }
+  return gvfs_pt_claim(*pt, key, gvfs_pt_set_of(pt, key), slot, evicted, kind);
+}
+
 // The filler publishes its slot: VALID (the bytes are in), or EMPTY (the fill failed).
-// Pins are kept: waiters still hold theirs, and the filler keeps its own.
+// Pins are kept: waiters still hold theirs, and the filler keeps its own. One reduction
+// (see the state machine: the kind of a FILLING slot is the filler's alone), released so
+// that the bytes (P5), or the cleared tag, come before the kind a pinner acquires.
 GVFS_FN void gvfs_pt_fill_done(gvfs_pagetable *pt, gvfs_u32 slot, bool ok) {
   if (!ok) gvfs_store_relaxed_u64_dev(&pt->tag[slot], 0ull);
-  gvfs_u32 st = gvfs_load_relaxed_dev(&pt->state[slot]);
-  for (;;) {
-    gvfs_u32 next = (st & ~GVFS_SLOT_KIND_MASK) | (ok ? GVFS_SLOT_VALID : GVFS_SLOT_EMPTY);
-    gvfs_u32 seen = gvfs_cas_acq_rel_dev(&pt->state[slot], st, next);  // release: P5
-    if (seen == st) return;
-    st = seen;  // a pin came or went meanwhile
-  }
+  gvfs_add_release_dev(&pt->state[slot], ok ? GVFS_SLOT_VALID - GVFS_SLOT_FILLING : 0u - (GVFS_SLOT_FILLING - GVFS_SLOT_EMPTY));
 }
 
 // A pinner of a FILLING slot waits for the fill; true when the bytes are readable.

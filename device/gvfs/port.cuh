@@ -91,9 +91,10 @@ GVFS_FN gvfs_u32 gvfs_fetch_sub_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) {
   return gvfs_fetch_add_acq_rel_dev(p, (gvfs_u32)(0u - v));
 }
 // An add whose old value nobody needs: a reduction, which the SM issues without waiting.
-GVFS_FN void gvfs_sub_release_dev(gvfs_u32 *p, gvfs_u32 v) {
-  asm volatile("red.release.gpu.add.u32 [%0], %1;" :: "l"(p), "r"(0u - v) : "memory");
+GVFS_FN void gvfs_add_release_dev(gvfs_u32 *p, gvfs_u32 v) {
+  asm volatile("red.release.gpu.add.u32 [%0], %1;" :: "l"(p), "r"(v) : "memory");
 }
+GVFS_FN void gvfs_sub_release_dev(gvfs_u32 *p, gvfs_u32 v) { gvfs_add_release_dev(p, 0u - v); }
 GVFS_FN gvfs_u64 gvfs_load_relaxed_u64_dev(const gvfs_u64 *p) {
   gvfs_u64 v; asm volatile("ld.relaxed.gpu.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory"); return v;
 }
@@ -305,6 +306,7 @@ inline gvfs_u32 gvfs_fetch_or_acquire_dev(gvfs_u32 *p, gvfs_u32 v) { return gvfs
 inline gvfs_u32 gvfs_fetch_add_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) { return gvfs_ref(p).fetch_add(v, std::memory_order_acq_rel); }
 inline gvfs_u32 gvfs_fetch_add_acquire_dev(gvfs_u32 *p, gvfs_u32 v) { return gvfs_ref(p).fetch_add(v, std::memory_order_acquire); }
 inline gvfs_u32 gvfs_fetch_sub_acq_rel_dev(gvfs_u32 *p, gvfs_u32 v) { return gvfs_ref(p).fetch_sub(v, std::memory_order_acq_rel); }
+inline void gvfs_add_release_dev(gvfs_u32 *p, gvfs_u32 v) { gvfs_ref(p).fetch_add(v, std::memory_order_release); }
 inline void gvfs_sub_release_dev(gvfs_u32 *p, gvfs_u32 v) { gvfs_ref(p).fetch_sub(v, std::memory_order_release); }
 inline gvfs_u64 gvfs_load_relaxed_u64_dev(const gvfs_u64 *p) { return gvfs_ref(p).load(std::memory_order_relaxed); }
 inline void gvfs_store_relaxed_u64_dev(gvfs_u64 *p, gvfs_u64 v) { gvfs_ref(p).store(v, std::memory_order_relaxed); }
