@@ -101,12 +101,15 @@ GVFS_FN bool gvfs_slot_readable(gvfs_u32 kind) {
 // Pins `slot` if it is readable (FILLING/VALID/DIRTY) and holds `key` (P4). On success
 // *kind is the slot's kind when it was pinned: VALID or DIRTY means the bytes are there.
 GVFS_FN bool gvfs_pt_try_pin(gvfs_pagetable *pt, gvfs_u32 slot, gvfs_u64 key, gvfs_u32 *kind) {
+  // The reference bit is a hint for the clock: read in the same round trip as the pin,
+  // not after it.
+  const gvfs_u32 referenced = gvfs_load_relaxed_dev(&pt->ref[slot]);
   // Acquire only: the pin publishes nothing of ours, and a release would wait for every
   // store this thread has in flight.
   const gvfs_u32 old = gvfs_fetch_add_acquire_dev(&pt->state[slot], GVFS_PIN);
   *kind = gvfs_slot_kind(old);
   if (gvfs_slot_readable(*kind) && gvfs_load_relaxed_u64_dev(&pt->tag[slot]) == key) {
-    if (gvfs_load_relaxed_dev(&pt->ref[slot]) == 0u) gvfs_store_relaxed_dev(&pt->ref[slot], 1u);
+    if (referenced == 0u) gvfs_store_relaxed_dev(&pt->ref[slot], 1u);
     return true;
   }
   gvfs_fetch_sub_acq_rel_dev(&pt->state[slot], GVFS_PIN);  // not readable, or recycled under us
@@ -125,6 +128,11 @@ GVFS_FN void gvfs_pt_unpin(gvfs_pagetable *pt, gvfs_u32 slot) { gvfs_sub_release
 GVFS_FN int gvfs_pt_lookup(gvfs_pagetable *pt, gvfs_u64 key, gvfs_u32 *kind) {
   const gvfs_u32 ways = pt->ways;
   const gvfs_u32 base = gvfs_pt_set_of(pt, key) * ways;
+  // The set's states and reference bits come next (the pin, or a miss's claim), each one
+  // round trip after the tags: ask L2 for their lines now, while the tags are in flight.
+  // (A random read's set is rarely in L2: each of those lines was a DRAM round trip.)
+  gvfs_prefetch_l2(&pt->state[base]);
+  gvfs_prefetch_l2(&pt->ref[base]);
   for (gvfs_u32 w0 = 0; w0 < ways; w0 += GVFS_PT_TAG_BATCH) {
     gvfs_u64 t[GVFS_PT_TAG_BATCH];
     GVFS_UNROLL
