@@ -50,7 +50,9 @@ class CacheFiles:
         self._by_no: dict[int, Version] = {}
         self._next_no = 1
         server.register(abi.Op.LOOKUP, self.lookup, blocking=True)
-        server.register(abi.Op.FILL, self.fill, blocking=True, inline=self.fill_nowait)
+        # The polling thread's try (RWF_NOWAIT): a small fill whose bytes are all in the
+        # host's page cache is answered at once; anything else goes to the pool.
+        server.register(abi.Op.FILL, self.fill, blocking=True, inline=self.fill_nowait if CAN_READ_CACHED else None)
         server.register(abi.Op.FILL_PUSH, self.fill_push, blocking=True)
         self._stage: tuple[object, int] | None = None  # (backend, device pointer)
 
@@ -106,14 +108,11 @@ class CacheFiles:
             return v.file_no, v.size, v.mtime_ns, v.mode
 
     def fill(self, lane: int, q: abi.Request) -> int:
-        return self._fill(lane, q, nowait=False)  # type: ignore[return-value]
+        return self._fill(lane, q, False)  # type: ignore[return-value]
 
     def fill_nowait(self, lane: int, q: abi.Request) -> int | None:
-        """The polling thread's try: a small fill whose bytes are all in the host's page
-        cache is answered at once (RWF_NOWAIT); anything else goes to the pool."""
-        if not CAN_READ_CACHED:
-            return None
-        return self._fill(lane, q, nowait=True)
+        """FILL from the page cache alone, or None (see __init__)."""
+        return self._fill(lane, q, True)
 
     def fill_push(self, lane: int, q: abi.Request) -> "int | Pending":
         """FILL_PUSH: FILL, then the bytes read are copied (one DMA on cuda) from the lane's
@@ -132,9 +131,10 @@ class CacheFiles:
         return Pending(done, got)
 
     def _fill(self, lane: int, q: abi.Request, nowait: bool) -> int | None:
-        n, off = io_args(self.lanes, q)
+        n = q.length
         if nowait and n > INLINE_READ_MAX:
             return None
+        n, off = io_args(self.lanes, q)
         file_no = q.arg0
         with self._lock:
             v = self._by_no.get(file_no)

@@ -260,15 +260,17 @@ class Server:
         _pack_resp(self._resp_rec, lane * _RESP_SIZE, result, a0, a1, a2)
         self._resp_words[lane] = seq
 
-    def _run_one(self, lane: int, word: int, q: abi.Request, fast: bool = False) -> bool:
-        """Answers request `word` of `lane` (record `q`); with `fast`, only through the
-        route's inline form, and returns False (answering nothing) when that declines."""
-        op = word >> _SHIFT
-        route = self._routes.get(op)
+    def _run_one(self, lane: int, word: int, q: abi.Request, route: _Route | None, fast: bool = False) -> bool:
+        """Answers request `word` of `lane` (record `q`, `route` its opcode's); with `fast`,
+        only through the route's inline form, and returns False (answering nothing) when
+        that declines."""
         try:
             if route is None:
-                raise OSError(errno.ENOSYS, f"unknown opcode {op}")
+                raise OSError(errno.ENOSYS, f"unknown opcode {word >> _SHIFT}")
             out = route.inline(lane, q) if fast and route.inline else route.handler(lane, q)
+            if type(out) is int:            # the common answer, without _send's checks
+                self.answer(lane, word, out, None, q.length)
+                return True
             if out is None:
                 return False
             if isinstance(out, Pending):    # answered by the polling thread once it is done
@@ -280,7 +282,7 @@ class Server:
         except OSError as e:
             self.answer(lane, word, -(e.errno or errno.EIO))
         except Exception:  # a bug in a handler: log it, answer EIO, keep serving
-            log.exception("hostcall handler for opcode %s failed", op)
+            log.exception("hostcall handler for opcode %s failed", word >> _SHIFT)
             self.answer(lane, word, -errno.EIO)
         return True
 
@@ -317,10 +319,10 @@ class Server:
             self._busy_pool -= n
         return n
 
-    def _run_pooled(self, lane: int, word: int, q: abi.Request) -> None:
+    def _run_pooled(self, lane: int, word: int, q: abi.Request, route: _Route) -> None:
         self._handoff.set()  # we hold the GIL now: the polling thread may go on
         try:
-            self._run_one(lane, word, q)
+            self._run_one(lane, word, q, route)
         finally:
             with self._busy_lock:
                 self._busy_pool -= 1
@@ -415,15 +417,15 @@ class Server:
             # could rewrite them meanwhile): one struct unpack, ~0.2 us.
             q = _request(self._req_rec, lane * _REQ_SIZE)
         if route is not None and route.blocking:
-            if route.inline is not None and self._run_one(lane, word, q, fast=True):
+            if route.inline is not None and self._run_one(lane, word, q, route, fast=True):
                 return
             with self._busy_lock:
                 self._busy_pool += 1
             self.counters.pooled += 1
             self._submitted = True
-            self._pool.submit(self._run_pooled, lane, word, q)
+            self._pool.submit(self._run_pooled, lane, word, q, route)
         else:
-            self._run_one(lane, word, q)
+            self._run_one(lane, word, q, route)
 
     # ---- the polling thread ----
     def start(self) -> None:
