@@ -15,6 +15,10 @@ the least a mailbox can do (hostcall_bench.echo_pingpong / echo_sweep):
                      one answering iteration of echo_pingpong.
   4096 NOPs          Server.sweep() answering a NOP on every one of 4096 lanes. Floor: one
                      answering iteration of echo_sweep (copy, compare, any, masked copy).
+  one 4 KiB FILL     Server.sweep() taking a FILL of 4 KiB whose bytes are in the page cache
+                     and answering it on the polling thread (version check, read into the
+                     lane, answer in the word). Floor: its two system calls alone (fstat,
+                     preadv with RWF_NOWAIT). The rest is the server's Python.
 
 Each figure is the median over repeats of (a loop of the operation - the same loop with
 only its "device" step, which moves the words, and no answer). Plain NumPy arrays on the
@@ -27,7 +31,9 @@ decides.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -38,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Figure, machine_info, print_table, write_json  # noqa: E402
 
 from gpuvfs import abi, backends  # noqa: E402
+from gpuvfs.hostcall.cache import CacheFiles  # noqa: E402
+from gpuvfs.hostcall.paths import Confined  # noqa: E402
 from gpuvfs.hostcall.server import Lanes, Server  # noqa: E402
 
 NOP = int(abi.Op.NOP)
@@ -237,7 +245,80 @@ def measure(repeats: int) -> tuple[list[Figure], dict[str, float]]:
     figs.append(Figure("nops_4096", "4096 NOPs answered in one sweep", "us", raw["nops_4096"] * 1e-3,
                        raw["floor_sweep_4096"] * 1e-3, "one answering iteration of echo_sweep, 4096 lanes"))
     raw["nops_answered"] = float(n_sweeps)
+    if os.name == "posix" and hasattr(os, "RWF_NOWAIT"):
+        measure_fill(repeats, figs, raw)
     return figs, raw
+
+
+def measure_fill(repeats: int, figs: list[Figure], raw: dict[str, float]) -> None:
+    """One 4 KiB FILL answered on the polling thread (its bytes in the page cache): the
+    sweep that takes it, the version check, the read into the lane, the answer. Floor: the
+    two system calls the handler cannot do without (fstat for the version, preadv)."""
+    with tempfile.TemporaryDirectory(prefix="gpuvfs-sweep-cost-") as d:
+        path = os.path.join(d, "f.bin")
+        data = np.random.default_rng(3).integers(0, 256, 2 << 20, dtype=np.uint8)
+        data.tofile(path)
+        rig = Rig(256)
+        srv, req, lanes = rig.server, rig.req, rig.lanes
+        files = CacheFiles(srv, Confined(d))
+        name = b"/f.bin\0"
+        lanes.data[0, :len(name)] = np.frombuffer(name, dtype=np.uint8)
+        file_no = files.lookup(0, abi.Request(opcode=abi.Op.LOOKUP, data_len=len(name)))[0]
+        lane, pages = 1, data.size // 4096
+        lanes.req["opcode"][lane], lanes.req["length"][lane], lanes.req["arg"][lane, 0] = abi.Op.FILL, 4096, file_no
+        offsets = lanes.req["offset"]
+        state = {"seq": 0}
+        fill_word = int(abi.Op.FILL) << 24
+
+        def post(n: int, answer: bool) -> None:
+            s = state["seq"]
+            sweep = srv.sweep
+            for k in range(n):
+                s += 1
+                offsets[lane] = (k * 7919 % pages) * 4096
+                req[lane] = fill_word | (s & 0xFFFFFF)
+                if answer:
+                    sweep()
+            state["seq"] = s
+            if not answer:
+                sweep()
+
+        post(1, True)
+        deadline = time.monotonic() + 10
+        while srv._busy_pool and time.monotonic() < deadline:   # went to the pool: let it finish
+            time.sleep(0.001)
+        if srv.counters.pooled:
+            print(f"note: {d}'s file system cannot say what is in the page cache (RWF_NOWAIT): "
+                  "FILLs go to the pool there; no FILL figure", file=sys.stderr)
+            files.close()
+            rig.close()
+            return
+        got = lanes.resp_word[lane]
+        if abi.decode_resp_word(int(got), length=4096) != 4096:
+            raise SystemExit(f"the FILL was not answered with 4096 bytes (word {int(got):#x})")
+        off = int(offsets[lane])
+        if not np.array_equal(lanes.data[lane, :4096], data[off:off + 4096]):
+            raise SystemExit("the FILL read the wrong bytes")
+        raw["fill_4k_inline"] = per_op_ns(lambda n: post(n, True), lambda n: post(n, False), 5000, repeats)
+        fd = os.open(path, os.O_RDONLY)
+        buf = [lanes.buffer(lane, 4096)]
+
+        def syscalls(n: int) -> None:
+            for k in range(n):
+                os.fstat(fd)
+                os.preadv(fd, buf, (k * 7919 % pages) * 4096, os.RWF_NOWAIT)
+
+        def loop(n: int) -> None:
+            for k in range(n):
+                (k * 7919 % pages) * 4096
+
+        raw["floor_fill_syscalls"] = per_op_ns(syscalls, loop, 5000, repeats)
+        os.close(fd)
+        files.close()
+        rig.close()
+    figs.append(Figure("fill_4k_inline", "one 4 KiB FILL answered inline (page cache)", "us",
+                       raw["fill_4k_inline"] * 1e-3, raw["floor_fill_syscalls"] * 1e-3,
+                       "its two system calls alone: fstat + preadv(RWF_NOWAIT)"))
 
 
 def main(argv: list[str] | None = None) -> int:
