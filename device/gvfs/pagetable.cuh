@@ -160,9 +160,11 @@ GVFS_FN void gvfs_pt_unlock_set(gvfs_pagetable *pt, gvfs_u32 set) { gvfs_store_r
 
 // The miss half of gvfs_pt_acquire (called, not inlined: a miss waits for a hostcall
 // anyway, and the readers that inline the hit path keep their registers). Under the set
-// lock, one batch of loads reads every way's tag, state and reference bit and the hand;
-// the re-lookup (P2), the choice of an EMPTY slot and the clock then work on that snapshot,
-// and only the CAS that takes the victim goes back to memory. A snapshot can be stale only
+// lock, one batch of loads reads every way's tag, state and reference bit (their lines
+// were asked of L2 by the lookup); the re-lookup (P2), the choice of an EMPTY slot and the
+// clock then work on that snapshot, and only the CAS that takes the victim goes back to
+// memory. The clock's hand is read only when no slot is EMPTY (its line, prefetched before
+// the lock, is then in L2). A snapshot can be stale only
 // in pins (a reader that pinned or unpinned since): the CAS refuses a slot pinned since,
 // and a slot unpinned since is left for the next miss. The table comes by value: callers
 // keep theirs in registers, which a pointer would force onto the stack.
@@ -171,17 +173,27 @@ GVFS_COLD gvfs_pt_result gvfs_pt_claim(gvfs_pagetable table, gvfs_u64 key, gvfs_
   gvfs_pagetable *const pt = &table;
   const gvfs_u32 ways = pt->ways < GVFS_PT_MAX_WAYS ? pt->ways : GVFS_PT_MAX_WAYS;
   const gvfs_u32 base = set * pt->ways;
+  gvfs_prefetch_l2(&pt->hand[set]);  // the clock's hand, if it is needed: on its way meanwhile
   gvfs_pt_lock_set(pt, set);
   gvfs_u64 t[GVFS_PT_MAX_WAYS];
   gvfs_u32 st[GVFS_PT_MAX_WAYS], rf[GVFS_PT_MAX_WAYS];
-  GVFS_UNROLL
-  for (gvfs_u32 u = 0; u < GVFS_PT_MAX_WAYS; ++u) {
-    const bool in = u < ways;
-    t[u] = in ? gvfs_load_relaxed_u64_dev(&pt->tag[base + u]) : 0ull;
-    st[u] = in ? gvfs_load_relaxed_dev(&pt->state[base + u]) : ~0u;
-    rf[u] = in ? gvfs_load_relaxed_dev(&pt->ref[base + u]) : 0u;
+  if (pt->ways == GVFS_PT_MAX_WAYS) {  // the Runtime's sets: 16 loads of 16 bytes, not 48 one word each
+    GVFS_UNROLL
+    for (gvfs_u32 u = 0; u < GVFS_PT_MAX_WAYS; u += 2) gvfs_load_relaxed_u64x2_dev(&pt->tag[base + u], &t[u], &t[u + 1]);
+    GVFS_UNROLL
+    for (gvfs_u32 u = 0; u < GVFS_PT_MAX_WAYS; u += 4) {
+      gvfs_load_relaxed_u32x4_dev(&pt->state[base + u], &st[u], &st[u + 1], &st[u + 2], &st[u + 3]);
+      gvfs_load_relaxed_u32x4_dev(&pt->ref[base + u], &rf[u], &rf[u + 1], &rf[u + 2], &rf[u + 3]);
+    }
+  } else {
+    GVFS_UNROLL
+    for (gvfs_u32 u = 0; u < GVFS_PT_MAX_WAYS; ++u) {
+      const bool in = u < ways;
+      t[u] = in ? gvfs_load_relaxed_u64_dev(&pt->tag[base + u]) : 0ull;
+      st[u] = in ? gvfs_load_relaxed_dev(&pt->state[base + u]) : ~0u;
+      rf[u] = in ? gvfs_load_relaxed_dev(&pt->ref[base + u]) : 0u;
+    }
   }
-  const gvfs_u32 hand = gvfs_load_relaxed_dev(&pt->hand[set]);
   gvfs_u32 match = 0, empty = 0, valid0 = 0, refd = 0;
   GVFS_UNROLL
   for (gvfs_u32 u = 0; u < GVFS_PT_MAX_WAYS; ++u) {
@@ -203,6 +215,7 @@ GVFS_COLD gvfs_pt_result gvfs_pt_claim(gvfs_pagetable table, gvfs_u64 key, gvfs_
   if (victim < 0) {
     // Clock (second chance) over the set: a referenced page loses its bit and is passed
     // over once; the first unreferenced, unpinned VALID page is taken (P1).
+    const gvfs_u32 hand = gvfs_load_relaxed_dev(&pt->hand[set]);
     for (gvfs_u32 step = 0; step < 2u * ways && victim < 0; ++step) {
       const gvfs_u32 w = (hand + step) % ways;
       if (!((valid0 >> w) & 1u)) continue;  // pinned, filling, dirty, empty
