@@ -162,6 +162,7 @@ FD_BASE = 3
 SLOT_EMPTY, SLOT_FILLING, SLOT_VALID, SLOT_DIRTY, SLOT_EVICTING = 0, 1, 2, 3, 4
 SLOT_KIND_MASK = 0xFF
 PAGE_BITS = 40
+PT_MAX_WAYS = 16      # slots per set at most (a miss reads its whole set in one batch of loads)
 STAT_SIZE = 24
 
 

@@ -167,6 +167,10 @@ class Runtime:
         self.backend = backends.select(backend, **(backend_options or {}))
         self._launches: list[Any] = []
         self._launch_lock = threading.Lock()
+        # Held while the host rewrites the page table (evict), and by every launch: no kernel
+        # starts while pages are dropped under it (a slot a kernel claimed meanwhile would be
+        # overwritten mid-fill). Reentrant: evict's own synchronize() and internal launches.
+        self._pages_lock = threading.RLock()
         self._closed = False
         self.lanes = Lanes(self.backend, lanes, lane_bytes)
         self._counters_dev, counters_ptr = self.backend.device_zeros(8 * abi.NCOUNTERS * abi.COUNTER_SHARDS)
@@ -284,8 +288,13 @@ class Runtime:
 
     def evict(self, path: str | os.PathLike[str] | None = None) -> int:
         """Drops every cached page (or those of `path`); returns how many. Waits for running
-        kernels first: pages are only ever dropped while no kernel can be reading them."""
+        kernels first: pages are only ever dropped while no kernel can be reading them (and
+        launches from other threads wait until the pages are gone)."""
         self._check_open()
+        with self._pages_lock:
+            return self._evict_locked(path)
+
+    def _evict_locked(self, path: str | os.PathLike[str] | None) -> int:
         self.synchronize()
         xp = self.backend.xp
         states = self._slot_state.view(xp.uint32)
@@ -302,6 +311,7 @@ class Runtime:
         counters = self._counters_dev.view(xp.uint64)
         counters[abi.Counter.EVICTIONS] += n
         self.backend.synchronize()
+        self.backend.sync_current_stream()  # the writes above landed before the next launch
         return n
 
     def revalidate(self) -> None:
@@ -359,7 +369,7 @@ class Runtime:
             raise ValueError(f"lane_bytes ({self.lanes.data_bytes}) must be at least page_size ({page_size}): "
                              "a cache fill brings whole pages through one lane")
         nslots = cache_bytes // page_size
-        ways = 16 if nslots >= 16 else max(nslots, 1)
+        ways = abi.PT_MAX_WAYS if nslots >= abi.PT_MAX_WAYS else max(nslots, 1)
         nsets = 1 << max(0, (nslots // ways).bit_length() - 1) if nslots >= ways else 0
         self.page_size = page_size
         self.cache_bytes = nsets * ways * page_size
@@ -373,6 +383,9 @@ class Runtime:
         self._set_words, words = self.backend.device_zeros(8 * max(nsets, 1))
         pt["set_lock"], pt["hand"] = words, words + 4 * max(nsets, 1)
         self._pool, pt["pool"] = self.backend.device_zeros(max(self.cache_bytes, 1))
+        # The device reads a set's tags, states and reference bits in 16-byte loads.
+        if any(int(pt[k][0]) % 16 for k in ("state", "tag", "ref")):
+            raise GvfsError("the backend returned page-table arrays that are not 16-byte aligned")
 
     def _init_files(self, ctx: np.ndarray, max_fds: int, name_slots: int) -> None:
         f = ctx["files"]
@@ -425,11 +438,12 @@ class Runtime:
     def _launch(self, raw: Any, grid: tuple[int, int, int], block: tuple[int, int, int],
                 args: Sequence[Any], shared_mem: int, new_epoch: bool) -> None:
         self._check_open()
-        if new_epoch:
-            self._bump_epoch()
-        handle = self.backend.launch(raw, grid, block, args, shared_mem)
-        with self._launch_lock:
-            self._launches.append(handle)  # kept until synchronize(), which reports failures
+        with self._pages_lock:
+            if new_epoch:
+                self._bump_epoch()
+            handle = self.backend.launch(raw, grid, block, args, shared_mem)
+            with self._launch_lock:
+                self._launches.append(handle)  # kept until synchronize(), which reports failures
         self.server.wake()
 
     def _in_flight(self) -> bool:

@@ -33,7 +33,7 @@ def test_abi_mirror_matches_device_headers(data_root: str) -> None:
         abi.STAT_SIZE,
         *(int(op) for op in abi.Op),
         abi.O_WRONLY, abi.O_RDWR, abi.O_CREAT, abi.O_EXCL, abi.O_TRUNC, abi.O_APPEND,
-        abi.WORD_SEQ_MASK, abi.WORD_SHIFT, abi.CODE_RECORD, abi.CODE_BIAS, abi.CODE_LENGTH,
+        abi.WORD_SEQ_MASK, abi.WORD_SHIFT, abi.CODE_RECORD, abi.CODE_BIAS, abi.CODE_LENGTH, abi.PT_MAX_WAYS,
         *(int(op in abi.WORD_ONLY) for op in abi.Op),
     ]
     assert got[: len(want)] == want

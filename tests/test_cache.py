@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import time
 
 import numpy as np
@@ -374,6 +375,57 @@ def test_rt_read_prefetch_evict(make_runtime, data_root):
     rt.prefetch("c/f01.bin")
     n1 = rt.evict("c/f01.bin")
     assert n1 == -(-len(files[1]) // 4096) and rt.stats()["pages_resident"] == resident
+
+
+def test_evict_from_another_thread_while_kernels_read(make_runtime, data_root):
+    """rt.evict() in one host thread while another launches reads, over and over: every read
+    returns the file's bytes, and the page table ends with no slot pinned or mid-fill (an
+    evict that rewrote slots under a running kernel would leave one FILLING or corrupt)."""
+    rt = make_runtime(data_root, page_size=4096, cache_bytes=1 << 20, lane_bytes=16384, lanes=32)
+    files = _files(data_root, 2, 150_001, seed=41)
+    mod = rt.compile(KERNELS)
+    rng = np.random.default_rng(41)
+    threads, blocks = 32, 2
+    stop = threading.Event()
+    evictions = [0]
+    errors: list[BaseException] = []
+    # Widen the gap between evict's wait for running kernels and its rewrite of the slots,
+    # where a launch from this thread would land if evict did not hold launches off.
+    synchronize = rt.synchronize
+
+    def slow_synchronize() -> None:
+        synchronize()
+        if threading.current_thread() is t:
+            time.sleep(0.002)
+
+    rt.synchronize = slow_synchronize  # type: ignore[method-assign]
+
+    def evictor() -> None:
+        try:
+            while not stop.is_set():
+                rt.evict()
+                evictions[0] += 1
+        except BaseException as e:   # reported by the main thread
+            errors.append(e)
+
+    t = threading.Thread(target=evictor)
+    t.start()
+    try:
+        for _ in range(6):
+            n = blocks * threads
+            offs = rng.integers(0, 150_000, n).astype(np.int64)
+            lens = rng.integers(1, 9000, n).astype(np.int64)
+            _run_reads(rt, mod, files, offs, lens, 9000, blocks, threads, 0)
+    finally:
+        stop.set()
+        t.join()
+    assert not errors, errors
+    assert evictions[0] > 0
+    rt.synchronize()
+    states = np.asarray(rt.backend.to_host(rt._slot_state)).view("<u4")
+    kinds = states & abi.SLOT_KIND_MASK
+    assert not (states >> 8).any(), "a slot is still pinned after every kernel ended"
+    assert np.isin(kinds, [abi.SLOT_EMPTY, abi.SLOT_VALID]).all(), np.unique(kinds)
 
 
 def test_stale_version_fill_is_refused(make_runtime, data_root):

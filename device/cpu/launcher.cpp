@@ -306,7 +306,7 @@ extern "C" __attribute__((visibility("default"))) int gvfs_cpu_abi(unsigned long
       GVFS_OP_FSYNC, GVFS_OP_UNLINK, GVFS_OP_WRITE_LINE, GVFS_OP_READ_LINE, GVFS_OP_WALLCLOCK, GVFS_OP_FILL, GVFS_OP_LOOKUP,
       GVFS_OP_FILL_PUSH,
       GVFS_O_WRONLY, GVFS_O_RDWR, GVFS_O_CREAT, GVFS_O_EXCL, GVFS_O_TRUNC, GVFS_O_APPEND,
-      GVFS_WORD_SEQ_MASK, GVFS_WORD_SHIFT, GVFS_CODE_RECORD, GVFS_CODE_BIAS, GVFS_CODE_LENGTH,
+      GVFS_WORD_SEQ_MASK, GVFS_WORD_SHIFT, GVFS_CODE_RECORD, GVFS_CODE_BIAS, GVFS_CODE_LENGTH, GVFS_PT_MAX_WAYS,
       // which opcodes are the word alone, in the order of the opcodes above
       gvfs_op_word_only(GVFS_OP_NOP), gvfs_op_word_only(GVFS_OP_OPEN), gvfs_op_word_only(GVFS_OP_PREAD),
       gvfs_op_word_only(GVFS_OP_PWRITE), gvfs_op_word_only(GVFS_OP_FSTAT), gvfs_op_word_only(GVFS_OP_CLOSE),

@@ -164,9 +164,12 @@ GVFS_FN void gvfs_pt_unlock_set(gvfs_pagetable *pt, gvfs_u32 set) { gvfs_store_r
 // were asked of L2 by the lookup); the re-lookup (P2), the choice of an EMPTY slot and the
 // clock then work on that snapshot, and only the CAS that takes the victim goes back to
 // memory. The clock's hand is read only when no slot is EMPTY (its line, prefetched before
-// the lock, is then in L2). A snapshot can be stale only
-// in pins (a reader that pinned or unpinned since): the CAS refuses a slot pinned since,
-// and a slot unpinned since is left for the next miss. The table comes by value: callers
+// the lock, is then in L2). What can change under the lock, and so be stale in the snapshot:
+// pins (readers pin and unpin without it), and a FILLING slot's kind and tag (its filler
+// publishes VALID, or EMPTY with the tag cleared, without it). Nothing that matters follows:
+// the CASes work on the live state, so a slot pinned since is refused (P1); a key's live
+// holder was claimed under this lock, so its tag is in the snapshot (P2); a slot that became
+// free since is only left for the next miss (this one may read around the cache). The table comes by value: callers
 // keep theirs in registers, which a pointer would force onto the stack.
 GVFS_COLD gvfs_pt_result gvfs_pt_claim(gvfs_pagetable table, gvfs_u64 key, gvfs_u32 set, gvfs_u32 *slot,
                                        bool *evicted, gvfs_u32 *kind) {

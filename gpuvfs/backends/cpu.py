@@ -242,6 +242,9 @@ class CpuBackend:
             self._pending = [f for f in self._pending if not f.done()] + [fut]
         return _Launch(fut)
 
+    def sync_current_stream(self) -> None:
+        pass  # host arrays: every write has happened when it returns
+
     def synchronize(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, []

@@ -184,6 +184,9 @@ class CudaBackend:
         except Exception as e:
             raise LaunchError(f"kernel failed on the GPU: {e}") from e
 
+    def sync_current_stream(self) -> None:
+        cupy.cuda.get_current_stream().synchronize()
+
     def close(self) -> None:
         try:
             self.stream.synchronize()

@@ -660,7 +660,7 @@ bool parse(int argc, char **argv) {
                      built, "GVFS_TSAN_SELFTEST_PT", {"relaxed", "wait", "unpin"}))
     return false;
   const bool pow2 = cfg.sets && (cfg.sets & (cfg.sets - 1)) == 0;
-  return pow2 && cfg.ways >= 1 && lanes_ok(cfg) && cfg.rounds <= MAX_ROUNDS && cfg.ra <= 15;
+  return pow2 && cfg.ways >= 1 && cfg.ways <= GVFS_PT_MAX_WAYS && lanes_ok(cfg) && cfg.rounds <= MAX_ROUNDS && cfg.ra <= 15;
 }
 
 template <class F> void run_threads(unsigned n, F &&body) {
