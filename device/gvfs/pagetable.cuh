@@ -50,7 +50,8 @@
 //       the bytes before VALID;
 //   P6  set_lock is held only across a bounded scan (never across a hostcall), so a miss
 //       never waits on another miss's IO.
-// The host changes states and tags only while no kernel of its Runtime runs (rt.evict).
+// The host changes states and tags only while no kernel of its Runtime runs (rt.evict, which
+// holds every launch off while it writes).
 #pragma once
 #include "port.cuh"
 
