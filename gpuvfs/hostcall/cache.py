@@ -15,7 +15,6 @@ import os
 import threading
 from dataclasses import dataclass
 
-
 from .. import abi
 from .files import CAN_READ_CACHED, INLINE_READ_MAX, io_args, read_cached, read_path
 from .paths import Confined

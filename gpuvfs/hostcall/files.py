@@ -12,7 +12,6 @@ import os
 import threading
 from dataclasses import dataclass, field
 
-
 from .. import abi
 from .paths import Confined
 from .server import Counters, Lanes, Server
