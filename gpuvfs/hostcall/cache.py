@@ -130,10 +130,9 @@ class CacheFiles:
         return Pending(done, got)
 
     def _fill(self, lane: int, q: abi.Request, nowait: bool) -> int | None:
-        n = q.length
+        n, off = io_args(self.lanes, q)
         if nowait and n > INLINE_READ_MAX:
             return None
-        n, off = io_args(self.lanes, q)
         file_no = q.arg0
         with self._lock:
             v = self._by_no.get(file_no)

@@ -150,7 +150,9 @@ class FileHandlers:
         self.root = root
         self.table = table if table is not None else FileTable()  # not `or`: an empty table is falsy
         server.register(abi.Op.OPEN, self.open, blocking=True)
-        server.register(abi.Op.PREAD, self.pread, blocking=True, inline=self.pread_nowait)
+        # The polling thread's try (RWF_NOWAIT): a small read whose bytes are all in the
+        # host's page cache is answered at once; anything else goes to the pool.
+        server.register(abi.Op.PREAD, self.pread, blocking=True, inline=self.pread_nowait if CAN_READ_CACHED else None)
         server.register(abi.Op.PWRITE, self.pwrite, blocking=True)
         server.register(abi.Op.FSTAT, self.fstat, blocking=True)
         server.register(abi.Op.CLOSE, self.close, blocking=False)
@@ -184,9 +186,7 @@ class FileHandlers:
         return self._pread(lane, q, nowait=False)  # type: ignore[return-value]
 
     def pread_nowait(self, lane: int, q: abi.Request) -> int | None:
-        """The polling thread's try: a small read all in the page cache, else the pool."""
-        if not CAN_READ_CACHED:
-            return None
+        """PREAD from the page cache alone, or None (see __init__)."""
         return self._pread(lane, q, nowait=True)
 
     def _pread(self, lane: int, q: abi.Request, nowait: bool) -> int | None:

@@ -268,9 +268,6 @@ class Server:
             if route is None:
                 raise OSError(errno.ENOSYS, f"unknown opcode {word >> _SHIFT}")
             out = route.inline(lane, q) if fast and route.inline else route.handler(lane, q)
-            if type(out) is int:            # the common answer, without _send's checks
-                self.answer(lane, word, out, None, q.length)
-                return True
             if out is None:
                 return False
             if isinstance(out, Pending):    # answered by the polling thread once it is done
@@ -289,7 +286,9 @@ class Server:
     def _send(self, lane: int, word: int, out: "int | tuple[int, ...]", length: int) -> None:
         """Answers with a handler's return value: a result, or (result, aux0, aux1, aux2);
         `length`: the request's length field."""
-        if isinstance(out, tuple):
+        if type(out) is int:                 # the common answer, first
+            self.answer(lane, word, out, None, length)
+        elif isinstance(out, tuple):
             result, *rest = out
             aux = [int(a) & _AUX_MASK for a in rest[:3]]
             aux += [0] * (3 - len(aux))
