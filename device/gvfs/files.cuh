@@ -153,18 +153,22 @@ GVFS_FN bool gvfs_fd_view_of(gvfs_ctx *ctx, int fd, gvfs_fd_view *v) {
 // synchronisation (a barrier, a flag it releases), and either orders the fields before
 // any use of the number. The state word then only tells a live fd from a closed or never
 // opened one.
-// Each thread starts at its own place (no shared counter to contend on); a thread that
-// opens and closes in a loop finds its last entry free again at the first try, so that try
-// is a CAS straight away, with no test load before it. The caller may issue it early and
-// look at its result late (gvfs_open_cached overlaps it with the name-cache read).
+// Each open starts its search at a place of its own, the thread's number mixed with the
+// SM's clock: no shared counter to contend on, and no place a thread comes back to. (A
+// fixed start per thread found the thread's own open fd there at every later open, and
+// then paid a failed CAS before a second round trip.) While the table is mostly free, as
+// Runtime(max_fds=...) sizes it, the first try is the CAS at once, with no load before it;
+// the caller may issue it early and look at its result late (gvfs_open_cached overlaps it
+// with the name-cache read).
 GVFS_FN gvfs_u32 gvfs_fd_start(gvfs_files *F) {
-  return (gvfs_u32)((gvfs_global_tid() * 0x9E3779B97F4A7C15ull) >> 32) % F->max_fds;
+  const gvfs_u64 x = (gvfs_global_tid() ^ ((gvfs_u64)clock64() << 24)) * 0x9E3779B97F4A7C15ull;
+  return (gvfs_u32)(x >> 32) % F->max_fds;
 }
 GVFS_FN gvfs_u32 gvfs_fd_try_start(gvfs_files *F, gvfs_u32 start) {
   return gvfs_cas_acquire_dev(&F->fds[start].state, GVFS_FD_FREE, GVFS_FD_SETUP);
 }
 // The rest of the search, when the start entry was taken: the entries after it, 8 states
-// loaded at once (a thread holding many fds open scans past them 8 a round trip, not one).
+// loaded at once (a crowded table is scanned 8 entries a round trip, not one).
 GVFS_FN int gvfs_fd_reserve_scan(gvfs_files *F, gvfs_u32 start) {
   for (gvfs_u32 k = 1; k < F->max_fds; k += 8u) {
     gvfs_u32 idx[8], st[8];
@@ -182,35 +186,10 @@ GVFS_FN int gvfs_fd_reserve_scan(gvfs_files *F, gvfs_u32 start) {
   return -1;
 }
 
-// The 8 entries after `start`, loaded (relaxed) before the first try's CAS, whose acquire
-// would hold them back: when the start entry is taken (a thread that keeps one fd open finds
-// it there at every later open), the next try is a CAS straight away.
-struct gvfs_fd_next { gvfs_u32 st[8]; };
-GVFS_FN void gvfs_fd_peek(const gvfs_files *F, gvfs_u32 start, gvfs_fd_next *nx) {
-  GVFS_UNROLL
-  for (gvfs_u32 u = 0; u < 8u; ++u) {
-    gvfs_u32 i = start + 1u + u;
-    if (i >= F->max_fds) i -= F->max_fds;
-    nx->st[u] = u + 1u < F->max_fds ? gvfs_load_relaxed_dev(&F->fds[i].state) : GVFS_FD_OPEN;
-  }
-}
-// The start entry was taken: the peeked entries that looked free, then the scan.
-GVFS_FN int gvfs_fd_reserve_next(gvfs_files *F, gvfs_u32 start, const gvfs_fd_next *nx) {
-  for (gvfs_u32 u = 0; u < 8u; ++u) {
-    gvfs_u32 i = start + 1u + u;
-    if (i >= F->max_fds) i -= F->max_fds;
-    if (nx->st[u] == GVFS_FD_FREE && gvfs_cas_acquire_dev(&F->fds[i].state, GVFS_FD_FREE, GVFS_FD_SETUP) == GVFS_FD_FREE)
-      return (int)i;
-  }
-  return gvfs_fd_reserve_scan(F, start);
-}
-
 GVFS_FN int gvfs_fd_reserve(gvfs_files *F) {
   const gvfs_u32 start = gvfs_fd_start(F);
-  gvfs_fd_next next;
-  gvfs_fd_peek(F, start, &next);
   if (gvfs_fd_try_start(F, start) == GVFS_FD_FREE) return (int)start;
-  return gvfs_fd_reserve_next(F, start, &next);
+  return gvfs_fd_reserve_scan(F, start);
 }
 
 GVFS_FN void gvfs_fd_unreserve(gvfs_files *F, int i) { gvfs_store_relaxed_dev(&F->fds[i].state, GVFS_FD_FREE); }
@@ -526,12 +505,10 @@ GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, gvfs_files *F, gvfs_u64 *opens, cons
   if (named) gvfs_name_load(&F->names[gvfs_name_slot(F, &k, 0)], &k, false, &first);
   const gvfs_u32 epoch = gvfs_load_relaxed_dev(F->epoch);
   const gvfs_u32 start = gvfs_fd_start(F);
-  gvfs_fd_next next;
-  gvfs_fd_peek(F, start, &next);
   bool reserved = gvfs_fd_try_start(F, start) == GVFS_FD_FREE;
   int slot = (int)start;
   if (!named) {
-    if (!reserved && (slot = gvfs_fd_reserve_next(F, start, &next)) < 0) return -GVFS_EMFILE;
+    if (!reserved && (slot = gvfs_fd_reserve_scan(F, start)) < 0) return -GVFS_EMFILE;
     gvfs_name_snap s = gvfs_lookup_call(ctx, path, epoch);
     return gvfs_fd_for(F, slot, &s);
   }
@@ -546,7 +523,7 @@ GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, gvfs_files *F, gvfs_u64 *opens, cons
     gvfs_u32 seen = 0;
     int idx = gvfs_name_find(F, &k, &free_slot, &s, &ok, &seen, &first, ordered);
     if (!reserved) {  // the start entry was taken: search on (as on Linux, no fd is EMFILE whatever the path)
-      if ((slot = gvfs_fd_reserve_next(F, start, &next)) < 0) return -GVFS_EMFILE;
+      if ((slot = gvfs_fd_reserve_scan(F, start)) < 0) return -GVFS_EMFILE;
       reserved = true;
     }
     if (idx >= 0 && ok && s.epoch == epoch && epoch != 0u) {  // (N2; epoch 0: no launch yet)

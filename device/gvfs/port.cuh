@@ -114,7 +114,7 @@ GVFS_FN void gvfs_store_relaxed_u64_dev(gvfs_u64 *p, gvfs_u64 v) {
 GVFS_FN void gvfs_fence_acq_rel_dev() { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
 // Asks L2 for the line of `p` and goes on (no register, nothing waits): a later access to
 // the line, dependent on something else in flight now, then finds it in L2, not in DRAM.
-GVFS_FN void gvfs_prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" :: "l"(p)); }
+GVFS_FN void gvfs_prefetch_l2(const void *p) { asm volatile("prefetch.L2 [%0];" :: "l"(p)); }
 GVFS_FN void gvfs_fence_sc_dev() { asm volatile("fence.sc.gpu;" ::: "memory"); }
 // Counters: relaxed, only summed by the host after the kernel. The lanes of a warp that
 // count into the same word at once add their sum with one atomic: every read counts, and
