@@ -225,11 +225,13 @@ def test_open_keys_paths_at_any_alignment(make_runtime, data_root):
     lengths around word edges and past an entry's capacity open the right file."""
     rt = make_runtime(data_root)
     mod = rt.compile(OPEN_ALIGNED)
-    names = ["a", "b" * 6, "c" * 7, "d" * 8, "e" * 14, "f" * 15, "g" * 222, "h" * 230]  # "/" + name
+    # "/" + name: around word edges, around the 4 words a key keeps in registers (31-33
+    # bytes), the longest that fits an entry, and one longer.
+    names = ["a", "b" * 6, "c" * 7, "d" * 8, "e" * 14, "f" * 15, "i" * 30, "j" * 31, "k" * 32, "g" * 222, "h" * 230]
     for i, n in enumerate(names):
         with open(os.path.join(data_root, n), "wb") as f:
             f.write(b"x" * (100 + i))
-    buf = bytearray(b"\xa5" * (8 * 8 * 256))
+    buf = bytearray(b"\xa5" * (len(names) * 8 * 256))
     offs = []
     for i, n in enumerate(names):
         for a in range(8):
@@ -238,13 +240,13 @@ def test_open_keys_paths_at_any_alignment(make_runtime, data_root):
             buf[o:o + len(p)] = p
             offs.append(o)
     res = rt.zeros(len(offs), "int64")
-    mod.get_function("open_aligned")((2,), (32,), (rt.ctx, rt.asarray(np.frombuffer(bytes(buf), np.uint8)),
+    mod.get_function("open_aligned")((len(names),), (8,), (rt.ctx, rt.asarray(np.frombuffer(bytes(buf), np.uint8)),
                                                   rt.asarray(np.array(offs, np.int32)), res))
     rt.synchronize()
     got = rt.asnumpy(res)
     assert list(got) == [100 + i for i in range(len(names)) for _ in range(8)]
-    # 7 paths fit an entry (the last, 231 bytes, does not): one LOOKUP each, 7 opens on the GPU each.
-    assert rt.stats()["opens_on_device"] == 7 * 7
+    # All paths but the last (231 bytes) fit an entry: one LOOKUP each, 7 opens on the GPU each.
+    assert rt.stats()["opens_on_device"] == (len(names) - 1) * 7
 
 
 FD_TABLE = r"""
