@@ -63,7 +63,8 @@ struct gvfs_files {
 };
 
 struct gvfs_ctx {
-  gvfs_u32 magic;        // GVFS_CTX_MAGIC: a kernel handed something else traps early
+  gvfs_u32 magic;        // GVFS_CTX_MAGIC: names the struct in a memory dump (no call checks it: a load
+                         // on every call's path)
   gvfs_u32 abi_version;  // GVFS_ABI_VERSION
   gvfs_u32 fill_push_bytes;  // a cache fill of at least this many bytes is a FILL_PUSH (the host
                              // copies it into fill_stage); 0: every fill is pulled by the GPU
