@@ -231,10 +231,37 @@ GVFS_FN gvfs_u64 gvfs_zero_bytes(gvfs_u64 v) { return (v - 0x0101010101010101ull
 // strlen does, the first aligned 32 bytes at once: an aligned block never crosses a page, so
 // this faults only where a byte loop would; bytes past the NUL within that block are read
 // but never used (so a memory checker may flag a path that ends within 31 bytes of the end
-// of an allocation whose size is not a multiple of 32). Each word of the key is 8 bytes of the path itself,
+// of an allocation whose size is not a multiple of 32; GVFS_PATH_EXACT_READS reads a byte at a
+// time instead, for such checkers). Each word of the key is 8 bytes of the path itself,
 // whatever its alignment, zero after the NUL; the hash mixes a word at a time. Paths too
 // long for an entry (GVFS_NAME_MAX with the NUL) get nwords = 0 and are read no further.
 GVFS_FN void gvfs_pathkey_make(gvfs_pathkey *k, const char *p) {
+#ifdef GVFS_PATH_EXACT_READS
+  // For memory checkers (GPUVFS_EXACT_PATH_READS=1, gpuvfs/backends/base.py): a byte at a
+  // time up to the NUL, nothing past it; the same words, length and hash.
+  gvfs_u64 hx = 0xcbf29ce484222325ull;
+  k->nwords = 0;
+  k->len = GVFS_NAME_MAX;
+  for (gvfs_u32 i = 0; i < GVFS_NAME_WORDS; ++i) {
+    gvfs_u64 c = 0;
+    gvfs_u32 nb = 8u;
+    for (gvfs_u32 b = 0; b < 8u; ++b) {
+      const gvfs_u8 ch = (gvfs_u8)p[8u * i + b];
+      if (ch == 0u) { nb = b; break; }
+      c |= (gvfs_u64)ch << (8u * b);
+    }
+    k->w[i] = c;
+    hx = (hx ^ c) * 0x9e3779b97f4a7c15ull;
+    hx ^= hx >> 29;
+    if (nb < 8u) {
+      k->len = 8u * i + nb;
+      k->nwords = i + 1u;
+      break;
+    }
+  }
+  k->h = hx ? hx : 1u;
+  return;
+#endif
   const gvfs_u64 addr = (gvfs_u64)p;
   const gvfs_u32 off = (gvfs_u32)(addr & 7u), sh = off * 8u;
   const gvfs_u64 *wp = (const gvfs_u64 *)(addr - off);

@@ -1,6 +1,7 @@
 """What every backend provides to the Runtime (gpuvfs/runtime.py)."""
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
@@ -53,3 +54,14 @@ class Backend(Protocol):
         writes on its current stream)."""
         ...
     def close(self) -> None: ...
+
+
+def env_defines() -> tuple[str, ...]:
+    """Compiler defines the environment asks for, the same on every backend.
+
+    GPUVFS_EXACT_PATH_READS=1: the device reads a path a byte at a time up to its NUL
+    (device/gvfs/files.cuh). The fast path reads the rest of the path's aligned 32-byte block,
+    as strlen does: it cannot fault, but a memory checker (compute-sanitizer memcheck, ASan)
+    reports the bytes past the end of a path's allocation. `make gpu-check --sanitize` sets it."""
+    on = os.environ.get("GPUVFS_EXACT_PATH_READS", "") not in ("", "0")
+    return ("-DGVFS_PATH_EXACT_READS",) if on else ()

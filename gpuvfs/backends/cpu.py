@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import BackendUnavailable, CompileError, LaunchError
+from .base import env_defines
 
 BASE_FLAGS = ("-std=c++20", "-O2", "-g", "-fPIC", "-pthread", "-fno-strict-aliasing", "-Wno-unused-function")
 
@@ -192,7 +193,7 @@ class CpuBackend:
         if not isinstance(source, str):
             raise TypeError("source must be a str of CUDA C++")
         opts = [o for o in options]
-        flags = list(BASE_FLAGS) + [f"-I{self.device_dir}"] + opts
+        flags = list(BASE_FLAGS) + [f"-I{self.device_dir}", *env_defines()] + opts
         digest = self._sources_digest()
         key = hashlib.sha256("\0".join([source, digest, self._cxx_version, *flags]).encode()).hexdigest()[:32]
         cache = _cache_dir()

@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import CompileError, LaunchError
+from .base import env_defines
 from .cpu import sources_digest
 
 try:
@@ -147,7 +148,7 @@ class CudaBackend:
         return lambda: bool(event.done)
 
     def compile(self, source: str, options: Sequence[str] = ()) -> CudaModule:
-        opts = tuple(NVRTC_FLAGS) + (f"-I{self.device_dir}",) + tuple(options)
+        opts = tuple(NVRTC_FLAGS) + (f"-I{self.device_dir}",) + env_defines() + tuple(options)
         if not any("maxrregcount" in o for o in options):
             opts += (f"-maxrregcount={DEFAULT_MAXRREGCOUNT}",)
         # CuPy caches compiled modules by source text only: name the headers' digest in the
