@@ -9,8 +9,8 @@
 # 3. runs the gpu test suite:   python3 -m pytest -q -m gpu tests
 # 4. runs every benchmarks/*_bench.py in quick mode on the cuda backend, JSON to $OUT_DIR;
 # 5. with GPUVFS_SANITIZE=1 (or --sanitize): the gpu cache tests once under
-#    compute-sanitizer --tool memcheck and once under --tool racecheck (with
-#    GPUVFS_EXACT_PATH_READS=1: paths read a byte at a time, see gpuvfs/backends/base.py);
+#    compute-sanitizer --tool memcheck and once under --tool racecheck (with the device
+#    defines for checkers in GPUVFS_DEVICE_DEFINES, see gpuvfs/backends/base.py);
 # 6. prints a short summary (the last lines of the output): steps, then every figure.
 #
 # Logs and results go to ${OUT:-.gpu-out}/: gpu-check.log (everything), <bench>.json,
@@ -158,9 +158,12 @@ sanitize() {  # sanitize TOOL
   [ -n "$files" ] || { echo "no tests/test_cache*.py yet: skipped"; return 0; }
   local log=$OUT_DIR/sanitize-$tool.log
   # --error-exitcode: a finding fails the step even when the tests themselves pass.
-  # GPUVFS_EXACT_PATH_READS: paths read a byte at a time up to their NUL, not the rest of
-  # their aligned 32-byte block as strlen does (gpuvfs/backends/base.py).
-  GPUVFS_EXACT_PATH_READS=1 timeout "$SAN_TIMEOUT" "$cs" --tool "$tool" --error-exitcode 86 --print-limit 50 \
+  # Device defines for checkers (gpuvfs/backends/base.py, env_defines): paths read a byte
+  # at a time up to their NUL (memcheck), and for racecheck no shared staging buffer, whose
+  # holders an atomic lock orders (racecheck only knows barriers).
+  local defs="GVFS_PATH_EXACT_READS"
+  [ "$tool" = racecheck ] && defs="$defs GVFS_STAGE_BYTES=0"
+  GPUVFS_DEVICE_DEFINES="$defs" timeout "$SAN_TIMEOUT" "$cs" --tool "$tool" --error-exitcode 86 --print-limit 50 \
     python3 -m pytest -q -x -rfE -p no:cacheprovider -m gpu $files >"$log" 2>&1
   local rc=$?
   tail -n 15 "$log"

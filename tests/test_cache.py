@@ -224,8 +224,8 @@ def test_open_keys_paths_at_any_alignment(make_runtime, data_root, monkeypatch, 
     """The name cache reads paths a word at a time: the same path at each of 8 alignments,
     with non-NUL garbage after it, is one entry (one LOOKUP, the other opens on the GPU);
     lengths around word edges and past an entry's capacity open the right file. The same with
-    the byte-at-a-time reads for memory checkers (GPUVFS_EXACT_PATH_READS)."""
-    monkeypatch.setenv("GPUVFS_EXACT_PATH_READS", "1" if exact else "0")
+    the byte-at-a-time reads for memory checkers (GVFS_PATH_EXACT_READS)."""
+    monkeypatch.setenv("GPUVFS_DEVICE_DEFINES", "GVFS_PATH_EXACT_READS" if exact else "")
     rt = make_runtime(data_root)
     mod = rt.compile(OPEN_ALIGNED)
     # "/" + name: around word edges, around the 4 words a key keeps in registers (31-33

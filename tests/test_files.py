@@ -261,3 +261,20 @@ def test_concurrent_launches_from_python_threads(make_runtime, data_root):
     for t in ts:
         t.join()
     assert not errors
+
+
+def test_device_defines_from_the_environment(monkeypatch, data_root, backend):
+    """GPUVFS_DEVICE_DEFINES reaches the device compile as -D flags; a malformed one is a
+    clear error, not a compiler's."""
+    src = ('#include <gpuvfs.cuh>\n#ifndef GVFS_TEST_DEFINE\n#define GVFS_TEST_DEFINE 0\n#endif\n'
+           'extern "C" __global__ void k(long *r) { r[0] = GVFS_TEST_DEFINE; }\n')
+    with gpuvfs.Runtime(root=data_root, backend=backend) as rt:
+        for defines, want in [("", 0), ("GVFS_TEST_DEFINE=7", 7), ("  GVFS_PATH_EXACT_READS GVFS_TEST_DEFINE=3 ", 3)]:
+            monkeypatch.setenv("GPUVFS_DEVICE_DEFINES", defines)
+            r = rt.zeros(1, "int64")
+            rt.compile(src).get_function("k")((1,), (1,), (r,))
+            rt.synchronize()
+            assert int(rt.asnumpy(r)[0]) == want, defines
+        monkeypatch.setenv("GPUVFS_DEVICE_DEFINES", "GVFS_X=1;rm")
+        with pytest.raises(ValueError, match="GPUVFS_DEVICE_DEFINES: 'GVFS_X=1;rm' is not NAME or NAME=VALUE"):
+            rt.compile(src)

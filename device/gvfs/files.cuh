@@ -237,7 +237,7 @@ GVFS_FN gvfs_u64 gvfs_zero_bytes(gvfs_u64 v) { return (v - 0x0101010101010101ull
 // long for an entry (GVFS_NAME_MAX with the NUL) get nwords = 0 and are read no further.
 GVFS_FN void gvfs_pathkey_make(gvfs_pathkey *k, const char *p) {
 #ifdef GVFS_PATH_EXACT_READS
-  // For memory checkers (GPUVFS_EXACT_PATH_READS=1, gpuvfs/backends/base.py): a byte at a
+  // For memory checkers (GPUVFS_DEVICE_DEFINES, gpuvfs/backends/base.py): a byte at a
   // time up to the NUL, nothing past it; the same words, length and hash.
   gvfs_u64 hx = 0xcbf29ce484222325ull;
   k->nwords = 0;

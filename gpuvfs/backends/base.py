@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
@@ -56,12 +57,22 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def env_defines() -> tuple[str, ...]:
-    """Compiler defines the environment asks for, the same on every backend.
+_DEFINE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(=[A-Za-z0-9_]*)?")
 
-    GPUVFS_EXACT_PATH_READS=1: the device reads a path a byte at a time up to its NUL
-    (device/gvfs/files.cuh). The fast path reads the rest of the path's aligned 32-byte block,
-    as strlen does: it cannot fault, but a memory checker (compute-sanitizer memcheck, ASan)
-    reports the bytes past the end of a path's allocation. `make gpu-check --sanitize` sets it."""
-    on = os.environ.get("GPUVFS_EXACT_PATH_READS", "") not in ("", "0")
-    return ("-DGVFS_PATH_EXACT_READS",) if on else ()
+
+def env_defines() -> tuple[str, ...]:
+    """Device-code defines from the environment, the same on every backend:
+    GPUVFS_DEVICE_DEFINES="NAME NAME=VALUE ..." adds -DNAME ... to every compile. For runs
+    under a checker (`make gpu-check --sanitize` sets them):
+      GVFS_PATH_EXACT_READS  read a path a byte at a time up to its NUL (device/gvfs/files.cuh).
+                             The fast path reads the rest of the path's aligned 32-byte block,
+                             as strlen does: it cannot fault, but memcheck (or ASan) reports
+                             the bytes past the end of the path's allocation.
+      GVFS_STAGE_BYTES=0     no shared staging buffer for a lone thread's copies (copy.cuh).
+                             Its holders are ordered by an atomic lock, which racecheck, a
+                             checker of barriers, cannot see."""
+    words = os.environ.get("GPUVFS_DEVICE_DEFINES", "").split()
+    bad = [w for w in words if not _DEFINE.fullmatch(w)]
+    if bad:
+        raise ValueError(f"GPUVFS_DEVICE_DEFINES: {bad[0]!r} is not NAME or NAME=VALUE")
+    return tuple(f"-D{w}" for w in words)
