@@ -235,13 +235,25 @@ GVFS_FN gvfs_u64 gvfs_zero_bytes(gvfs_u64 v) { return (v - 0x0101010101010101ull
 // time instead, for such checkers). Each word of the key is 8 bytes of the path itself,
 // whatever its alignment, zero after the NUL; the hash mixes a word at a time. Paths too
 // long for an entry (GVFS_NAME_MAX with the NUL) get nwords = 0 and are read no further.
+// Key word i is c, with nb path bytes before a NUL in it (8: none): stores it and mixes it
+// into the hash; true when the path ends in it.
+GVFS_FN bool gvfs_pathkey_put(gvfs_pathkey *k, gvfs_u32 i, gvfs_u64 c, gvfs_u32 nb, gvfs_u64 *h) {
+  k->w[i] = c;
+  *h = (*h ^ c) * 0x9e3779b97f4a7c15ull;
+  *h ^= *h >> 29;
+  if (nb == 8u) return false;
+  k->len = 8u * i + nb;
+  k->nwords = i + 1u;
+  return true;
+}
+
 GVFS_FN void gvfs_pathkey_make(gvfs_pathkey *k, const char *p) {
+  gvfs_u64 h = 0xcbf29ce484222325ull;
+  k->nwords = 0;
+  k->len = GVFS_NAME_MAX;
 #ifdef GVFS_PATH_EXACT_READS
   // For memory checkers (GPUVFS_DEVICE_DEFINES, gpuvfs/backends/base.py): a byte at a
   // time up to the NUL, nothing past it; the same words, length and hash.
-  gvfs_u64 hx = 0xcbf29ce484222325ull;
-  k->nwords = 0;
-  k->len = GVFS_NAME_MAX;
   for (gvfs_u32 i = 0; i < GVFS_NAME_WORDS; ++i) {
     gvfs_u64 c = 0;
     gvfs_u32 nb = 8u;
@@ -250,16 +262,9 @@ GVFS_FN void gvfs_pathkey_make(gvfs_pathkey *k, const char *p) {
       if (ch == 0u) { nb = b; break; }
       c |= (gvfs_u64)ch << (8u * b);
     }
-    k->w[i] = c;
-    hx = (hx ^ c) * 0x9e3779b97f4a7c15ull;
-    hx ^= hx >> 29;
-    if (nb < 8u) {
-      k->len = 8u * i + nb;
-      k->nwords = i + 1u;
-      break;
-    }
+    if (gvfs_pathkey_put(k, i, c, nb, &h)) break;
   }
-  k->h = hx ? hx : 1u;
+  k->h = h ? h : 1u;
   return;
 #endif
   const gvfs_u64 addr = (gvfs_u64)p;
@@ -272,9 +277,6 @@ GVFS_FN void gvfs_pathkey_make(gvfs_pathkey *k, const char *p) {
   GVFS_UNROLL
   for (gvfs_u32 u = 0; u < 4u; ++u) pre[u] = u < npre ? wp[u] : 0ull;
   gvfs_u64 a = pre[0];
-  gvfs_u64 h = 0xcbf29ce484222325ull;
-  k->nwords = 0;
-  k->len = GVFS_NAME_MAX;
   for (gvfs_u32 i = 0; i < GVFS_NAME_WORDS; ++i) {
     gvfs_u64 c = a;
     if (off != 0u) {
@@ -287,14 +289,7 @@ GVFS_FN void gvfs_pathkey_make(gvfs_pathkey *k, const char *p) {
     const gvfs_u64 z = gvfs_zero_bytes(c);
     const gvfs_u32 nb = z ? (gvfs_u32)gvfs_ctz64(z) / 8u : 8u;  // path bytes before the NUL in this word
     if (nb < 8u) c &= nb ? ~0ull >> (64u - 8u * nb) : 0ull;
-    k->w[i] = c;
-    h = (h ^ c) * 0x9e3779b97f4a7c15ull;
-    h ^= h >> 29;
-    if (nb < 8u) {
-      k->len = 8u * i + nb;
-      k->nwords = i + 1u;
-      break;
-    }
+    if (gvfs_pathkey_put(k, i, c, nb, &h)) break;
     if (off == 0u) a = i + 1u < npre ? pre[i + 1u] : wp[i + 1u];  // no NUL yet: the next word is the path's
   }
   k->h = h ? h : 1u;  // 0 means "not written yet" in an entry (N3)
