@@ -63,7 +63,7 @@ _DEFINE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(=[A-Za-z0-9_]*)?")
 def env_defines() -> tuple[str, ...]:
     """Device-code defines from the environment, the same on every backend:
     GPUVFS_DEVICE_DEFINES="NAME NAME=VALUE ..." adds -DNAME ... to every compile. For runs
-    under a checker (`make gpu-check --sanitize` sets them):
+    under a checker (`scripts/gpu-check.sh --sanitize` sets them):
       GVFS_PATH_EXACT_READS  read a path a byte at a time up to its NUL (device/gvfs/files.cuh).
                              The fast path reads the rest of the path's aligned 32-byte block,
                              as strlen does: it cannot fault, but memcheck (or ASan) reports
