@@ -99,9 +99,11 @@ GVFS_FN gvfs_u64 gvfs_load_relaxed_u64_dev(const gvfs_u64 *p) {
   gvfs_u64 v; asm volatile("ld.relaxed.gpu.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory"); return v;
 }
 // Neighbouring words in one request (p aligned to the vector's size): each word is read
-// atomically on its own (a vector access is one access per element), the group is not. A
-// thread's strong loads issue one at a time (~60 ns apart on the H100, probe of 17:22 UTC):
-// a set's 48 words read one by one took 2.7 us, so wide loads are worth their alignment.
+// atomically on its own (a vector access is one access per element), the group is not. In
+// the claim (H100, 17:22 UTC) a set's 48 words read one by one took 2.7 us and 16 wide loads
+// 0.48 us, so wide loads are worth their alignment there. Why is not settled: a lone thread's
+// loads overlap about 8 words at a time whatever their width (probe, 18:10 UTC), which
+// predicts a smaller gap.
 GVFS_FN void gvfs_load_relaxed_u64x2_dev(const gvfs_u64 *p, gvfs_u64 *a, gvfs_u64 *b) {
   asm volatile("ld.relaxed.gpu.v2.u64 {%0, %1}, [%2];" : "=l"(*a), "=l"(*b) : "l"(p) : "memory");
 }
