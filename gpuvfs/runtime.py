@@ -179,7 +179,7 @@ class Runtime:
         self.server = Server(self.lanes, workers=workers, in_flight=self._in_flight,
                              spin_yield=self.backend.name != "cpu")
         self.files = FileHandlers(self.server, self._root)
-        self.cache_files = CacheFiles(self.server, self._root)
+        self.cache_files = CacheFiles(self.server, self._root, workers=workers)
         self.stdio = StdioHandlers(
             self.server,
             stdout=(lambda: stdout) if stdout is not None else None,

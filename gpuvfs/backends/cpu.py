@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import BackendUnavailable, CompileError, LaunchError
+from ..native import cache_dir
 from .base import env_defines
 
 BASE_FLAGS = ("-std=c++20", "-O2", "-g", "-fPIC", "-pthread", "-fno-strict-aliasing", "-Wno-unused-function")
@@ -33,12 +34,6 @@ _CODES = {
     np.dtype("int32"): 5, np.dtype("uint32"): 6, np.dtype("int64"): 7, np.dtype("uint64"): 8,
     np.dtype("float32"): 9, np.dtype("float64"): 10, np.dtype("bool"): 2,
 }
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("GPUVFS_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "gpuvfs")
-    return Path(base) / "cpu"
 
 
 def sources_digest(device_dir: Path) -> str:
@@ -196,7 +191,7 @@ class CpuBackend:
         flags = list(BASE_FLAGS) + [f"-I{self.device_dir}", *env_defines()] + opts
         digest = self._sources_digest()
         key = hashlib.sha256("\0".join([source, digest, self._cxx_version, *flags]).encode()).hexdigest()[:32]
-        cache = _cache_dir()
+        cache = cache_dir("cpu")
         cache.mkdir(parents=True, exist_ok=True)
         lib = cache / f"mod-{key}.so"
         if not lib.exists():

@@ -11,6 +11,7 @@ since is answered -ESTALE rather than with bytes of the new file (docs/consisten
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -18,7 +19,10 @@ from dataclasses import dataclass
 from .. import abi
 from .files import CAN_READ_CACHED, INLINE_READ_MAX, io_args, read_cached, read_path
 from .paths import Confined
-from .server import Pending, Server
+from .readers import NativeReaders, native_readers_wanted
+from .server import STARTED, Pending, Server, Started
+
+log = logging.getLogger("gpuvfs.hostcall")
 
 MAX_FILE_NO = (1 << (64 - abi.PAGE_BITS)) - 1
 
@@ -40,7 +44,7 @@ class Version:
 class CacheFiles:
     """The registry of file versions the device caches pages of."""
 
-    def __init__(self, server: Server, root: Confined) -> None:
+    def __init__(self, server: Server, root: Confined, *, workers: int = 16) -> None:
         self.lanes = server.lanes
         self.counters = server.counters
         self.root = root
@@ -48,10 +52,23 @@ class CacheFiles:
         self._current: dict[tuple[int, int], Version] = {}  # (dev, ino) -> newest version
         self._by_no: dict[int, Version] = {}
         self._next_no = 1
+        # Fills run on native reader threads where they can be built (readers.py): the
+        # polling thread queues each one and answers it when its source reports.
+        self._readers: NativeReaders | None = None
+        self._reading: dict[int, Version] = {}   # lane -> the version a native read holds (polling thread)
+        if native_readers_wanted():
+            try:
+                self._readers = NativeReaders(max(1, workers), self.lanes.count)
+            except OSError as e:
+                log.info("cache fills run on the Python worker pool: %s", e.strerror or e)
+        if self._readers is not None:
+            server.add_source(self)
         server.register(abi.Op.LOOKUP, self.lookup, blocking=True)
-        # The polling thread's try (RWF_NOWAIT): a small fill whose bytes are all in the
-        # host's page cache is answered at once; anything else goes to the pool.
-        server.register(abi.Op.FILL, self.fill, blocking=True, inline=self.fill_nowait if CAN_READ_CACHED else None)
+        # The polling thread's try: a small fill whose bytes are all in the host's page cache
+        # (RWF_NOWAIT) is answered at once; any other goes to the native readers, or where
+        # there are none, to the pool.
+        inline = self.fill_inline if (CAN_READ_CACHED or self._readers is not None) else None
+        server.register(abi.Op.FILL, self.fill, blocking=True, inline=inline)
         server.register(abi.Op.FILL_PUSH, self.fill_push, blocking=True)
         self._stage: tuple[object, int] | None = None  # (backend, device pointer)
 
@@ -79,7 +96,18 @@ class CacheFiles:
         with self._lock:
             return list(self._by_no)
 
+    @property
+    def native(self) -> bool:
+        """Whether fills run on the native reader threads."""
+        return self._readers is not None
+
     def close(self) -> None:
+        if self._readers is not None:   # after the server stopped: no fill can start now
+            self._readers.close()
+            self._readers = None
+            for v in self._reading.values():
+                self._release(v)
+            self._reading.clear()
         with self._lock:
             for v in list(self._by_no.values()):
                 self._retire(v)
@@ -109,9 +137,48 @@ class CacheFiles:
     def fill(self, lane: int, q: abi.Request) -> int:
         return self._fill(lane, q, False)  # type: ignore[return-value]
 
-    def fill_nowait(self, lane: int, q: abi.Request) -> int | None:
-        """FILL from the page cache alone, or None (see __init__)."""
-        return self._fill(lane, q, True)
+    def fill_inline(self, lane: int, q: abi.Request) -> "int | Started | None":
+        """FILL on the polling thread: from the page cache at once when it is small and all
+        cached, else handed to the native readers; None: to the pool (see __init__)."""
+        if CAN_READ_CACHED:
+            got = self._fill(lane, q, True)
+            if got is not None:
+                return got
+        if self._readers is None:
+            return None
+        n, off = io_args(self.lanes, q)
+        if not n:
+            return 0
+        v = self._use(q.arg0)
+        try:
+            self._readers.submit(lane, v.osfd, self.lanes.data_address(lane), n, off, v.size, v.mtime_ns)
+        except BaseException:
+            self._release(v)
+            raise
+        self._reading[lane] = v
+        return STARTED
+
+    # CompletionSource (server.add_source): the native readers' results.
+    def ready(self) -> bool:
+        return self._readers is not None and self._readers.ready()
+
+    def reap(self) -> list[tuple[int, int]]:
+        assert self._readers is not None
+        done = self._readers.reap()
+        got = 0
+        for lane, result in done:
+            v = self._reading.pop(lane, None)
+            if v is None:
+                continue
+            if result == -errno.ESTALE:   # the file changed since this version was looked up
+                with self._lock:
+                    self._retire(v)
+            elif result > 0:
+                got += result
+            self._release(v)
+        if got:
+            self.counters.add_one("bytes_from_host", got)
+        return done
 
     def fill_push(self, lane: int, q: abi.Request) -> "int | Pending":
         """FILL_PUSH: FILL, then the bytes read are copied (one DMA on cuda) from the lane's
@@ -133,12 +200,7 @@ class CacheFiles:
         n, off = io_args(self.lanes, q)
         if nowait and n > INLINE_READ_MAX:
             return None
-        file_no = q.arg0
-        with self._lock:
-            v = self._by_no.get(file_no)
-            if v is None:
-                raise OSError(errno.ESTALE, "unknown or retired file version")
-            v.users += 1
+        v = self._use(q.arg0)
         try:
             st = os.fstat(v.osfd)
             if st.st_size != v.size or st.st_mtime_ns != v.mtime_ns:
@@ -153,9 +215,21 @@ class CacheFiles:
             else:
                 got = os.preadv(v.osfd, buf, off) if n else 0
         finally:
-            with self._lock:
-                v.users -= 1
-                if v.retired and v.users == 0:
-                    os.close(v.osfd)
+            self._release(v)
         self.counters.add_one("bytes_from_host", got)
         return got
+
+    def _use(self, file_no: int) -> Version:
+        """The live version `file_no`, held open (its fd stays open) until _release."""
+        with self._lock:
+            v = self._by_no.get(file_no)
+            if v is None:
+                raise OSError(errno.ESTALE, "unknown or retired file version")
+            v.users += 1
+            return v
+
+    def _release(self, v: Version) -> None:
+        with self._lock:
+            v.users -= 1
+            if v.retired and v.users == 0:
+                os.close(v.osfd)

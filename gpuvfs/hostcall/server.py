@@ -92,6 +92,7 @@ class Lanes:
         self.resp = buf[off_resp:off_resp + abi.RESPONSE.itemsize * count].view(abi.RESPONSE)
         self.data = buf[off_data:off_data + data_bytes * count].reshape(count, data_bytes)
         self._data_mv = memoryview(self.data.reshape(-1))
+        self._data_addr = self.data.ctypes.data
         self._dev_words, dev_ptr = backend.device_zeros(4 * count)  # lock[count]: seq << 1 | held
         self.device = {
             "count": count, "data_bytes": data_bytes,
@@ -99,6 +100,10 @@ class Lanes:
             "req": dp + off_req, "resp": dp + off_resp, "data": dp + off_data,
             "lock": dev_ptr,
         }
+
+    def data_address(self, lane: int) -> int:
+        """The host address of `lane`'s payload (for native code that reads into it)."""
+        return self._data_addr + lane * self.data_bytes
 
     def buffer(self, lane: int, n: int) -> memoryview:
         """The first n bytes of `lane`'s payload, for preadv/pwrite (a slice of one flat
@@ -140,6 +145,27 @@ class Pending:
         self.result = result
 
 
+class Started:
+    """What a handler returns when it handed the request to a completion source (see
+    Server.add_source): the source reports the result for the lane later. Only the polling
+    thread may return it (inline handlers), so the request is on record before any sweep
+    can collect the result."""
+
+    __slots__ = ()
+
+
+STARTED = Started()
+
+
+class CompletionSource(Protocol):
+    """Work that finishes off the server's threads (the native reader pool): `ready()` says
+    without blocking whether results wait; `reap()` returns them as (lane, result), where a
+    result is a handler's: bytes or a count, or -errno."""
+
+    def ready(self) -> bool: ...
+    def reap(self) -> list[tuple[int, int]]: ...
+
+
 class Counters:
     """Host-side counters, read by Runtime.stats(). `hostcalls` and `hostcalls_pooled` (of
     those, the requests handed to the worker pool: a handoff costs tens of microseconds, so
@@ -153,6 +179,7 @@ class Counters:
         self._v = dict.fromkeys(self.FIELDS, 0)
         self.hostcalls = 0
         self.pooled = 0
+        self.native = 0                 # requests answered through a completion source
         self.ops: dict[int, int] = {}   # opcode -> requests taken (polling thread only)
         self.nops = 0                   # NOPs, counted apart on the hot path
 
@@ -177,7 +204,8 @@ class Counters:
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
-            return {"hostcalls": self.hostcalls, "hostcalls_pooled": self.pooled, **self._v}
+            return {"hostcalls": self.hostcalls, "hostcalls_pooled": self.pooled, "hostcalls_native": self.native,
+                    **self._v}
 
 
 class Server:
@@ -207,6 +235,8 @@ class Server:
         self._busy_pool = 0                 # requests on the pool or Pending (under _busy_lock)
         self._busy_lock = threading.Lock()
         self._pending: list[tuple[int, int, Pending, int]] = []   # (lane, word, answer, length), under _busy_lock
+        self._started: dict[int, tuple[int, int]] = {}   # lane -> (word, length) of a STARTED request (polling thread)
+        self._sources: list[CompletionSource] = []
         self.register(abi.Op.NOP, lambda lane, q: 0)  # answered by echo in sweep(), never called
         # The hot path's views (no copies): the request words as bytes, the response words
         # for scalar stores and as int32 (the vector path), the response record's columns,
@@ -236,6 +266,11 @@ class Server:
         if not 0 <= op <= 0xFF:
             raise ValueError(f"opcodes are 8 bits (they travel in the request word), got {op}")
         self._routes[op] = _Route(handler, blocking, inline)
+
+    def add_source(self, source: CompletionSource) -> None:
+        """Has every sweep collect `source`'s results and answer the STARTED requests they
+        belong to."""
+        self._sources.append(source)
 
     # ---- answering ----
     def answer(self, lane: int, word: int, result: int, aux: tuple[int, int, int] | None = None,
@@ -270,6 +305,9 @@ class Server:
             out = route.inline(lane, q) if fast and route.inline else route.handler(lane, q)
             if out is None:
                 return False
+            if out is STARTED:                 # answered by the polling thread once a source reports it
+                self._started[lane] = (word, q.length)
+                return True
             if isinstance(out, Pending):    # answered by the polling thread once it is done
                 with self._busy_lock:
                     self._busy_pool += 1
@@ -318,6 +356,23 @@ class Server:
             self._busy_pool -= n
         return n
 
+    def _reap_started(self) -> int:
+        """The polling thread answers every STARTED request whose source has reported."""
+        n = 0
+        for src in self._sources:
+            if not src.ready():
+                continue
+            for lane, result in src.reap():
+                entry = self._started.pop(lane, None)
+                if entry is None:            # a source reporting a lane it was not given: a bug
+                    log.error("a completion source reported lane %d, which has no request out", lane)
+                    continue
+                word, length = entry
+                self.answer(lane, word, result, None, length)
+                n += 1
+        self.counters.native += n
+        return n
+
     def _run_pooled(self, lane: int, word: int, q: abi.Request, route: _Route) -> None:
         self._handoff.set()  # we hold the GIL now: the polling thread may go on
         try:
@@ -330,6 +385,8 @@ class Server:
         """One pass: the Pending answers whose work is done, then every lane. Returns how
         many of both. `sb`: as for _take."""
         finished = self._finish_pending() if self._pending else 0
+        if self._started:
+            finished += self._reap_started()
         return finished + self._take(sb)
 
     def _take(self, sb: bytes | None = None) -> int:
@@ -474,7 +531,7 @@ class Server:
                 last_check = now
                 with self._busy_lock:
                     busy = self._busy_pool > 0
-                active = busy or self._in_flight()
+                active = busy or bool(self._started) or self._in_flight()
             if not active:
                 # Nothing in flight: sleep until a launch wakes us. The timeout only bounds
                 # how long a request written without a launch (tests) waits.

@@ -1,0 +1,91 @@
+"""The native reader pool (readers.c): cache fills read into their lanes by C threads,
+off Python's GIL. Built with the system's C compiler on first use and cached; where it
+cannot be built (no compiler) or GPUVFS_NATIVE_READERS=0, fills run on the server's
+Python pool as every other blocking request does."""
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import threading
+from pathlib import Path
+
+from ..native import build_c_library
+
+log = logging.getLogger("gpuvfs.hostcall")
+
+_SOURCE = Path(__file__).with_name("readers.c")
+_lib: ctypes.CDLL | None = None
+_lib_error: str | None = None
+_lib_lock = threading.Lock()
+
+
+def _load() -> ctypes.CDLL | None:
+    """The pool's library, built on first use; None (and a reason in _lib_error) if not."""
+    global _lib, _lib_error
+    with _lib_lock:
+        if _lib is None and _lib_error is None:
+            try:
+                lib = ctypes.CDLL(str(build_c_library(_SOURCE, "readers")))
+            except OSError as e:
+                _lib_error = str(e)
+                return None
+            u32, u64, i64, i32, vp = ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
+            lib.rp_create.argtypes, lib.rp_create.restype = [ctypes.c_int, u32], vp
+            lib.rp_submit.argtypes = [vp, i64, i32, u64, u64, u64, i64, i64]
+            lib.rp_submit.restype = ctypes.c_int
+            p64 = ctypes.POINTER(i64)
+            lib.rp_reap.argtypes, lib.rp_reap.restype = [vp, p64, p64, ctypes.c_int], ctypes.c_int
+            lib.rp_finished_addr.argtypes, lib.rp_finished_addr.restype = [vp], vp
+            lib.rp_destroy.argtypes, lib.rp_destroy.restype = [vp], None
+            _lib = lib
+        return _lib
+
+
+def native_readers_wanted() -> bool:
+    return os.environ.get("GPUVFS_NATIVE_READERS", "1") != "0"
+
+
+class NativeReaders:
+    """`threads` C threads that run read jobs: each reads n bytes at off of an OS fd into
+    host memory, after checking the file still has the size and mtime the caller expects.
+    At most `capacity` jobs at once (queued, running or not yet reaped)."""
+
+    def __init__(self, threads: int, capacity: int) -> None:
+        lib = _load()
+        if lib is None:
+            raise OSError(errno.ENOSYS, f"the native reader pool is unavailable: {_lib_error}")
+        self._lib = lib
+        self._pool = lib.rp_create(threads, capacity)
+        if not self._pool:
+            raise OSError(errno.ENOMEM, "could not start the native reader threads")
+        self._finished = ctypes.c_uint64.from_address(lib.rp_finished_addr(self._pool))
+        self._reaped = 0
+        self._tags = (ctypes.c_int64 * capacity)()
+        self._results = (ctypes.c_int64 * capacity)()
+        self._capacity = capacity
+
+    def submit(self, tag: int, fd: int, dst: int, n: int, off: int, size: int = -1, mtime_ns: int = 0) -> None:
+        """Queues a read of n bytes at `off` of `fd` into host address `dst`; the result
+        (bytes read, or -errno: -ESTALE when the file's size or mtime_ns is no longer the
+        one given) comes back from reap() under `tag`. size < 0: no check."""
+        rc = self._lib.rp_submit(self._pool, tag, fd, dst, n, off, size, mtime_ns)
+        if rc:
+            raise OSError(-rc, os.strerror(-rc))
+
+    def ready(self) -> bool:
+        """Whether results wait to be reaped (one load, no call)."""
+        return self._finished.value != self._reaped
+
+    def reap(self) -> list[tuple[int, int]]:
+        """The (tag, result) of every finished job not reaped yet."""
+        k = self._lib.rp_reap(self._pool, self._tags, self._results, self._capacity)
+        self._reaped += k
+        return list(zip(self._tags[:k], self._results[:k]))
+
+    def close(self) -> None:
+        """Waits for queued jobs to run, stops the threads. Results not reaped are dropped."""
+        if self._pool:
+            self._lib.rp_destroy(self._pool)
+            self._pool = None
