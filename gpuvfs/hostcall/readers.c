@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct {
@@ -62,7 +63,14 @@ typedef struct {
   int nthreads;
   pthread_t *threads;
   _Atomic uint64_t finished;
+  _Atomic uint64_t busy_ns;  /* time the readers spent in jobs, summed (statistics only) */
 } rp_pool;
+
+static uint64_t rp_now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
 
 /* One job, with no lock held. */
 static int64_t rp_run(const rp_job *j) {
@@ -96,7 +104,9 @@ static void *rp_reader(void *arg) {
     p->jlen--;
     p->running++;
     pthread_mutex_unlock(&p->lock);
+    uint64_t t0 = rp_now_ns();
     int64_t result = rp_run(&j);
+    atomic_fetch_add_explicit(&p->busy_ns, rp_now_ns() - t0, memory_order_relaxed);
     pthread_mutex_lock(&p->lock);
     p->running--;
     p->done[(p->dhead + p->dlen) % p->cap] = (rp_result){j.tag, result};
@@ -169,6 +179,9 @@ int rp_reap(rp_pool *p, int64_t *tags, int64_t *results, int max) {
 
 /* Where `finished` lives: the reaper may load it (8 bytes, aligned) without a call. */
 const _Atomic uint64_t *rp_finished_addr(rp_pool *p) { return &p->finished; }
+
+/* Nanoseconds the readers have spent running jobs, summed over readers. */
+uint64_t rp_busy_ns(rp_pool *p) { return atomic_load_explicit(&p->busy_ns, memory_order_relaxed); }
 
 /* Stops the readers once every queued job has run (R2), and frees the pool. Results not yet
  * reaped are dropped. */

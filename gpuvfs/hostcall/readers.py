@@ -39,6 +39,7 @@ def _load() -> ctypes.CDLL | None:
             lib.rp_reap.argtypes, lib.rp_reap.restype = [vp, p64, p64, ctypes.c_int], ctypes.c_int
             lib.rp_finished_addr.argtypes, lib.rp_finished_addr.restype = [vp], vp
             lib.rp_destroy.argtypes, lib.rp_destroy.restype = [vp], None
+            lib.rp_busy_ns.argtypes, lib.rp_busy_ns.restype = [vp], u64
             _lib = lib
         return _lib
 
@@ -83,6 +84,10 @@ class NativeReaders:
         k = self._lib.rp_reap(self._pool, self._tags, self._results, self._capacity)
         self._reaped += k
         return list(zip(self._tags[:k], self._results[:k]))
+
+    def busy_ns(self) -> int:
+        """Nanoseconds the threads have spent in jobs, summed over threads."""
+        return int(self._lib.rp_busy_ns(self._pool)) if self._pool else 0
 
     def close(self) -> None:
         """Waits for queued jobs to run, stops the threads. Results not reaped are dropped."""

@@ -7,7 +7,9 @@
 #   tests/native/tsan_pagetable.cpp  the page table, file cache, fd table and name cache,
 #                                    with the warp read path run through device/cpu/launcher.cpp
 #                                    (-DGVFS_TSAN_SELFTEST_PT; links libffi)
-# (what the two share, tests/native/tsan_common.h, is included by both).
+# (what the two share, tests/native/tsan_common.h, is included by both), and a third for the
+# host's native reader pool:
+#   tests/native/tsan_readers.c      gpuvfs/hostcall/readers.c (-DRP_TSAN_SELFTEST; built with CC)
 # Then, for each harness:
 #   1. runs it over several shapes (lanes/servers; pool sets x ways, readahead, fills pushed
 #      by the host or not); every run must finish with exit 0, all checks passed and no TSan
@@ -23,6 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 CXX=${CXX:-g++}
+CC=${CC:-gcc}
 ITERS=${TSAN_ITERS:-4000}
 PT_ITERS=${TSAN_PT_ITERS:-1500}
 BUILD=tests/native/build
@@ -119,6 +122,12 @@ build "the page-table harness (needs libffi)" "$BUILD/build-pt.log" \
   tests/native/tsan_pagetable.cpp -o "$BUILD/tsan_pagetable" -lffi
 build "the page-table self-test harness" "$BUILD/build-pt-selftest.log" \
   -DGVFS_TSAN_SELFTEST_PT tests/native/tsan_pagetable.cpp -o "$BUILD/tsan_pagetable_selftest" -lffi
+"$CC" -std=c11 -O1 -g -fsanitize=thread -pthread -Wall tests/native/tsan_readers.c -o "$BUILD/tsan_readers" \
+  2>"$BUILD/build-readers.log" &
+build_pids+=($!); build_logs+=("$BUILD/build-readers.log"); build_whats+=("the reader-pool harness with $CC")
+"$CC" -std=c11 -O1 -g -fsanitize=thread -pthread -Wall -DRP_TSAN_SELFTEST tests/native/tsan_readers.c \
+  -o "$BUILD/tsan_readers_selftest" 2>"$BUILD/build-readers-selftest.log" &
+build_pids+=($!); build_logs+=("$BUILD/build-readers-selftest.log"); build_whats+=("the reader-pool self-test harness")
 wait_builds
 
 t_build=$SECONDS
@@ -181,5 +190,20 @@ must_catch "page-table self-test with pushed fills" "a deliberately racy page ta
   "$BUILD/tsan_pagetable_selftest" "${pt_modes[@]}" -- --iters=300 --rounds=8 --witers=10 --push=1
 pt_caught=$((pt_caught + n_caught))
 
+# ---- the host's native reader pool: readers x capacity (1 x 1: every job waits its turn)
+t_pt=$SECONDS
+rp_jobs=0
+rp_run=0
+for shape in "8 24" "3 5" "1 1" "16 64"; do
+  read -r rthreads rcap <<<"$shape"
+  rp_run=$((rp_run + 1))
+  run_clean "readers threads=$rthreads cap=$rcap" "$BUILD/readers-run-$rp_run.log" jobs \
+    "$BUILD/tsan_readers" --threads="$rthreads" --cap="$rcap" --jobs=20000 --seed="$rp_run"
+  rp_jobs=$((rp_jobs + $(field jobs "$summary") + $(field side "$summary")))
+done
+caught "$BUILD/readers-selftest.log" "$BUILD/tsan_readers_selftest" --jobs=2000 ||
+  { cat "$BUILD/readers-selftest.log" >&2; fail "the reader pool's self-test (reap without the lock) was NOT caught by TSan in 3 runs"; }
+
 echo "$hostcall_summary"
-echo "tsan: pagetable: $reads reads, $fills fills ($pushed pushed), $lookups lookups, $pt_reports reports ($pt_run pool shapes); self-test: $pt_caught/$((2 * ${#pt_modes[@]})) injected races caught ($((SECONDS - t_hostcall)) s; builds $t_build s)"
+echo "tsan: pagetable: $reads reads, $fills fills ($pushed pushed), $lookups lookups, $pt_reports reports ($pt_run pool shapes); self-test: $pt_caught/$((2 * ${#pt_modes[@]})) injected races caught ($((t_pt - t_hostcall)) s; builds $t_build s)"
+echo "tsan: readers: $rp_jobs jobs, 0 reports ($rp_run shapes); self-test: 1/1 injected race caught ($((SECONDS - t_pt)) s)"

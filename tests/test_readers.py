@@ -1,0 +1,154 @@
+"""The native reader pool (gpuvfs/hostcall/readers.c) on its own, then as the cache's fill
+path in a Runtime. The pool needs a C compiler, which the cpu backend's tests need anyway."""
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import gpuvfs
+from gpuvfs.hostcall.readers import NativeReaders
+
+POISON = 0xA5
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    data = np.random.default_rng(11).integers(0, 256, 3 * 1000 * 1000 + 17, dtype=np.uint8)
+    p = tmp_path / "data.bin"
+    data.tofile(p)
+    fd = os.open(p, os.O_RDONLY)
+    st = os.fstat(fd)
+    yield fd, data, st
+    os.close(fd)
+
+
+def reap_all(rp: NativeReaders, n: int, timeout: float = 30.0) -> dict[int, int]:
+    out: dict[int, int] = {}
+    end = time.monotonic() + timeout
+    while len(out) < n:
+        assert time.monotonic() < end, f"only {len(out)} of {n} jobs finished"
+        if rp.ready():
+            for tag, result in rp.reap():
+                assert tag not in out, f"job {tag} reported twice"
+                out[tag] = result
+        else:
+            time.sleep(0.0005)
+    return out
+
+
+def test_random_reads_give_the_files_bytes(data_file) -> None:
+    fd, data, st = data_file
+    rng = np.random.default_rng(3)
+    jobs = 400
+    bufs = [np.full(70000, POISON, dtype=np.uint8) for _ in range(jobs)]
+    want = {}
+    rp = NativeReaders(8, jobs)
+    try:
+        for tag in range(jobs):
+            n = int(rng.integers(0, 70000))
+            off = int(rng.integers(0, data.size + 5000))   # some past the end: short or empty reads
+            want[tag] = (n, off)
+            rp.submit(tag, fd, bufs[tag].ctypes.data, n, off, st.st_size, st.st_mtime_ns)
+        got = reap_all(rp, jobs)
+    finally:
+        rp.close()
+    for tag, (n, off) in want.items():
+        expect = data[off:off + n]
+        assert got[tag] == expect.size, (tag, n, off)
+        assert np.array_equal(bufs[tag][:expect.size], expect)
+        assert (bufs[tag][expect.size:] == POISON).all(), "bytes written past what was read"
+
+
+def test_a_changed_file_reads_nothing_and_says_estale(data_file) -> None:
+    fd, data, st = data_file
+    buf = np.full(4096, POISON, dtype=np.uint8)
+    rp = NativeReaders(2, 4)
+    try:
+        rp.submit(1, fd, buf.ctypes.data, 4096, 0, st.st_size + 1, st.st_mtime_ns)
+        rp.submit(2, fd, buf.ctypes.data, 4096, 0, st.st_size, st.st_mtime_ns + 1)
+        rp.submit(3, 999_999, buf.ctypes.data, 4096, 0)                  # no such fd
+        got = reap_all(rp, 3)
+    finally:
+        rp.close()
+    assert got == {1: -errno.ESTALE, 2: -errno.ESTALE, 3: -errno.EBADF}
+    assert (buf == POISON).all()
+
+
+def test_a_full_pool_refuses_rather_than_overwrites(data_file) -> None:
+    fd, data, st = data_file
+    bufs = [np.zeros(100, dtype=np.uint8) for _ in range(3)]
+    rp = NativeReaders(1, 2)
+    try:
+        rp.submit(0, fd, bufs[0].ctypes.data, 100, 0)
+        rp.submit(1, fd, bufs[1].ctypes.data, 100, 100)
+        with pytest.raises(OSError) as e:     # two jobs held (queued, running or unreaped)
+            rp.submit(2, fd, bufs[2].ctypes.data, 100, 200)
+        assert e.value.errno == errno.EAGAIN
+        assert reap_all(rp, 2) == {0: 100, 1: 100}
+        rp.submit(2, fd, bufs[2].ctypes.data, 100, 200)  # room again once reaped
+        assert reap_all(rp, 1) == {2: 100}
+    finally:
+        rp.close()
+    for i, b in enumerate(bufs):
+        assert np.array_equal(b, data[100 * i:100 * (i + 1)])
+
+
+def test_close_runs_every_queued_job_first(data_file) -> None:
+    fd, data, st = data_file
+    jobs = 64
+    buf = np.full((jobs, 40000), POISON, dtype=np.uint8)
+    rp = NativeReaders(2, jobs)
+    for j in range(jobs):
+        rp.submit(j, fd, buf[j].ctypes.data, 40000, j * 40000)
+    rp.close()                                 # no reap: the jobs still run, then the threads stop
+    assert np.array_equal(buf.reshape(-1), data[:jobs * 40000])
+
+
+def test_submitters_on_many_threads(data_file) -> None:
+    """submit() is safe from any thread (one reaper): 8 threads submit at once."""
+    fd, data, st = data_file
+    per, nthreads = 50, 8
+    bufs = np.full((nthreads * per, 5000), POISON, dtype=np.uint8)
+    rp = NativeReaders(4, nthreads * per)
+    start = threading.Barrier(nthreads)
+
+    def submit(t: int) -> None:
+        start.wait()
+        for i in range(per):
+            tag = t * per + i
+            rp.submit(tag, fd, bufs[tag].ctypes.data, 5000, tag * 5000)
+
+    threads = [threading.Thread(target=submit, args=(t,)) for t in range(nthreads)]
+    try:
+        for th in threads:
+            th.start()
+        got = reap_all(rp, nthreads * per)
+        for th in threads:
+            th.join()
+    finally:
+        rp.close()
+    assert set(got.values()) == {5000}
+    assert np.array_equal(bufs.reshape(-1), data[:nthreads * per * 5000])
+
+
+@pytest.mark.parametrize("native", ["1", "0"])
+def test_runtime_fills_through_the_native_readers_or_the_pool(data_root, monkeypatch, native) -> None:
+    monkeypatch.setenv("GPUVFS_NATIVE_READERS", native)
+    data = np.random.default_rng(5).integers(0, 256, 5 * (1 << 20) + 333, dtype=np.uint8)
+    data.tofile(os.path.join(data_root, "f.bin"))
+    with gpuvfs.Runtime(root=data_root, backend="cpu", lane_bytes=1 << 20, cache_bytes=16 << 20) as rt:
+        assert rt.cache_files.native == (native == "1")
+        got = rt.asnumpy(rt.read("f.bin"))
+        st = rt.stats()
+    assert np.array_equal(got, data)
+    assert st["errors"] == 0
+    assert st["bytes_from_host"] == data.size
+    if native == "1":
+        assert st["hostcalls_native"] >= 5 and st["hostcalls_pooled"] <= 1   # the LOOKUP alone pooled
+    else:
+        assert st["hostcalls_native"] == 0 and st["hostcalls_pooled"] >= 5
