@@ -28,14 +28,16 @@ def compiler_version(compiler: str) -> str:
         return ""
 
 
-def build_c_library(source: Path, name: str, flags: tuple[str, ...] = ("-O2", "-shared", "-fPIC", "-pthread")) -> Path:
-    """Compiles one C file into a shared library with $CC (default cc, else gcc), cached by
-    a hash of the source, flags and compiler. Raises OSError (no compiler, or it failed)."""
+def build_c_library(source: Path, name: str, flags: tuple[str, ...] = ("-O2", "-shared", "-fPIC", "-pthread"),
+                    libs: tuple[str, ...] = ()) -> Path:
+    """Compiles one C file into a shared library with $CC (default cc, else gcc), linked
+    with `libs`, cached by a hash of the source, flags and compiler. Raises OSError (no
+    compiler, or it failed)."""
     cc = os.environ.get("CC") or next((c for c in ("cc", "gcc") if shutil.which(c)), "cc")
     if shutil.which(cc) is None:
         raise OSError(f"no C compiler ({cc!r} not found; set CC)")
     text = source.read_bytes()
-    key = hashlib.sha256(b"\0".join([text, compiler_version(cc).encode(), " ".join(flags).encode()])).hexdigest()[:32]
+    key = hashlib.sha256(b"\0".join([text, compiler_version(cc).encode(), " ".join(flags + libs).encode()])).hexdigest()[:32]
     out_dir = cache_dir("host")
     lib = out_dir / f"{name}-{key}.so"
     if lib.exists():
@@ -43,7 +45,8 @@ def build_c_library(source: Path, name: str, flags: tuple[str, ...] = ("-O2", "-
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         out = Path(tmp) / lib.name
-        r = subprocess.run([cc, *flags, "-x", "c", str(source), "-o", str(out)], capture_output=True, text=True)
+        r = subprocess.run([cc, *flags, "-x", "c", str(source), "-x", "none", *libs, "-o", str(out)],
+                           capture_output=True, text=True)
         if r.returncode != 0:
             raise OSError(f"{cc} could not build {source.name}: {r.stderr.strip()[:2000]}")
         os.replace(out, lib)   # atomic: a concurrent build of the same key is equivalent

@@ -89,10 +89,12 @@ FILLS = pytest.mark.parametrize("fills", ["pull", "push"])
 PUSH_BYTES = {"pull": 0, "push": 1}
 
 
-def _check_fills(st: dict, fills: str) -> None:
+def _check_fills(st: dict, fills: str, native: bool = False) -> None:
     assert st["fills"] > 0, st
     if fills == "push":   # every fill of slots; a read around the cache (no slot free) is a FILL still
         assert 0 < st["fills_pushed"] <= st["fills"], st
+        if native:        # each FILL_PUSH read and pushed by the native readers
+            assert st["hostcalls_native"] >= st["fills_pushed"], st
     else:
         assert st["fills_pushed"] == 0, st
 
@@ -120,7 +122,7 @@ def test_random_reads_cross_pages_and_file_end(make_runtime, data_root, variant,
     st = rt.stats()
     assert st["cache_misses"] > 0 and st["cache_hits"] > 0 and st["errors"] == 0
     assert st["opens_on_device"] > 0
-    _check_fills(st, fills)
+    _check_fills(st, fills, rt.cache_files.native)
 
 
 @FILLS
@@ -151,7 +153,7 @@ def test_working_set_four_times_the_cache(make_runtime, data_root, variant, fill
     st = rt.stats()
     assert st["evictions"] > 0, st
     assert st["pages_resident"] <= cache // 4096
-    _check_fills(st, fills)
+    _check_fills(st, fills, rt.cache_files.native)
 
 
 def test_one_fill_for_many_threads_missing_one_page(make_runtime, data_root):

@@ -69,12 +69,24 @@ class CacheFiles:
         # there are none, to the pool.
         inline = self.fill_inline if (CAN_READ_CACHED or self._readers is not None) else None
         server.register(abi.Op.FILL, self.fill, blocking=True, inline=inline)
-        server.register(abi.Op.FILL_PUSH, self.fill_push, blocking=True)
+        server.register(abi.Op.FILL_PUSH, self.fill_push, blocking=True, inline=self.fill_push_inline)
         self._stage: tuple[object, int] | None = None  # (backend, device pointer)
+        self._push_native = False   # FILL_PUSH runs on the native readers too (attach_stage)
 
     def attach_stage(self, backend: object, stage_ptr: int) -> None:
-        """The lanes' stage in device memory (lanes x lane_bytes) that FILL_PUSH copies into."""
+        """The lanes' stage in device memory (lanes x lane_bytes) that FILL_PUSH copies into.
+        Call before any kernel runs (the native readers make their CUDA streams here)."""
         self._stage = (backend, stage_ptr)
+        if self._readers is None:
+            return
+        try:
+            if getattr(backend, "name", "") == "cuda":
+                self._readers.push_by_cuda()
+            else:   # the cpu backend: device memory is host memory
+                self._readers.push_by_memcpy()
+            self._push_native = True
+        except OSError as e:
+            log.info("pushed cache fills run on the Python worker pool: %s", e.strerror or e)
 
     # ---- versions ----
     def _retire(self, v: Version) -> None:
@@ -146,12 +158,24 @@ class CacheFiles:
                 return got
         if self._readers is None:
             return None
+        return self._start(lane, q, 0)
+
+    def fill_push_inline(self, lane: int, q: abi.Request) -> "int | Started | None":
+        """FILL_PUSH on the polling thread: handed to the native readers, which read and push
+        it; None (to the pool) where they cannot push."""
+        if not self._push_native:
+            return None
+        assert self._stage is not None
+        return self._start(lane, q, self._stage[1] + lane * self.lanes.data_bytes)
+
+    def _start(self, lane: int, q: abi.Request, dev: int) -> "int | Started":
         n, off = io_args(self.lanes, q)
         if not n:
             return 0
+        assert self._readers is not None
         v = self._use(q.arg0)
         try:
-            self._readers.submit(lane, v.osfd, self.lanes.data_address(lane), n, off, v.size, v.mtime_ns)
+            self._readers.submit(lane, v.osfd, self.lanes.data_address(lane), n, off, v.size, v.mtime_ns, dev)
         except BaseException:
             self._release(v)
             raise

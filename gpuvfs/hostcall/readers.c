@@ -21,17 +21,31 @@
  * store is there for the lock-free reader's sake alone: whoever sees the new count and then
  * takes the lock finds the result (the lock orders the rest).
  *
+ * A job may also push its bytes on into device memory (FILL_PUSH: `dev` != 0), once the pool
+ * was told how (rp_push_*):
+ *   - memcpy (the cpu backend, whose device memory is host memory): the reader copies them;
+ *   - cuda: the reader queues one host-to-device copy on a stream of its own (CUDA driver API,
+ *     found with dlsym in the libcuda.so.1 the process has loaded) and records an event, then
+ *     goes on to its next job; a waiter thread waits for the events in the order they were
+ *     recorded and only then appends the job's result, so a result never comes back before
+ *     its bytes are in device memory. Streams and events are made by rp_push_cuda, on the
+ *     caller's thread, before any kernel runs: creating a stream can wait for a running
+ *     kernel, and the kernel may be waiting for this very pool's answers.
+ *
  * Invariants:
- *   R1 at most `cap` jobs are queued, running or done-but-unreaped; rp_submit refuses a job
+ *   R1 at most `cap` jobs are queued, running, waiting for their push or done-but-unreaped;
+ *      so the `cap` events never run out, and rp_submit refuses a job
  *      beyond that (-EAGAIN) rather than overwrite one. The server has one request per lane
  *      at a time, so cap = lanes never refuses.
- *   R2 every job submitted before rp_destroy produces exactly one result (readers drain the
- *      queue before they exit), and its destination buffer is written only before its result
- *      is appended: once the reaper has a job's result, no reader touches its buffer again.
+ *   R2 every job submitted before rp_destroy produces exactly one result (readers, then the
+ *      waiter, drain their queues before they exit), and its buffers (the host one, and the
+ *      device one it is pushed to) are written only before its result is appended: once the
+ *      reaper has a job's result, nothing of the pool touches its buffers again.
  *   R3 a job whose file no longer has the expected size and mtime (the file changed since
  *      the device looked it up: docs/consistency.md) reads nothing and results in -ESTALE.
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -47,6 +61,7 @@ typedef struct {
   int32_t fd;
   uint64_t dst, n, off;   /* read n bytes at off into the host address dst */
   int64_t size, mtime_ns; /* what the file must still be (R3); size < 0: do not check */
+  uint64_t dev;           /* != 0: then push the bytes read to this device address */
 } rp_job;
 
 typedef struct {
@@ -54,17 +69,48 @@ typedef struct {
 } rp_result;
 
 typedef struct {
+  int64_t tag, result;
+  uint32_t event;         /* index into cuda.events */
+} rp_wait;
+
+/* The CUDA driver API calls a cuda push needs (CUresult is an int; 0 is success). */
+typedef struct {
+  void *ctx;                                       /* the context the pushes run in (CUcontext) */
+  int (*ctx_set)(void *ctx);
+  int (*copy)(uint64_t dst, const void *src, size_t n, void *stream);  /* cuMemcpyHtoDAsync_v2 */
+  int (*record)(void *event, void *stream);
+  int (*sync)(void *event);
+  int (*event_destroy)(void *event);
+  int (*stream_destroy)(void *stream);
+  void **streams;                                  /* one per reader */
+  void **events;                                   /* cap of them (R1) */
+  uint32_t *free_events, nfree;                    /* stack of free event indices (under lock) */
+} rp_cuda;
+
+enum { RP_PUSH_NONE, RP_PUSH_MEMCPY, RP_PUSH_CUDA };
+
+typedef struct rp_pool rp_pool;
+typedef struct { rp_pool *pool; int index; } rp_reader_arg;
+
+struct rp_pool {
   pthread_mutex_t lock;
-  pthread_cond_t work;
+  pthread_cond_t work;    /* readers wait here for jobs */
+  pthread_cond_t pushed;  /* the waiter waits here for pushes to wait for */
   rp_job *jobs;           /* ring: jobs[(jhead + i) % cap], i < jlen */
+  rp_wait *waits;         /* ring: waits[(whead + i) % cap], i < wlen (cuda pushes in flight) */
   rp_result *done;        /* ring: done[(dhead + i) % cap], i < dlen */
-  uint32_t cap, jhead, jlen, dhead, dlen, running;
-  int stop;
+  uint32_t cap, jhead, jlen, whead, wlen, dhead, dlen, running;
+  int stop, stop_waiter;
   int nthreads;
   pthread_t *threads;
+  rp_reader_arg *args;
+  int push;               /* RP_PUSH_*: set once, before the first job that pushes */
+  rp_cuda cuda;
+  int have_waiter;
+  pthread_t waiter;
   _Atomic uint64_t finished;
   _Atomic uint64_t busy_ns;  /* time the readers spent in jobs, summed (statistics only) */
-} rp_pool;
+};
 
 static uint64_t rp_now_ns(void) {
   struct timespec t;
@@ -93,8 +139,43 @@ static int64_t rp_run(const rp_job *j) {
   return (int64_t)got;
 }
 
+/* Appends a result (lock held). */
+static void rp_finish(rp_pool *p, int64_t tag, int64_t result) {
+  p->done[(p->dhead + p->dlen) % p->cap] = (rp_result){tag, result};
+  p->dlen++;
+  atomic_store_explicit(&p->finished, atomic_load_explicit(&p->finished, memory_order_relaxed) + 1,
+                        memory_order_release);
+}
+
+/* Starts a cuda push of a job that read `result` > 0 bytes (no lock held): 1 if it is on its
+ * way (the waiter will finish the job), 0 if it could not be queued (*result is then -EIO). */
+static int rp_push_start(rp_pool *p, int reader, const rp_job *j, int64_t *result) {
+  rp_cuda *c = &p->cuda;
+  pthread_mutex_lock(&p->lock);
+  uint32_t ev = c->free_events[--c->nfree];   /* never empty: R1 */
+  pthread_mutex_unlock(&p->lock);
+  void *stream = c->streams[reader];
+  if (c->copy(j->dev, (const void *)(uintptr_t)j->dst, (size_t)*result, stream) == 0 &&
+      c->record(c->events[ev], stream) == 0) {
+    pthread_mutex_lock(&p->lock);
+    p->running--;
+    p->waits[(p->whead + p->wlen) % p->cap] = (rp_wait){j->tag, *result, ev};
+    p->wlen++;
+    pthread_cond_signal(&p->pushed);
+    pthread_mutex_unlock(&p->lock);
+    return 1;
+  }
+  pthread_mutex_lock(&p->lock);
+  c->free_events[c->nfree++] = ev;
+  pthread_mutex_unlock(&p->lock);
+  *result = -EIO;
+  return 0;
+}
+
 static void *rp_reader(void *arg) {
-  rp_pool *p = arg;
+  rp_pool *p = ((rp_reader_arg *)arg)->pool;
+  const int index = ((rp_reader_arg *)arg)->index;
+  int ctx_set = 0;
   pthread_mutex_lock(&p->lock);
   for (;;) {
     while (p->jlen == 0 && !p->stop) pthread_cond_wait(&p->work, &p->lock);
@@ -103,16 +184,46 @@ static void *rp_reader(void *arg) {
     p->jhead = (p->jhead + 1) % p->cap;
     p->jlen--;
     p->running++;
+    const int push = j.dev ? p->push : RP_PUSH_NONE;
     pthread_mutex_unlock(&p->lock);
     uint64_t t0 = rp_now_ns();
     int64_t result = rp_run(&j);
+    if (result > 0 && push == RP_PUSH_MEMCPY) memcpy((void *)(uintptr_t)j.dev, (const void *)(uintptr_t)j.dst, (size_t)result);
+    int on_its_way = 0;
+    if (result > 0 && push == RP_PUSH_CUDA) {
+      if (!ctx_set) ctx_set = p->cuda.ctx_set(p->cuda.ctx) == 0;
+      if (ctx_set) on_its_way = rp_push_start(p, index, &j, &result);
+      else result = -EIO;
+    }
     atomic_fetch_add_explicit(&p->busy_ns, rp_now_ns() - t0, memory_order_relaxed);
     pthread_mutex_lock(&p->lock);
-    p->running--;
-    p->done[(p->dhead + p->dlen) % p->cap] = (rp_result){j.tag, result};
-    p->dlen++;
-    atomic_store_explicit(&p->finished, atomic_load_explicit(&p->finished, memory_order_relaxed) + 1,
-                          memory_order_release);
+    if (!on_its_way) {
+      p->running--;
+      rp_finish(p, j.tag, result);
+    }
+  }
+  pthread_mutex_unlock(&p->lock);
+  return NULL;
+}
+
+/* The cuda pushes' waiter: finishes each job once its copy has landed, in the order the
+ * copies were queued. */
+static void *rp_waiter(void *arg) {
+  rp_pool *p = arg;
+  rp_cuda *c = &p->cuda;
+  int ctx_set = c->ctx_set(c->ctx) == 0;
+  pthread_mutex_lock(&p->lock);
+  for (;;) {
+    while (p->wlen == 0 && !p->stop_waiter) pthread_cond_wait(&p->pushed, &p->lock);
+    if (p->wlen == 0) break;                /* stopping, and every push has landed (R2) */
+    rp_wait w = p->waits[p->whead];
+    pthread_mutex_unlock(&p->lock);
+    int ok = ctx_set && c->sync(c->events[w.event]) == 0;
+    pthread_mutex_lock(&p->lock);
+    p->whead = (p->whead + 1) % p->cap;     /* dequeued only now: R1 counts it until it lands */
+    p->wlen--;
+    c->free_events[c->nfree++] = w.event;
+    rp_finish(p, w.tag, ok ? w.result : -EIO);
   }
   pthread_mutex_unlock(&p->lock);
   return NULL;
@@ -128,15 +239,18 @@ rp_pool *rp_create(int threads, uint32_t cap) {
   if (!p) return NULL;
   p->cap = cap;
   p->jobs = calloc(cap, sizeof *p->jobs);
+  p->waits = calloc(cap, sizeof *p->waits);
   p->done = calloc(cap, sizeof *p->done);
   p->threads = calloc((size_t)threads, sizeof *p->threads);
-  if (!p->jobs || !p->done || !p->threads || pthread_mutex_init(&p->lock, NULL) ||
-      pthread_cond_init(&p->work, NULL)) {
-    free(p->jobs); free(p->done); free(p->threads); free(p);
+  p->args = calloc((size_t)threads, sizeof *p->args);
+  if (!p->jobs || !p->waits || !p->done || !p->threads || !p->args || pthread_mutex_init(&p->lock, NULL) ||
+      pthread_cond_init(&p->work, NULL) || pthread_cond_init(&p->pushed, NULL)) {
+    free(p->jobs); free(p->waits); free(p->done); free(p->threads); free(p->args); free(p);
     return NULL;
   }
   for (int i = 0; i < threads; i++) {
-    if (pthread_create(&p->threads[i], NULL, rp_reader, p) != 0) break;
+    p->args[i] = (rp_reader_arg){p, i};
+    if (pthread_create(&p->threads[i], NULL, rp_reader, &p->args[i]) != 0) break;
     p->nthreads++;
   }
   if (p->nthreads == 0) {
@@ -148,13 +262,17 @@ rp_pool *rp_create(int threads, uint32_t cap) {
 
 /* Queues one job; 0, or -EAGAIN when `cap` jobs are already in the pool (R1). */
 int rp_submit(rp_pool *p, int64_t tag, int32_t fd, uint64_t dst, uint64_t n, uint64_t off, int64_t size,
-              int64_t mtime_ns) {
+              int64_t mtime_ns, uint64_t dev) {
   pthread_mutex_lock(&p->lock);
-  if (p->jlen + p->running + p->dlen >= p->cap) {
+  if (dev && p->push == RP_PUSH_NONE) {   /* nobody said how to push */
+    pthread_mutex_unlock(&p->lock);
+    return -EINVAL;
+  }
+  if (p->jlen + p->running + p->wlen + p->dlen >= p->cap) {
     pthread_mutex_unlock(&p->lock);
     return -EAGAIN;
   }
-  p->jobs[(p->jhead + p->jlen) % p->cap] = (rp_job){tag, fd, dst, n, off, size, mtime_ns};
+  p->jobs[(p->jhead + p->jlen) % p->cap] = (rp_job){tag, fd, dst, n, off, size, mtime_ns, dev};
   p->jlen++;
   pthread_cond_signal(&p->work);
   pthread_mutex_unlock(&p->lock);
@@ -180,6 +298,56 @@ int rp_reap(rp_pool *p, int64_t *tags, int64_t *results, int max) {
 /* Where `finished` lives: the reaper may load it (8 bytes, aligned) without a call. */
 const _Atomic uint64_t *rp_finished_addr(rp_pool *p) { return &p->finished; }
 
+/* Pushes are copies in host memory (the cpu backend's device memory). Call before the
+ * first job that pushes. */
+void rp_push_memcpy(rp_pool *p) {
+  pthread_mutex_lock(&p->lock);
+  p->push = RP_PUSH_MEMCPY;
+  pthread_mutex_unlock(&p->lock);
+}
+
+/* Pushes are CUDA copies in the context current on the calling thread. Call before the
+ * first job that pushes, and before any kernel that may wait for a push runs (streams are
+ * made here). 0, or a CUresult / -1 (no driver library or symbol): pushes stay off. */
+int rp_push_cuda(rp_pool *p) {
+  void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);   /* the one CuPy loaded */
+  if (!lib) lib = dlopen("libcuda.so.1", RTLD_NOW);
+  if (!lib) return -1;
+  rp_cuda *c = &p->cuda;
+  int (*ctx_get)(void **) = (int (*)(void **))dlsym(lib, "cuCtxGetCurrent");
+  int (*stream_create)(void **, unsigned) = (int (*)(void **, unsigned))dlsym(lib, "cuStreamCreate");
+  int (*event_create)(void **, unsigned) = (int (*)(void **, unsigned))dlsym(lib, "cuEventCreate");
+  c->ctx_set = (int (*)(void *))dlsym(lib, "cuCtxSetCurrent");
+  c->copy = (int (*)(uint64_t, const void *, size_t, void *))dlsym(lib, "cuMemcpyHtoDAsync_v2");
+  c->record = (int (*)(void *, void *))dlsym(lib, "cuEventRecord");
+  c->sync = (int (*)(void *))dlsym(lib, "cuEventSynchronize");
+  c->event_destroy = (int (*)(void *))dlsym(lib, "cuEventDestroy_v2");
+  c->stream_destroy = (int (*)(void *))dlsym(lib, "cuStreamDestroy_v2");
+  if (!ctx_get || !stream_create || !event_create || !c->ctx_set || !c->copy || !c->record || !c->sync ||
+      !c->event_destroy || !c->stream_destroy)
+    return -1;
+  int rc = ctx_get(&c->ctx);
+  if (rc || !c->ctx) return rc ? rc : -1;
+  c->streams = calloc((size_t)p->nthreads, sizeof *c->streams);
+  c->events = calloc(p->cap, sizeof *c->events);
+  c->free_events = calloc(p->cap, sizeof *c->free_events);
+  if (!c->streams || !c->events || !c->free_events) return -1;
+  for (int i = 0; i < p->nthreads; i++)
+    if ((rc = stream_create(&c->streams[i], 1 /* CU_STREAM_NON_BLOCKING */))) return rc;
+  /* Blocking-sync events: the waiter sleeps until a copy lands rather than spin a core the
+   * readers need. No timing. */
+  for (uint32_t i = 0; i < p->cap; i++) {
+    if ((rc = event_create(&c->events[i], 0x1 /* BLOCKING_SYNC */ | 0x2 /* DISABLE_TIMING */))) return rc;
+    c->free_events[c->nfree++] = i;
+  }
+  if (pthread_create(&p->waiter, NULL, rp_waiter, p) != 0) return -1;
+  p->have_waiter = 1;
+  pthread_mutex_lock(&p->lock);
+  p->push = RP_PUSH_CUDA;
+  pthread_mutex_unlock(&p->lock);
+  return 0;
+}
+
 /* Nanoseconds the readers have spent running jobs, summed over readers. */
 uint64_t rp_busy_ns(rp_pool *p) { return atomic_load_explicit(&p->busy_ns, memory_order_relaxed); }
 
@@ -192,10 +360,26 @@ void rp_destroy(rp_pool *p) {
   pthread_cond_broadcast(&p->work);
   pthread_mutex_unlock(&p->lock);
   for (int i = 0; i < p->nthreads; i++) pthread_join(p->threads[i], NULL);
+  if (p->have_waiter) {   /* the readers are gone: no push can start now */
+    pthread_mutex_lock(&p->lock);
+    p->stop_waiter = 1;
+    pthread_cond_signal(&p->pushed);
+    pthread_mutex_unlock(&p->lock);
+    pthread_join(p->waiter, NULL);
+  }
+  rp_cuda *c = &p->cuda;
+  for (uint32_t i = 0; c->events && i < p->cap; i++)
+    if (c->events[i]) c->event_destroy(c->events[i]);
+  for (int i = 0; c->streams && i < p->nthreads; i++)
+    if (c->streams[i]) c->stream_destroy(c->streams[i]);
+  free(c->events); free(c->free_events); free(c->streams);
   pthread_cond_destroy(&p->work);
+  pthread_cond_destroy(&p->pushed);
   pthread_mutex_destroy(&p->lock);
   free(p->jobs);
+  free(p->waits);
   free(p->done);
   free(p->threads);
+  free(p->args);
   free(p);
 }

@@ -27,13 +27,15 @@ def _load() -> ctypes.CDLL | None:
     with _lib_lock:
         if _lib is None and _lib_error is None:
             try:
-                lib = ctypes.CDLL(str(build_c_library(_SOURCE, "readers")))
+                lib = ctypes.CDLL(str(build_c_library(_SOURCE, "readers", libs=("-ldl",))))
             except OSError as e:
                 _lib_error = str(e)
                 return None
             u32, u64, i64, i32, vp = ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
             lib.rp_create.argtypes, lib.rp_create.restype = [ctypes.c_int, u32], vp
-            lib.rp_submit.argtypes = [vp, i64, i32, u64, u64, u64, i64, i64]
+            lib.rp_submit.argtypes = [vp, i64, i32, u64, u64, u64, i64, i64, u64]
+            lib.rp_push_memcpy.argtypes, lib.rp_push_memcpy.restype = [vp], None
+            lib.rp_push_cuda.argtypes, lib.rp_push_cuda.restype = [vp], ctypes.c_int
             lib.rp_submit.restype = ctypes.c_int
             p64 = ctypes.POINTER(i64)
             lib.rp_reap.argtypes, lib.rp_reap.restype = [vp, p64, p64, ctypes.c_int], ctypes.c_int
@@ -67,11 +69,28 @@ class NativeReaders:
         self._results = (ctypes.c_int64 * capacity)()
         self._capacity = capacity
 
-    def submit(self, tag: int, fd: int, dst: int, n: int, off: int, size: int = -1, mtime_ns: int = 0) -> None:
+    def push_by_memcpy(self) -> None:
+        """Jobs with a device address copy their bytes there in host memory (the cpu
+        backend, whose device memory is host memory)."""
+        self._lib.rp_push_memcpy(self._pool)
+
+    def push_by_cuda(self) -> None:
+        """Jobs with a device address copy their bytes there with the copy engine, in the
+        CUDA context current on this thread; their results come back once the bytes have
+        landed. Call before any kernel that may wait for a push runs. OSError if the CUDA
+        driver cannot be used from here (pushes stay off)."""
+        rc = self._lib.rp_push_cuda(self._pool)
+        if rc:
+            raise OSError(errno.ENOSYS, f"native pushes need the CUDA driver (libcuda.so.1): error {rc}")
+
+    def submit(self, tag: int, fd: int, dst: int, n: int, off: int, size: int = -1, mtime_ns: int = 0,
+               dev: int = 0) -> None:
         """Queues a read of n bytes at `off` of `fd` into host address `dst`; the result
         (bytes read, or -errno: -ESTALE when the file's size or mtime_ns is no longer the
-        one given) comes back from reap() under `tag`. size < 0: no check."""
-        rc = self._lib.rp_submit(self._pool, tag, fd, dst, n, off, size, mtime_ns)
+        one given) comes back from reap() under `tag`. size < 0: no check. `dev` != 0: the
+        bytes read are also pushed to that device address before the result comes back
+        (push_by_memcpy or push_by_cuda first)."""
+        rc = self._lib.rp_submit(self._pool, tag, fd, dst, n, off, size, mtime_ns, dev)
         if rc:
             raise OSError(-rc, os.strerror(-rc))
 

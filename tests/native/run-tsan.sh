@@ -122,11 +122,11 @@ build "the page-table harness (needs libffi)" "$BUILD/build-pt.log" \
   tests/native/tsan_pagetable.cpp -o "$BUILD/tsan_pagetable" -lffi
 build "the page-table self-test harness" "$BUILD/build-pt-selftest.log" \
   -DGVFS_TSAN_SELFTEST_PT tests/native/tsan_pagetable.cpp -o "$BUILD/tsan_pagetable_selftest" -lffi
-"$CC" -std=c11 -O1 -g -fsanitize=thread -pthread -Wall tests/native/tsan_readers.c -o "$BUILD/tsan_readers" \
+"$CC" -std=c11 -O1 -g -fsanitize=thread -pthread -Wall tests/native/tsan_readers.c -o "$BUILD/tsan_readers" -ldl \
   2>"$BUILD/build-readers.log" &
 build_pids+=($!); build_logs+=("$BUILD/build-readers.log"); build_whats+=("the reader-pool harness with $CC")
 "$CC" -std=c11 -O1 -g -fsanitize=thread -pthread -Wall -DRP_TSAN_SELFTEST tests/native/tsan_readers.c \
-  -o "$BUILD/tsan_readers_selftest" 2>"$BUILD/build-readers-selftest.log" &
+  -o "$BUILD/tsan_readers_selftest" -ldl 2>"$BUILD/build-readers-selftest.log" &
 build_pids+=($!); build_logs+=("$BUILD/build-readers-selftest.log"); build_whats+=("the reader-pool self-test harness")
 wait_builds
 
@@ -190,15 +190,16 @@ must_catch "page-table self-test with pushed fills" "a deliberately racy page ta
   "$BUILD/tsan_pagetable_selftest" "${pt_modes[@]}" -- --iters=300 --rounds=8 --witers=10 --push=1
 pt_caught=$((pt_caught + n_caught))
 
-# ---- the host's native reader pool: readers x capacity (1 x 1: every job waits its turn)
+# ---- the host's native reader pool: readers x capacity (1 x 1: every job waits its turn) x
+# pushed (the cpu backend's FILL_PUSH: each job's bytes also copied to a second buffer)
 t_pt=$SECONDS
 rp_jobs=0
 rp_run=0
-for shape in "8 24" "3 5" "1 1" "16 64"; do
-  read -r rthreads rcap <<<"$shape"
+for shape in "8 24 0" "3 5 1" "1 1 0" "16 64 1"; do
+  read -r rthreads rcap rpush <<<"$shape"
   rp_run=$((rp_run + 1))
-  run_clean "readers threads=$rthreads cap=$rcap" "$BUILD/readers-run-$rp_run.log" jobs \
-    "$BUILD/tsan_readers" --threads="$rthreads" --cap="$rcap" --jobs=20000 --seed="$rp_run"
+  run_clean "readers threads=$rthreads cap=$rcap push=$rpush" "$BUILD/readers-run-$rp_run.log" jobs \
+    "$BUILD/tsan_readers" --threads="$rthreads" --cap="$rcap" --push="$rpush" --jobs=20000 --seed="$rp_run"
   rp_jobs=$((rp_jobs + $(field jobs "$summary") + $(field side "$summary")))
 done
 caught "$BUILD/readers-selftest.log" "$BUILD/tsan_readers_selftest" --jobs=2000 ||

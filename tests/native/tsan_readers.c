@@ -7,9 +7,12 @@
  * longer written). A second thread submits jobs of its own at the same time (submit is safe
  * from any thread). Every run must end with all checks passed and no TSan report.
  *
+ * --push=1: every main-thread job also pushes its bytes to a second buffer (rp_push_memcpy,
+ * the cpu backend's FILL_PUSH), and both buffers are compared.
+ *
  * -DRP_TSAN_SELFTEST: rp_reap reads the results ring without the lock, the race TSan must
  * report (run-tsan.sh checks that it does).
- * Usage: tsan_readers [--jobs=N] [--threads=N] [--cap=N] [--seed=N] */
+ * Usage: tsan_readers [--jobs=N] [--threads=N] [--cap=N] [--seed=N] [--push=0|1] */
 #define _GNU_SOURCE
 #include <stdio.h>
 #ifdef RP_TSAN_SELFTEST
@@ -29,16 +32,20 @@ static __thread int rp_selftest_skip_lock;  /* set on the reaping thread only */
 
 enum { FILE_BYTES = 1 << 20, MAX_LEN = 9000 };
 static unsigned char file_bytes[FILE_BYTES];
-static int fd;
+static int fd, push;
 
 static uint64_t rng(uint64_t *s) { *s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17; return *s; }
 
-typedef struct { uint64_t off, n; unsigned char buf[MAX_LEN]; } slot;
+typedef struct { uint64_t off, n; unsigned char buf[MAX_LEN], dev[MAX_LEN]; } slot;
 
 static int check(const slot *s, int64_t result, int64_t tag) {
   uint64_t want = s->off >= FILE_BYTES ? 0 : (FILE_BYTES - s->off < s->n ? FILE_BYTES - s->off : s->n);
   if (result != (int64_t)want) { fprintf(stderr, "job %lld: result %lld, want %llu\n", (long long)tag, (long long)result, (unsigned long long)want); return 0; }
   if (memcmp(s->buf, file_bytes + s->off, want)) { fprintf(stderr, "job %lld: bytes differ\n", (long long)tag); return 0; }
+  if (push && tag < (1ll << 40) && memcmp(s->dev, file_bytes + s->off, want)) {
+    fprintf(stderr, "job %lld: pushed bytes differ\n", (long long)tag);
+    return 0;
+  }
   return 1;
 }
 
@@ -50,7 +57,7 @@ static void *side_submitter(void *a_) {
     slot *s = &a->slots[i];
     s->n = 1 + rng(&a->seed) % MAX_LEN;
     s->off = rng(&a->seed) % (FILE_BYTES + 2000);
-    while (rp_submit(a->p, (1ll << 40) + i, fd, (uint64_t)(uintptr_t)s->buf, s->n, s->off, -1, 0) == -EAGAIN)
+    while (rp_submit(a->p, (1ll << 40) + i, fd, (uint64_t)(uintptr_t)s->buf, s->n, s->off, -1, 0, 0) == -EAGAIN)
       sched_yield();
   }
   return NULL;
@@ -62,6 +69,7 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     sscanf(argv[i], "--jobs=%d", &jobs); sscanf(argv[i], "--threads=%d", &threads);
     sscanf(argv[i], "--cap=%d", &cap); sscanf(argv[i], "--seed=%llu", (unsigned long long *)&seed);
+    sscanf(argv[i], "--push=%d", &push);
   }
   uint64_t s = 0x9E3779B97F4A7C15ull * (seed + 1);
   for (int i = 0; i < FILE_BYTES; i++) file_bytes[i] = (unsigned char)rng(&s);
@@ -79,6 +87,7 @@ int main(int argc, char **argv) {
   rp_pool *p = rp_create(threads, (uint32_t)cap);
   slot *slots = calloc((size_t)cap, sizeof *slots), *side = calloc((size_t)side_n, sizeof *side);
   if (!p || !slots || !side) { fprintf(stderr, "setup failed\n"); return 2; }
+  if (push) rp_push_memcpy(p);
   side_arg sa = {p, side, side_n, NULL, seed * 7 + 3};
   pthread_t th;
   pthread_create(&th, NULL, side_submitter, &sa);
@@ -99,7 +108,9 @@ int main(int argc, char **argv) {
       sl->n = rng(&s) % MAX_LEN;
       sl->off = rng(&s) % (FILE_BYTES + 2000);
       memset(sl->buf, 0xA5, sizeof sl->buf);
-      if (rp_submit(p, k, fd, (uint64_t)(uintptr_t)sl->buf, sl->n, sl->off, (int64_t)st.st_size, mtime) == -EAGAIN)
+      memset(sl->dev, 0x5A, sizeof sl->dev);
+      if (rp_submit(p, k, fd, (uint64_t)(uintptr_t)sl->buf, sl->n, sl->off, (int64_t)st.st_size, mtime,
+                    push ? (uint64_t)(uintptr_t)sl->dev : 0) == -EAGAIN)
         break;  /* the side submitter holds the room: reap first */
       free_n--;
       submitted++;
@@ -114,6 +125,7 @@ int main(int argc, char **argv) {
   }
   pthread_join(th, NULL);
   rp_destroy(p);
-  printf("jobs=%d side=%d threads=%d cap=%d %s\n", done, side_done, threads, cap, ok ? "all checks passed" : "CHECK FAILED");
+  printf("jobs=%d side=%d threads=%d cap=%d push=%d %s\n", done, side_done, threads, cap, push,
+         ok ? "all checks passed" : "CHECK FAILED");
   return ok ? 0 : 1;
 }
