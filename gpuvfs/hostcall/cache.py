@@ -168,10 +168,10 @@ class CacheFiles:
         assert self._stage is not None
         return self._start(lane, q, self._stage[1] + lane * self.lanes.data_bytes)
 
-    def _start(self, lane: int, q: abi.Request, dev: int) -> "int | Started":
+    def _start(self, lane: int, q: abi.Request, dev: int) -> "Started | None":
         n, off = io_args(self.lanes, q)
-        if not n:
-            return 0
+        if not n:   # nothing to read, but the version is still checked: the pool's way
+            return None
         assert self._readers is not None
         v = self._use(q.arg0)
         try:
