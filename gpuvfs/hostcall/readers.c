@@ -26,7 +26,7 @@
  *   - memcpy (the cpu backend, whose device memory is host memory): the reader copies them;
  *   - cuda: the reader queues one host-to-device copy on a stream of its own (CUDA driver API,
  *     found with dlsym in the libcuda.so.1 the process has loaded) and records an event, then
- *     goes on to its next job; a waiter thread waits for the events in the order they were
+ *     goes on to its next job; a waiter thread polls the events in the order they were
  *     recorded and only then appends the job's result, so a result never comes back before
  *     its bytes are in device memory. Streams and events are made by rp_push_cuda, on the
  *     caller's thread, before any kernel runs: creating a stream can wait for a running
@@ -52,6 +52,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -79,7 +80,7 @@ typedef struct {
   int (*ctx_set)(void *ctx);
   int (*copy)(uint64_t dst, const void *src, size_t n, void *stream);  /* cuMemcpyHtoDAsync_v2 */
   int (*record)(void *event, void *stream);
-  int (*sync)(void *event);
+  int (*query)(void *event);                       /* cuEventQuery: 0 done, 600 not yet */
   int (*event_destroy)(void *event);
   int (*stream_destroy)(void *stream);
   void **streams;                                  /* one per reader */
@@ -207,18 +208,30 @@ static void *rp_reader(void *arg) {
 }
 
 /* The cuda pushes' waiter: finishes each job once its copy has landed, in the order the
- * copies were queued. */
+ * copies were queued. It polls the oldest copy's event every few microseconds rather than
+ * sleep in a blocking-sync wait: one such wait per fill (an interrupt and a wake-up each)
+ * held pushed cold reads to 21-30 GB/s on the H100 against 36-39 pulled (2026-11-24,
+ * 20:05 UTC), the waiter answering one fill at a time. */
+enum { RP_CUDA_NOT_READY = 600 };
 static void *rp_waiter(void *arg) {
   rp_pool *p = arg;
   rp_cuda *c = &p->cuda;
   int ctx_set = c->ctx_set(c->ctx) == 0;
+  prctl(PR_SET_TIMERSLACK, 1000ul);   /* ns: the naps below are a few us, not the default 50 */
+  const struct timespec nap = {0, 2000};
   pthread_mutex_lock(&p->lock);
   for (;;) {
     while (p->wlen == 0 && !p->stop_waiter) pthread_cond_wait(&p->pushed, &p->lock);
     if (p->wlen == 0) break;                /* stopping, and every push has landed (R2) */
     rp_wait w = p->waits[p->whead];
     pthread_mutex_unlock(&p->lock);
-    int ok = ctx_set && c->sync(c->events[w.event]) == 0;
+    int rc = ctx_set ? c->query(c->events[w.event]) : -1;
+    if (rc == RP_CUDA_NOT_READY) {
+      nanosleep(&nap, NULL);
+      pthread_mutex_lock(&p->lock);
+      continue;
+    }
+    int ok = rc == 0;
     pthread_mutex_lock(&p->lock);
     p->whead = (p->whead + 1) % p->cap;     /* dequeued only now: R1 counts it until it lands */
     p->wlen--;
@@ -320,10 +333,10 @@ int rp_push_cuda(rp_pool *p) {
   c->ctx_set = (int (*)(void *))dlsym(lib, "cuCtxSetCurrent");
   c->copy = (int (*)(uint64_t, const void *, size_t, void *))dlsym(lib, "cuMemcpyHtoDAsync_v2");
   c->record = (int (*)(void *, void *))dlsym(lib, "cuEventRecord");
-  c->sync = (int (*)(void *))dlsym(lib, "cuEventSynchronize");
+  c->query = (int (*)(void *))dlsym(lib, "cuEventQuery");
   c->event_destroy = (int (*)(void *))dlsym(lib, "cuEventDestroy_v2");
   c->stream_destroy = (int (*)(void *))dlsym(lib, "cuStreamDestroy_v2");
-  if (!ctx_get || !stream_create || !event_create || !c->ctx_set || !c->copy || !c->record || !c->sync ||
+  if (!ctx_get || !stream_create || !event_create || !c->ctx_set || !c->copy || !c->record || !c->query ||
       !c->event_destroy || !c->stream_destroy)
     return -1;
   int rc = ctx_get(&c->ctx);
@@ -334,10 +347,8 @@ int rp_push_cuda(rp_pool *p) {
   if (!c->streams || !c->events || !c->free_events) return -1;
   for (int i = 0; i < p->nthreads; i++)
     if ((rc = stream_create(&c->streams[i], 1 /* CU_STREAM_NON_BLOCKING */))) return rc;
-  /* Blocking-sync events: the waiter sleeps until a copy lands rather than spin a core the
-   * readers need. No timing. */
   for (uint32_t i = 0; i < p->cap; i++) {
-    if ((rc = event_create(&c->events[i], 0x1 /* BLOCKING_SYNC */ | 0x2 /* DISABLE_TIMING */))) return rc;
+    if ((rc = event_create(&c->events[i], 0x2 /* CU_EVENT_DISABLE_TIMING */))) return rc;
     c->free_events[c->nfree++] = i;
   }
   if (pthread_create(&p->waiter, NULL, rp_waiter, p) != 0) return -1;
