@@ -177,6 +177,7 @@ static void *rp_reader(void *arg) {
   rp_pool *p = ((rp_reader_arg *)arg)->pool;
   const int index = ((rp_reader_arg *)arg)->index;
   int ctx_set = 0;
+  pthread_setname_np(pthread_self(), "gpuvfs-reader");   /* as top -H and gdb show it */
   pthread_mutex_lock(&p->lock);
   for (;;) {
     while (p->jlen == 0 && !p->stop) pthread_cond_wait(&p->work, &p->lock);
@@ -217,6 +218,7 @@ static void *rp_waiter(void *arg) {
   rp_pool *p = arg;
   rp_cuda *c = &p->cuda;
   int ctx_set = c->ctx_set(c->ctx) == 0;
+  pthread_setname_np(pthread_self(), "gpuvfs-pushwait");
   prctl(PR_SET_TIMERSLACK, 1000ul);   /* ns: the naps below are a few us, not the default 50 */
   const struct timespec nap = {0, 2000};
   pthread_mutex_lock(&p->lock);
