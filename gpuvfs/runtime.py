@@ -130,7 +130,9 @@ class Runtime:
     lanes: number of hostcall lanes (requests in flight at once).
     lane_bytes: payload bytes per lane (the largest single hostcall transfer, so also the
         most one cache fill brings in).
-    workers: threads that run blocking hostcalls (file IO) on the host.
+    workers: threads that run blocking hostcalls (file IO) on the host; cache fills run on
+        as many native reader threads (gpuvfs/hostcall/readers.py). For bulk loading leave
+        a core or two free: on a 16-core host 14 read fastest.
     cache_bytes: device memory for the page cache (0: off, every read is a hostcall).
         Default: 1 GiB on cuda, 64 MiB on cpu.
     page_size: bytes per cache page, a power of two from 4 KiB to 2 MiB (default 64 KiB).
@@ -322,7 +324,8 @@ class Runtime:
 
     def stats(self) -> dict[str, int]:
         """Counters of this Runtime: hostcalls (hostcalls_pooled of them went to the host's
-        worker pool rather than being answered on its polling thread), bytes_from_host,
+        worker pool rather than being answered on its polling thread, hostcalls_native to
+        the native reader threads: cache fills), bytes_from_host,
         bytes_to_host, errors, and the device-side counters (cache_hits, cache_misses, ...)."""
         out: dict[str, int] = self.server.counters.snapshot()
         dev = self.backend.to_host(self._counters_dev).view("<u8").reshape(abi.COUNTER_SHARDS, abi.NCOUNTERS).sum(0)
