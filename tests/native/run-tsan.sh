@@ -95,15 +95,25 @@ must_catch() {
   done
 }
 
-# The four builds in parallel (2 cores in CI): build WHAT LOG CXX-ARGS... starts one in the
+# The six builds in parallel (2 cores in CI): build WHAT LOG CXX-ARGS... starts one in the
 # background; wait_builds waits for all of them and fails with WHAT and the log of any that failed.
 build_pids=()
 build_logs=()
 build_whats=()
-build() {
+build() {   # C++ with FLAGS
   local what=$1 log=$2
   shift 2
-  "$CXX" "${FLAGS[@]}" "$@" 2>"$log" &
+  build_cmd "$what" "$log" "$CXX" "${FLAGS[@]}" "$@"
+}
+build_c() {   # C
+  local what=$1 log=$2
+  shift 2
+  build_cmd "$what" "$log" "$CC" -std=c11 -O1 -g -fsanitize=thread -pthread -Wall "$@" -ldl
+}
+build_cmd() {
+  local what=$1 log=$2
+  shift 2
+  "$@" 2>"$log" &
   build_pids+=($!)
   build_logs+=("$log")
   build_whats+=("$what")
@@ -122,12 +132,10 @@ build "the page-table harness (needs libffi)" "$BUILD/build-pt.log" \
   tests/native/tsan_pagetable.cpp -o "$BUILD/tsan_pagetable" -lffi
 build "the page-table self-test harness" "$BUILD/build-pt-selftest.log" \
   -DGVFS_TSAN_SELFTEST_PT tests/native/tsan_pagetable.cpp -o "$BUILD/tsan_pagetable_selftest" -lffi
-"$CC" -std=c11 -O1 -g -fsanitize=thread -pthread -Wall tests/native/tsan_readers.c -o "$BUILD/tsan_readers" -ldl \
-  2>"$BUILD/build-readers.log" &
-build_pids+=($!); build_logs+=("$BUILD/build-readers.log"); build_whats+=("the reader-pool harness with $CC")
-"$CC" -std=c11 -O1 -g -fsanitize=thread -pthread -Wall -DRP_TSAN_SELFTEST tests/native/tsan_readers.c \
-  -o "$BUILD/tsan_readers_selftest" -ldl 2>"$BUILD/build-readers-selftest.log" &
-build_pids+=($!); build_logs+=("$BUILD/build-readers-selftest.log"); build_whats+=("the reader-pool self-test harness")
+build_c "the reader-pool harness with $CC" "$BUILD/build-readers.log" \
+  tests/native/tsan_readers.c -o "$BUILD/tsan_readers"
+build_c "the reader-pool self-test harness" "$BUILD/build-readers-selftest.log" \
+  -DRP_TSAN_SELFTEST tests/native/tsan_readers.c -o "$BUILD/tsan_readers_selftest"
 wait_builds
 
 t_build=$SECONDS
