@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -30,14 +31,15 @@ def compiler_version(compiler: str) -> str:
 
 def build_c_library(source: Path, name: str, flags: tuple[str, ...] = ("-O2", "-shared", "-fPIC", "-pthread"),
                     libs: tuple[str, ...] = ()) -> Path:
-    """Compiles one C file into a shared library with $CC (default cc, else gcc), linked
+    """Compiles one C file into a shared library with $CC (a command, e.g. "ccache gcc";
+    default cc, else gcc), linked
     with `libs`, cached by a hash of the source, flags and compiler. Raises OSError (no
     compiler, or it failed)."""
-    cc = os.environ.get("CC") or next((c for c in ("cc", "gcc") if shutil.which(c)), "cc")
-    if shutil.which(cc) is None:
-        raise OSError(f"no C compiler ({cc!r} not found; set CC)")
+    cc = shlex.split(os.environ.get("CC", "")) or [next((c for c in ("cc", "gcc") if shutil.which(c)), "cc")]
+    if shutil.which(cc[0]) is None:
+        raise OSError(f"no C compiler ({cc[0]!r} not found; set CC)")
     text = source.read_bytes()
-    key = hashlib.sha256(b"\0".join([text, compiler_version(cc).encode(), " ".join(flags + libs).encode()])).hexdigest()[:32]
+    key = hashlib.sha256(b"\0".join([text, compiler_version(cc[0]).encode(), " ".join(cc).encode(), " ".join(flags + libs).encode()])).hexdigest()[:32]
     out_dir = cache_dir("host")
     lib = out_dir / f"{name}-{key}.so"
     if lib.exists():
@@ -45,9 +47,12 @@ def build_c_library(source: Path, name: str, flags: tuple[str, ...] = ("-O2", "-
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         out = Path(tmp) / lib.name
-        r = subprocess.run([cc, *flags, "-x", "c", str(source), "-x", "none", *libs, "-o", str(out)],
-                           capture_output=True, text=True)
+        try:
+            r = subprocess.run([*cc, *flags, "-x", "c", str(source), "-x", "none", *libs, "-o", str(out)],
+                               capture_output=True, text=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            raise OSError(f"{cc[0]} took over 300 s to build {source.name}") from None
         if r.returncode != 0:
-            raise OSError(f"{cc} could not build {source.name}: {r.stderr.strip()[:2000]}")
+            raise OSError(f"{cc[0]} could not build {source.name}: {r.stderr.strip()[:2000]}")
         os.replace(out, lib)   # atomic: a concurrent build of the same key is equivalent
     return lib

@@ -174,6 +174,16 @@ class Runtime:
         # overwritten mid-fill). Reentrant: evict's own synchronize() and internal launches.
         self._pages_lock = threading.RLock()
         self._closed = False
+        try:
+            self._setup(lanes, lane_bytes, workers, cache_bytes, page_size, readahead_pages, fill_push_bytes,
+                        max_fds, name_slots, stdout, stderr, stdin)
+        except BaseException:
+            self._abandon()
+            raise
+
+    def _setup(self, lanes: int, lane_bytes: int, workers: int, cache_bytes: int | None, page_size: int,
+               readahead_pages: int, fill_push_bytes: int, max_fds: int, name_slots: int,
+               stdout: BinaryIO | None, stderr: BinaryIO | None, stdin: BinaryIO | None) -> None:
         self.lanes = Lanes(self.backend, lanes, lane_bytes)
         self._counters_dev, counters_ptr = self.backend.device_zeros(8 * abi.NCOUNTERS * abi.COUNTER_SHARDS)
         # Beside a GPU the server spins on a core of its own; on the cpu backend the device
@@ -338,6 +348,17 @@ class Runtime:
         out["cache_bytes"] = self.cache_bytes
         out["page_size"] = self.page_size
         return out
+
+    def _abandon(self) -> None:
+        """Frees what a failed __init__ had made (the reader threads, pinned memory)."""
+        self._closed = True
+        for name, how in (("server", "close"), ("cache_files", "close"), ("backend", "close"), ("lanes", "close")):
+            part = self.__dict__.get(name)
+            if part is not None:
+                try:
+                    getattr(part, how)()
+                except Exception:  # the original error is the one to report
+                    log.debug("cleaning up %s after a failed Runtime() failed", name, exc_info=True)
 
     def close(self) -> None:
         """Waits for running kernels, stops the server and frees the lanes."""

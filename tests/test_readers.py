@@ -152,3 +152,60 @@ def test_runtime_fills_through_the_native_readers_or_the_pool(data_root, monkeyp
         assert st["hostcalls_native"] >= 5 and st["hostcalls_pooled"] <= 1   # the LOOKUP alone pooled
     else:
         assert st["hostcalls_native"] == 0 and st["hostcalls_pooled"] >= 5
+
+
+def _reader_threads() -> int:
+    n = 0
+    for t in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{t}/comm") as f:
+                n += f.read().strip() == "gpuvfs-reader"
+        except OSError:
+            pass
+    return n
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc")
+def test_a_runtime_that_fails_to_start_leaves_no_reader_threads(data_root) -> None:
+    before = _reader_threads()
+    for _ in range(3):
+        with pytest.raises(ValueError, match="lane_bytes"):   # found after the readers started
+            gpuvfs.Runtime(root=data_root, backend="cpu", lane_bytes=4096, page_size=65536, workers=8)
+    assert _reader_threads() == before
+
+
+def test_a_second_fill_on_a_busy_lane_is_refused_and_loses_nothing(data_root) -> None:
+    """A device that breaks the protocol (a new FILL on a lane whose fill is still out) gets
+    -EBUSY; the fill already out still answers, and the version's fd is released."""
+    from gpuvfs import abi, backends
+    from gpuvfs.hostcall.cache import CacheFiles
+    from gpuvfs.hostcall.paths import Confined
+    from gpuvfs.hostcall.server import Lanes, Server
+    (data := np.random.default_rng(2).integers(0, 256, 1 << 20, dtype=np.uint8)).tofile(
+        os.path.join(data_root, "f.bin"))
+    lanes = Lanes(backends.select("cpu"), 4, 1 << 16)
+    server = Server(lanes)
+    cf = CacheFiles(server, Confined(data_root), workers=2)
+    try:
+        if not cf.native:
+            pytest.skip("no native readers here")
+        lanes.data[0, :7] = np.frombuffer(b"/f.bin\0", np.uint8)
+        file_no = cf.lookup(0, abi.Request(opcode=abi.Op.LOOKUP, data_len=7))[0]
+        q = abi.Request(opcode=abi.Op.FILL, offset=0, length=1 << 16, arg0=file_no)
+        assert cf.fill_push_inline(0, q) is None                  # no stage: FILL_PUSH is the pool's
+        started = cf._start(0, q, 0)
+        with pytest.raises(OSError) as e:                         # before the first is reaped
+            cf._start(0, q, 0)
+        assert e.value.errno == errno.EBUSY
+        end = time.monotonic() + 10
+        got = []
+        while not got and time.monotonic() < end:
+            got = cf.reap() if cf.ready() else []
+            time.sleep(0.001)
+        assert started is not None and got == [(0, 1 << 16)]
+        assert np.array_equal(lanes.data[0], data[:1 << 16])
+        assert cf._by_no[file_no].users == 0
+    finally:
+        server.close()
+        cf.close()
+        lanes.close()

@@ -27,6 +27,15 @@ log = logging.getLogger("gpuvfs.hostcall")
 MAX_FILE_NO = (1 << (64 - abi.PAGE_BITS)) - 1
 
 
+def _close_quietly(fd: int) -> None:
+    """Closes a version's read-only fd. A close that fails (EIO from a network file system)
+    has lost nothing: the fd is gone either way, and a reader's answer must still go out."""
+    try:
+        os.close(fd)
+    except OSError as e:
+        log.warning("closing a cached file's descriptor failed: %s", e)
+
+
 @dataclass
 class Version:
     file_no: int
@@ -97,7 +106,7 @@ class CacheFiles:
             if self._current.get((v.dev, v.ino)) is v:
                 del self._current[(v.dev, v.ino)]
             if v.users == 0:
-                os.close(v.osfd)
+                _close_quietly(v.osfd)
 
     def versions_of(self, path: bytes) -> list[int]:
         """file_nos of every live version whose file was looked up by `path`."""
@@ -173,9 +182,18 @@ class CacheFiles:
         if not n:   # nothing to read, but the version is still checked: the pool's way
             return None
         assert self._readers is not None
+        if lane in self._reading:
+            # The device's protocol never does this: a lane has one request out at a time.
+            # A device that does gets an error, and the read still out keeps its lane buffer.
+            raise OSError(errno.EBUSY, "a fill is already in progress on this lane")
         v = self._use(q.arg0)
         try:
             self._readers.submit(lane, v.osfd, self.lanes.data_address(lane), n, off, v.size, v.mtime_ns, dev)
+        except OSError as e:
+            self._release(v)
+            if e.errno == errno.EAGAIN:   # the pool is full: the Python pool serves this one
+                return None
+            raise
         except BaseException:
             self._release(v)
             raise
@@ -187,6 +205,8 @@ class CacheFiles:
         return self._readers is not None and self._readers.ready()
 
     def reap(self) -> list[tuple[int, int]]:
+        """Every result of the readers goes back to the server, whatever its bookkeeping
+        here meets (a lost answer would leave a kernel waiting for good)."""
         assert self._readers is not None
         done = self._readers.reap()
         got = 0
@@ -194,12 +214,14 @@ class CacheFiles:
             v = self._reading.pop(lane, None)
             if v is None:
                 continue
-            if result == -errno.ESTALE:   # the file changed since this version was looked up
-                with self._lock:
-                    self._retire(v)
-            elif result > 0:
-                got += result
-            self._release(v)
+            try:
+                if result == -errno.ESTALE:   # the file changed since this version was looked up
+                    with self._lock:
+                        self._retire(v)
+                elif result > 0:
+                    got += result
+            finally:
+                self._release(v)
         if got:
             self.counters.add_one("bytes_from_host", got)
         return done
@@ -256,4 +278,4 @@ class CacheFiles:
         with self._lock:
             v.users -= 1
             if v.retired and v.users == 0:
-                os.close(v.osfd)
+                _close_quietly(v.osfd)

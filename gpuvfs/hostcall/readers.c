@@ -30,7 +30,12 @@
  *     recorded and only then appends the job's result, so a result never comes back before
  *     its bytes are in device memory. Streams and events are made by rp_push_cuda, on the
  *     caller's thread, before any kernel runs: creating a stream can wait for a running
- *     kernel, and the kernel may be waiting for this very pool's answers.
+ *     kernel, and the kernel may be waiting for this very pool's answers. rp_push_cuda
+ *     returns only once the waiter has made the context current on its thread (else pushes
+ *     stay off). A copy that failed to get its event recorded, or whose event reports an
+ *     error, is waited for on its stream before the job's -EIO goes back (R2). The driver's
+ *     calls come through a table (rp_cuda_api), so tests/native/tsan_readers.c runs this path
+ *     under ThreadSanitizer with a stand-in driver.
  *
  * Invariants:
  *   R1 at most `cap` jobs are queued, running, waiting for their push or done-but-unreaped;
@@ -72,17 +77,29 @@ typedef struct {
 typedef struct {
   int64_t tag, result;
   uint32_t event;         /* index into cuda.events */
+  int reader;             /* whose stream the copy is on */
 } rp_wait;
 
-/* The CUDA driver API calls a cuda push needs (CUresult is an int; 0 is success). */
+/* The CUDA driver API calls a cuda push makes (CUresult is an int; 0 is success), found in
+ * libcuda.so.1 by rp_push_cuda, or handed in by a test (rp_push_cuda_api). */
 typedef struct {
-  void *ctx;                                       /* the context the pushes run in (CUcontext) */
+  int (*ctx_get)(void **ctx);
   int (*ctx_set)(void *ctx);
-  int (*copy)(uint64_t dst, const void *src, size_t n, void *stream);  /* cuMemcpyHtoDAsync_v2 */
-  int (*record)(void *event, void *stream);
-  int (*query)(void *event);                       /* cuEventQuery: 0 done, 600 not yet */
-  int (*event_destroy)(void *event);
+  int (*stream_create)(void **stream, unsigned flags);
+  int (*stream_sync)(void *stream);
   int (*stream_destroy)(void *stream);
+  int (*event_create)(void **event, unsigned flags);
+  int (*event_destroy)(void *event);
+  int (*record)(void *event, void *stream);
+  int (*query)(void *event);                       /* 0: done, RP_CUDA_NOT_READY: not yet */
+  int (*copy)(uint64_t dst, const void *src, size_t n, void *stream);  /* cuMemcpyHtoDAsync_v2 */
+} rp_cuda_api;
+
+enum { RP_CUDA_NOT_READY = 600 };
+
+typedef struct {
+  rp_cuda_api api;
+  void *ctx;                                       /* the context the pushes run in (CUcontext) */
   void **streams;                                  /* one per reader */
   void **events;                                   /* cap of them (R1) */
   uint32_t *free_events, nfree;                    /* stack of free event indices (under lock) */
@@ -108,6 +125,7 @@ struct rp_pool {
   int push;               /* RP_PUSH_*: set once, before the first job that pushes */
   rp_cuda cuda;
   int have_waiter;
+  int waiter_state;       /* 0 starting, 1 running, -1 could not make the context current */
   pthread_t waiter;
   _Atomic uint64_t finished;
   _Atomic uint64_t busy_ns;  /* time the readers spent in jobs, summed (statistics only) */
@@ -156,16 +174,19 @@ static int rp_push_start(rp_pool *p, int reader, const rp_job *j, int64_t *resul
   uint32_t ev = c->free_events[--c->nfree];   /* never empty: R1 */
   pthread_mutex_unlock(&p->lock);
   void *stream = c->streams[reader];
-  if (c->copy(j->dev, (const void *)(uintptr_t)j->dst, (size_t)*result, stream) == 0 &&
-      c->record(c->events[ev], stream) == 0) {
+  int copied = c->api.copy(j->dev, (const void *)(uintptr_t)j->dst, (size_t)*result, stream) == 0;
+  if (copied && c->api.record(c->events[ev], stream) == 0) {
     pthread_mutex_lock(&p->lock);
     p->running--;
-    p->waits[(p->whead + p->wlen) % p->cap] = (rp_wait){j->tag, *result, ev};
+    p->waits[(p->whead + p->wlen) % p->cap] = (rp_wait){j->tag, *result, ev, reader};
     p->wlen++;
     pthread_cond_signal(&p->pushed);
     pthread_mutex_unlock(&p->lock);
     return 1;
   }
+  /* A copy queued without its event: wait for it here, so nothing of it is in flight when
+   * the job's -EIO goes back (R2). The stream is this reader's own: no kernel runs on it. */
+  if (copied) c->api.stream_sync(stream);
   pthread_mutex_lock(&p->lock);
   c->free_events[c->nfree++] = ev;
   pthread_mutex_unlock(&p->lock);
@@ -193,7 +214,7 @@ static void *rp_reader(void *arg) {
     if (result > 0 && push == RP_PUSH_MEMCPY) memcpy((void *)(uintptr_t)j.dev, (const void *)(uintptr_t)j.dst, (size_t)result);
     int on_its_way = 0;
     if (result > 0 && push == RP_PUSH_CUDA) {
-      if (!ctx_set) ctx_set = p->cuda.ctx_set(p->cuda.ctx) == 0;
+      if (!ctx_set) ctx_set = p->cuda.api.ctx_set(p->cuda.ctx) == 0;
       if (ctx_set) on_its_way = rp_push_start(p, index, &j, &result);
       else result = -EIO;
     }
@@ -213,27 +234,33 @@ static void *rp_reader(void *arg) {
  * sleep in a blocking-sync wait: one such wait per fill (an interrupt and a wake-up each)
  * held pushed cold reads to 21-30 GB/s on the H100 against 36-39 pulled (2026-11-24,
  * 20:05 UTC), the waiter answering one fill at a time. */
-enum { RP_CUDA_NOT_READY = 600 };
 static void *rp_waiter(void *arg) {
   rp_pool *p = arg;
   rp_cuda *c = &p->cuda;
-  int ctx_set = c->ctx_set(c->ctx) == 0;
   pthread_setname_np(pthread_self(), "gpuvfs-pushwait");
   prctl(PR_SET_TIMERSLACK, 1000ul);   /* ns: the naps below are a few us, not the default 50 */
   const struct timespec nap = {0, 2000};
+  const int ctx_set = c->api.ctx_set(c->ctx) == 0;
   pthread_mutex_lock(&p->lock);
+  p->waiter_state = ctx_set ? 1 : -1;   /* rp_push_cuda_api waits for this */
+  pthread_cond_broadcast(&p->pushed);
+  if (!ctx_set) {                       /* pushes stay off: no push was ever queued */
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+  }
   for (;;) {
     while (p->wlen == 0 && !p->stop_waiter) pthread_cond_wait(&p->pushed, &p->lock);
     if (p->wlen == 0) break;                /* stopping, and every push has landed (R2) */
     rp_wait w = p->waits[p->whead];
     pthread_mutex_unlock(&p->lock);
-    int rc = ctx_set ? c->query(c->events[w.event]) : -1;
+    int rc = c->api.query(c->events[w.event]);
     if (rc == RP_CUDA_NOT_READY) {
       nanosleep(&nap, NULL);
       pthread_mutex_lock(&p->lock);
       continue;
     }
     int ok = rc == 0;
+    if (!ok) c->api.stream_sync(c->streams[w.reader]);  /* an error: still nothing in flight (R2) */
     pthread_mutex_lock(&p->lock);
     p->whead = (p->whead + 1) % p->cap;     /* dequeued only now: R1 counts it until it lands */
     p->wlen--;
@@ -314,51 +341,73 @@ int rp_reap(rp_pool *p, int64_t *tags, int64_t *results, int max) {
 const _Atomic uint64_t *rp_finished_addr(rp_pool *p) { return &p->finished; }
 
 /* Pushes are copies in host memory (the cpu backend's device memory). Call before the
- * first job that pushes. */
-void rp_push_memcpy(rp_pool *p) {
+ * first job that pushes. 0, or -EBUSY if pushes were already set up. */
+int rp_push_memcpy(rp_pool *p) {
   pthread_mutex_lock(&p->lock);
-  p->push = RP_PUSH_MEMCPY;
+  int rc = p->push == RP_PUSH_NONE ? 0 : -EBUSY;
+  if (!rc) p->push = RP_PUSH_MEMCPY;
   pthread_mutex_unlock(&p->lock);
+  return rc;
 }
 
-/* Pushes are CUDA copies in the context current on the calling thread. Call before the
- * first job that pushes, and before any kernel that may wait for a push runs (streams are
- * made here). 0, or a CUresult / -1 (no driver library or symbol): pushes stay off. */
-int rp_push_cuda(rp_pool *p) {
-  void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);   /* the one CuPy loaded */
-  if (!lib) lib = dlopen("libcuda.so.1", RTLD_NOW);
-  if (!lib) return -1;
+/* Pushes are CUDA copies through `api`, in the context current on the calling thread. Call
+ * once, before the first job that pushes and before any kernel that may wait for a push runs
+ * (streams are made here). 0; or -EBUSY (pushes already set up), a CUresult, or -1: pushes
+ * stay off. */
+int rp_push_cuda_api(rp_pool *p, const rp_cuda_api *api) {
+  pthread_mutex_lock(&p->lock);
+  int busy = p->push != RP_PUSH_NONE || p->cuda.events != NULL;
+  pthread_mutex_unlock(&p->lock);
+  if (busy) return -EBUSY;
   rp_cuda *c = &p->cuda;
-  int (*ctx_get)(void **) = (int (*)(void **))dlsym(lib, "cuCtxGetCurrent");
-  int (*stream_create)(void **, unsigned) = (int (*)(void **, unsigned))dlsym(lib, "cuStreamCreate");
-  int (*event_create)(void **, unsigned) = (int (*)(void **, unsigned))dlsym(lib, "cuEventCreate");
-  c->ctx_set = (int (*)(void *))dlsym(lib, "cuCtxSetCurrent");
-  c->copy = (int (*)(uint64_t, const void *, size_t, void *))dlsym(lib, "cuMemcpyHtoDAsync_v2");
-  c->record = (int (*)(void *, void *))dlsym(lib, "cuEventRecord");
-  c->query = (int (*)(void *))dlsym(lib, "cuEventQuery");
-  c->event_destroy = (int (*)(void *))dlsym(lib, "cuEventDestroy_v2");
-  c->stream_destroy = (int (*)(void *))dlsym(lib, "cuStreamDestroy_v2");
-  if (!ctx_get || !stream_create || !event_create || !c->ctx_set || !c->copy || !c->record || !c->query ||
-      !c->event_destroy || !c->stream_destroy)
-    return -1;
-  int rc = ctx_get(&c->ctx);
+  c->api = *api;
+  int rc = c->api.ctx_get(&c->ctx);
   if (rc || !c->ctx) return rc ? rc : -1;
+  /* What is made here is freed by rp_destroy, whatever fails halfway. */
   c->streams = calloc((size_t)p->nthreads, sizeof *c->streams);
   c->events = calloc(p->cap, sizeof *c->events);
   c->free_events = calloc(p->cap, sizeof *c->free_events);
   if (!c->streams || !c->events || !c->free_events) return -1;
   for (int i = 0; i < p->nthreads; i++)
-    if ((rc = stream_create(&c->streams[i], 1 /* CU_STREAM_NON_BLOCKING */))) return rc;
+    if ((rc = c->api.stream_create(&c->streams[i], 1 /* CU_STREAM_NON_BLOCKING */))) return rc;
   for (uint32_t i = 0; i < p->cap; i++) {
-    if ((rc = event_create(&c->events[i], 0x2 /* CU_EVENT_DISABLE_TIMING */))) return rc;
+    if ((rc = c->api.event_create(&c->events[i], 0x2 /* CU_EVENT_DISABLE_TIMING */))) return rc;
     c->free_events[c->nfree++] = i;
   }
   if (pthread_create(&p->waiter, NULL, rp_waiter, p) != 0) return -1;
-  p->have_waiter = 1;
   pthread_mutex_lock(&p->lock);
-  p->push = RP_PUSH_CUDA;
+  while (p->waiter_state == 0) pthread_cond_wait(&p->pushed, &p->lock);
+  int up = p->waiter_state == 1;
+  if (up) p->push = RP_PUSH_CUDA;
   pthread_mutex_unlock(&p->lock);
+  if (!up) {
+    pthread_join(p->waiter, NULL);
+    return -1;
+  }
+  p->have_waiter = 1;
   return 0;
+}
+
+/* rp_push_cuda_api with the driver's own calls, from the libcuda.so.1 the process loaded. */
+int rp_push_cuda(rp_pool *p) {
+  void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);   /* the one CuPy loaded */
+  if (!lib) lib = dlopen("libcuda.so.1", RTLD_NOW);
+  if (!lib) return -1;
+  rp_cuda_api a;
+  a.ctx_get = (int (*)(void **))dlsym(lib, "cuCtxGetCurrent");
+  a.ctx_set = (int (*)(void *))dlsym(lib, "cuCtxSetCurrent");
+  a.stream_create = (int (*)(void **, unsigned))dlsym(lib, "cuStreamCreate");
+  a.stream_sync = (int (*)(void *))dlsym(lib, "cuStreamSynchronize");
+  a.stream_destroy = (int (*)(void *))dlsym(lib, "cuStreamDestroy_v2");
+  a.event_create = (int (*)(void **, unsigned))dlsym(lib, "cuEventCreate");
+  a.event_destroy = (int (*)(void *))dlsym(lib, "cuEventDestroy_v2");
+  a.record = (int (*)(void *, void *))dlsym(lib, "cuEventRecord");
+  a.query = (int (*)(void *))dlsym(lib, "cuEventQuery");
+  a.copy = (int (*)(uint64_t, const void *, size_t, void *))dlsym(lib, "cuMemcpyHtoDAsync_v2");
+  if (!a.ctx_get || !a.ctx_set || !a.stream_create || !a.stream_sync || !a.stream_destroy || !a.event_create ||
+      !a.event_destroy || !a.record || !a.query || !a.copy)
+    return -1;
+  return rp_push_cuda_api(p, &a);
 }
 
 /* Nanoseconds the readers have spent running jobs, summed over readers. */
@@ -382,9 +431,9 @@ void rp_destroy(rp_pool *p) {
   }
   rp_cuda *c = &p->cuda;
   for (uint32_t i = 0; c->events && i < p->cap; i++)
-    if (c->events[i]) c->event_destroy(c->events[i]);
+    if (c->events[i]) c->api.event_destroy(c->events[i]);
   for (int i = 0; c->streams && i < p->nthreads; i++)
-    if (c->streams[i]) c->stream_destroy(c->streams[i]);
+    if (c->streams[i]) c->api.stream_destroy(c->streams[i]);
   free(c->events); free(c->free_events); free(c->streams);
   pthread_cond_destroy(&p->work);
   pthread_cond_destroy(&p->pushed);

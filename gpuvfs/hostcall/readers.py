@@ -6,43 +6,53 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import logging
 import os
 import threading
+import weakref
 from pathlib import Path
 
 from ..native import build_c_library
 
-log = logging.getLogger("gpuvfs.hostcall")
-
 _SOURCE = Path(__file__).with_name("readers.c")
-_lib: ctypes.CDLL | None = None
+
+
+class _Lib:
+    """The pool's calls, each through the handle that suits it: calls that may wait release
+    the GIL (CDLL); the polling thread's own calls keep it (PyDLL), sparing it a release and
+    a retake per call, and a wait behind another Python thread for the GIL."""
+
+    def __init__(self, path: str) -> None:
+        lib, quick = ctypes.CDLL(path), ctypes.PyDLL(path)
+        u32, u64, i64, i32, vp = ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
+        p64 = ctypes.POINTER(i64)
+        for dll, name, args, res in (
+                (lib, "rp_create", [ctypes.c_int, u32], vp),
+                (lib, "rp_push_memcpy", [vp], ctypes.c_int),
+                (lib, "rp_push_cuda", [vp], ctypes.c_int),
+                (lib, "rp_destroy", [vp], None),
+                (quick, "rp_submit", [vp, i64, i32, u64, u64, u64, i64, i64, u64], ctypes.c_int),
+                (quick, "rp_reap", [vp, p64, p64, ctypes.c_int], ctypes.c_int),
+                (quick, "rp_finished_addr", [vp], vp),
+                (quick, "rp_busy_ns", [vp], u64)):
+            fn = getattr(dll, name)
+            fn.argtypes, fn.restype = args, res
+            setattr(self, name, fn)
+
+
+_lib: _Lib | None = None
 _lib_error: str | None = None
 _lib_lock = threading.Lock()
 
 
-def _load() -> ctypes.CDLL | None:
+def _load() -> _Lib | None:
     """The pool's library, built on first use; None (and a reason in _lib_error) if not."""
     global _lib, _lib_error
     with _lib_lock:
         if _lib is None and _lib_error is None:
             try:
-                lib = ctypes.CDLL(str(build_c_library(_SOURCE, "readers", libs=("-ldl",))))
+                _lib = _Lib(str(build_c_library(_SOURCE, "readers", libs=("-ldl",))))
             except OSError as e:
                 _lib_error = str(e)
-                return None
-            u32, u64, i64, i32, vp = ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
-            lib.rp_create.argtypes, lib.rp_create.restype = [ctypes.c_int, u32], vp
-            lib.rp_submit.argtypes = [vp, i64, i32, u64, u64, u64, i64, i64, u64]
-            lib.rp_push_memcpy.argtypes, lib.rp_push_memcpy.restype = [vp], None
-            lib.rp_push_cuda.argtypes, lib.rp_push_cuda.restype = [vp], ctypes.c_int
-            lib.rp_submit.restype = ctypes.c_int
-            p64 = ctypes.POINTER(i64)
-            lib.rp_reap.argtypes, lib.rp_reap.restype = [vp, p64, p64, ctypes.c_int], ctypes.c_int
-            lib.rp_finished_addr.argtypes, lib.rp_finished_addr.restype = [vp], vp
-            lib.rp_destroy.argtypes, lib.rp_destroy.restype = [vp], None
-            lib.rp_busy_ns.argtypes, lib.rp_busy_ns.restype = [vp], u64
-            _lib = lib
         return _lib
 
 
@@ -53,7 +63,8 @@ def native_readers_wanted() -> bool:
 class NativeReaders:
     """`threads` C threads that run read jobs: each reads n bytes at off of an OS fd into
     host memory, after checking the file still has the size and mtime the caller expects.
-    At most `capacity` jobs at once (queued, running or not yet reaped)."""
+    At most `capacity` jobs at once (queued, running or not yet reaped). submit() may be
+    called from any thread; ready() and reap() from one."""
 
     def __init__(self, threads: int, capacity: int) -> None:
         lib = _load()
@@ -63,6 +74,8 @@ class NativeReaders:
         self._pool = lib.rp_create(threads, capacity)
         if not self._pool:
             raise OSError(errno.ENOMEM, "could not start the native reader threads")
+        # A pool its owner dropped without close() (e.g. after a failure) still stops its threads.
+        self._finalizer = weakref.finalize(self, lib.rp_destroy, self._pool)
         self._finished = ctypes.c_uint64.from_address(lib.rp_finished_addr(self._pool))
         self._reaped = 0
         self._tags = (ctypes.c_int64 * capacity)()
@@ -72,16 +85,19 @@ class NativeReaders:
     def push_by_memcpy(self) -> None:
         """Jobs with a device address copy their bytes there in host memory (the cpu
         backend, whose device memory is host memory)."""
-        self._lib.rp_push_memcpy(self._pool)
+        rc = self._lib.rp_push_memcpy(self._check())
+        if rc:
+            raise OSError(-rc, "pushes are already set up for this pool")
 
     def push_by_cuda(self) -> None:
         """Jobs with a device address copy their bytes there with the copy engine, in the
         CUDA context current on this thread; their results come back once the bytes have
-        landed. Call before any kernel that may wait for a push runs. OSError if the CUDA
-        driver cannot be used from here (pushes stay off)."""
-        rc = self._lib.rp_push_cuda(self._pool)
+        landed. Call once, before any kernel that may wait for a push runs. OSError if the
+        CUDA driver cannot be used from here (pushes stay off)."""
+        rc = self._lib.rp_push_cuda(self._check())
         if rc:
-            raise OSError(errno.ENOSYS, f"native pushes need the CUDA driver (libcuda.so.1): error {rc}")
+            raise OSError(errno.EBUSY if rc == -errno.EBUSY else errno.ENOSYS,
+                          f"native pushes need the CUDA driver (libcuda.so.1): error {rc}")
 
     def submit(self, tag: int, fd: int, dst: int, n: int, off: int, size: int = -1, mtime_ns: int = 0,
                dev: int = 0) -> None:
@@ -89,18 +105,18 @@ class NativeReaders:
         (bytes read, or -errno: -ESTALE when the file's size or mtime_ns is no longer the
         one given) comes back from reap() under `tag`. size < 0: no check. `dev` != 0: the
         bytes read are also pushed to that device address before the result comes back
-        (push_by_memcpy or push_by_cuda first)."""
-        rc = self._lib.rp_submit(self._pool, tag, fd, dst, n, off, size, mtime_ns, dev)
+        (push_by_memcpy or push_by_cuda first). OSError(EAGAIN) when the pool is full."""
+        rc = self._lib.rp_submit(self._check(), tag, fd, dst, n, off, size, mtime_ns, dev)
         if rc:
             raise OSError(-rc, os.strerror(-rc))
 
     def ready(self) -> bool:
         """Whether results wait to be reaped (one load, no call)."""
-        return self._finished.value != self._reaped
+        return bool(self._pool) and self._finished.value != self._reaped
 
     def reap(self) -> list[tuple[int, int]]:
         """The (tag, result) of every finished job not reaped yet."""
-        k = self._lib.rp_reap(self._pool, self._tags, self._results, self._capacity)
+        k = self._lib.rp_reap(self._check(), self._tags, self._results, self._capacity)
         self._reaped += k
         return list(zip(self._tags[:k], self._results[:k]))
 
@@ -111,5 +127,10 @@ class NativeReaders:
     def close(self) -> None:
         """Waits for queued jobs to run, stops the threads. Results not reaped are dropped."""
         if self._pool:
-            self._lib.rp_destroy(self._pool)
             self._pool = None
+            self._finalizer()        # rp_destroy, once
+
+    def _check(self) -> int:
+        if not self._pool:
+            raise OSError(errno.EBADF, "the native reader pool is closed")
+        return self._pool

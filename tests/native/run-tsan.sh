@@ -199,15 +199,17 @@ must_catch "page-table self-test with pushed fills" "a deliberately racy page ta
 pt_caught=$((pt_caught + n_caught))
 
 # ---- the host's native reader pool: readers x capacity (1 x 1: every job waits its turn) x
-# pushed (the cpu backend's FILL_PUSH: each job's bytes also copied to a second buffer)
+# pushed (1: the cpu backend's FILL_PUSH, each job's bytes also copied to a second buffer; 2:
+# the cuda push path with a stand-in driver) x % of copies and event records made to fail
 t_pt=$SECONDS
 rp_jobs=0
 rp_run=0
-for shape in "8 24 0" "3 5 1" "1 1 0" "16 64 1"; do
-  read -r rthreads rcap rpush <<<"$shape"
+for shape in "8 24 0 0" "3 5 1 0" "1 1 0 0" "16 64 1 0" "8 24 2 0" "3 5 2 3"; do
+  read -r rthreads rcap rpush rfail <<<"$shape"
   rp_run=$((rp_run + 1))
-  run_clean "readers threads=$rthreads cap=$rcap push=$rpush" "$BUILD/readers-run-$rp_run.log" jobs \
-    "$BUILD/tsan_readers" --threads="$rthreads" --cap="$rcap" --push="$rpush" --jobs=20000 --seed="$rp_run"
+  run_clean "readers threads=$rthreads cap=$rcap push=$rpush fail=$rfail" "$BUILD/readers-run-$rp_run.log" jobs \
+    "$BUILD/tsan_readers" --threads="$rthreads" --cap="$rcap" --push="$rpush" --fail="$rfail" --jobs=20000 \
+    --seed="$rp_run"
   rp_jobs=$((rp_jobs + $(field jobs "$summary") + $(field side "$summary")))
 done
 caught "$BUILD/readers-selftest.log" "$BUILD/tsan_readers_selftest" --jobs=2000 ||

@@ -9,10 +9,14 @@
  *
  * --push=1: every main-thread job also pushes its bytes to a second buffer (rp_push_memcpy,
  * the cpu backend's FILL_PUSH), and both buffers are compared.
+ * --push=2: the same through the cuda push path (the readers' copies, the events, the waiter
+ * and its handshake, rp_push_cuda_api) with a stand-in driver: a copy is a memcpy, an event
+ * is "not ready" for a random few queries. --fail=P: P% of copies, and of event records,
+ * fail; such a job must come back -EIO (and nothing else may).
  *
  * -DRP_TSAN_SELFTEST: rp_reap reads the results ring without the lock, the race TSan must
  * report (run-tsan.sh checks that it does).
- * Usage: tsan_readers [--jobs=N] [--threads=N] [--cap=N] [--seed=N] [--push=0|1] */
+ * Usage: tsan_readers [--jobs=N] [--threads=N] [--cap=N] [--seed=N] [--push=0|1|2] [--fail=P] */
 #define _GNU_SOURCE
 #include <stdio.h>
 #ifdef RP_TSAN_SELFTEST
@@ -27,6 +31,40 @@ static __thread int rp_selftest_skip_lock;  /* set on the reaping thread only */
 #undef pthread_mutex_lock
 #undef pthread_mutex_unlock
 #endif
+
+/* The stand-in driver (--push=2). Each event is a countdown of "not ready" answers. */
+typedef struct { _Atomic int polls; } fake_event;
+static int fail_pct;
+static __thread uint64_t fake_rng = 0x2545F4914F6CDD1Dull;
+static int fake_roll(void) {
+  fake_rng ^= fake_rng << 13; fake_rng ^= fake_rng >> 7; fake_rng ^= fake_rng << 17;
+  return (int)(fake_rng % 100);
+}
+static int fake_ctx_get(void **ctx) { *ctx = (void *)1; return 0; }
+static int fake_ctx_set(void *ctx) { return ctx == (void *)1 ? 0 : 1; }
+static int fake_stream_create(void **s, unsigned flags) { (void)flags; *s = malloc(1); return *s ? 0 : 2; }
+static int fake_stream_sync(void *s) { (void)s; return 0; }     /* copies land at once here */
+static int fake_free(void *x) { free(x); return 0; }
+static int fake_event_create(void **e, unsigned flags) { (void)flags; *e = calloc(1, sizeof(fake_event)); return *e ? 0 : 2; }
+static int fake_record(void *e, void *s) {
+  (void)s;
+  if (fake_roll() < fail_pct) return 1;
+  atomic_store(&((fake_event *)e)->polls, fake_roll() % 6);
+  return 0;
+}
+static int fake_query(void *e) {
+  fake_event *f = e;
+  if (atomic_load(&f->polls) > 0) { atomic_fetch_sub(&f->polls, 1); return RP_CUDA_NOT_READY; }
+  return 0;
+}
+static int fake_copy(uint64_t dst, const void *src, size_t n, void *s) {
+  (void)s;
+  if (fake_roll() < fail_pct) return 1;
+  memcpy((void *)(uintptr_t)dst, src, n);
+  return 0;
+}
+static const rp_cuda_api fake_api = {fake_ctx_get, fake_ctx_set, fake_stream_create, fake_stream_sync, fake_free,
+                                     fake_event_create, fake_free, fake_record, fake_query, fake_copy};
 #include <fcntl.h>
 #include <stdio.h>
 
@@ -39,6 +77,7 @@ static uint64_t rng(uint64_t *s) { *s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17
 typedef struct { uint64_t off, n; unsigned char buf[MAX_LEN], dev[MAX_LEN]; } slot;
 
 static int check(const slot *s, int64_t result, int64_t tag) {
+  if (result == -EIO && fail_pct && tag < (1ll << 40)) return 1;   /* an injected failure */
   uint64_t want = s->off >= FILE_BYTES ? 0 : (FILE_BYTES - s->off < s->n ? FILE_BYTES - s->off : s->n);
   if (result != (int64_t)want) { fprintf(stderr, "job %lld: result %lld, want %llu\n", (long long)tag, (long long)result, (unsigned long long)want); return 0; }
   if (memcmp(s->buf, file_bytes + s->off, want)) { fprintf(stderr, "job %lld: bytes differ\n", (long long)tag); return 0; }
@@ -69,7 +108,7 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     sscanf(argv[i], "--jobs=%d", &jobs); sscanf(argv[i], "--threads=%d", &threads);
     sscanf(argv[i], "--cap=%d", &cap); sscanf(argv[i], "--seed=%llu", (unsigned long long *)&seed);
-    sscanf(argv[i], "--push=%d", &push);
+    sscanf(argv[i], "--push=%d", &push); sscanf(argv[i], "--fail=%d", &fail_pct);
   }
   uint64_t s = 0x9E3779B97F4A7C15ull * (seed + 1);
   for (int i = 0; i < FILE_BYTES; i++) file_bytes[i] = (unsigned char)rng(&s);
@@ -87,7 +126,9 @@ int main(int argc, char **argv) {
   rp_pool *p = rp_create(threads, (uint32_t)cap);
   slot *slots = calloc((size_t)cap, sizeof *slots), *side = calloc((size_t)side_n, sizeof *side);
   if (!p || !slots || !side) { fprintf(stderr, "setup failed\n"); return 2; }
-  if (push) rp_push_memcpy(p);
+  if (push == 1 && rp_push_memcpy(p)) { fprintf(stderr, "rp_push_memcpy failed\n"); return 2; }
+  if (push == 2 && rp_push_cuda_api(p, &fake_api)) { fprintf(stderr, "rp_push_cuda_api failed\n"); return 2; }
+  if (push && rp_push_memcpy(p) != -EBUSY) { fprintf(stderr, "pushes set up twice\n"); return 2; }
   side_arg sa = {p, side, side_n, NULL, seed * 7 + 3};
   pthread_t th;
   pthread_create(&th, NULL, side_submitter, &sa);
@@ -98,9 +139,6 @@ int main(int argc, char **argv) {
   int *free_slots = malloc(sizeof(int) * (size_t)cap);
   for (int i = 0; i < cap; i++) free_slots[i] = i;
   int64_t tags[64], results[64];
-#ifdef RP_TSAN_SELFTEST
-  rp_selftest_skip_lock = 1;
-#endif
   while (ok && (done < jobs || side_done < side_n)) {
     while (submitted < jobs && free_n > 0) {
       int k = free_slots[free_n - 1];
@@ -116,7 +154,13 @@ int main(int argc, char **argv) {
       submitted++;
     }
     if (atomic_load_explicit(finished, memory_order_acquire) == reaped) { sched_yield(); continue; }
+#ifdef RP_TSAN_SELFTEST
+    rp_selftest_skip_lock = 1;   /* the reap alone reads the results without the lock */
+#endif
     int n = rp_reap(p, tags, results, 64);
+#ifdef RP_TSAN_SELFTEST
+    rp_selftest_skip_lock = 0;
+#endif
     reaped += (uint64_t)n;
     for (int i = 0; i < n && ok; i++) {
       if (tags[i] >= (1ll << 40)) { ok = check(&side[tags[i] - (1ll << 40)], results[i], tags[i]); side_done++; }
@@ -124,8 +168,13 @@ int main(int argc, char **argv) {
     }
   }
   pthread_join(th, NULL);
+  if (push == 2) {   /* every event back on the free stack once every result is in */
+    pthread_mutex_lock(&p->lock);
+    if (p->cuda.nfree != (uint32_t)cap) { fprintf(stderr, "events free %u of %d\n", p->cuda.nfree, cap); ok = 0; }
+    pthread_mutex_unlock(&p->lock);
+  }
   rp_destroy(p);
-  printf("jobs=%d side=%d threads=%d cap=%d push=%d %s\n", done, side_done, threads, cap, push,
+  printf("jobs=%d side=%d threads=%d cap=%d push=%d fail=%d %s\n", done, side_done, threads, cap, push, fail_pct,
          ok ? "all checks passed" : "CHECK FAILED");
   return ok ? 0 : 1;
 }
