@@ -136,18 +136,23 @@ def test_submitters_on_many_threads(data_file) -> None:
     assert np.array_equal(bufs.reshape(-1), data[:nthreads * per * 5000])
 
 
+@pytest.mark.parametrize("push", [0, 1 << 16], ids=["pulled", "pushed"])
 @pytest.mark.parametrize("native", ["1", "0"])
-def test_runtime_fills_through_the_native_readers_or_the_pool(data_root, monkeypatch, native) -> None:
+def test_runtime_fills_through_the_native_readers_or_the_pool(data_root, monkeypatch, native, push) -> None:
+    """Fills (FILL, or FILL_PUSH with fill_push_bytes) read by the native readers, or with
+    GPUVFS_NATIVE_READERS=0 by the Python pool: the same bytes either way."""
     monkeypatch.setenv("GPUVFS_NATIVE_READERS", native)
     data = np.random.default_rng(5).integers(0, 256, 5 * (1 << 20) + 333, dtype=np.uint8)
     data.tofile(os.path.join(data_root, "f.bin"))
-    with gpuvfs.Runtime(root=data_root, backend="cpu", lane_bytes=1 << 20, cache_bytes=16 << 20) as rt:
+    with gpuvfs.Runtime(root=data_root, backend="cpu", lane_bytes=1 << 20, cache_bytes=16 << 20,
+                        fill_push_bytes=push) as rt:
         assert rt.cache_files.native == (native == "1")
         got = rt.asnumpy(rt.read("f.bin"))
         st = rt.stats()
     assert np.array_equal(got, data)
     assert st["errors"] == 0
     assert st["bytes_from_host"] == data.size
+    assert (st["fills_pushed"] > 0) == bool(push)
     if native == "1":
         assert st["hostcalls_native"] >= 5 and st["hostcalls_pooled"] <= 1   # the LOOKUP alone pooled
     else:
