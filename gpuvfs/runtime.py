@@ -352,12 +352,25 @@ class Runtime:
     def _abandon(self) -> None:
         """Frees what a failed __init__ had made (the reader threads, pinned memory)."""
         self._closed = True
-        for name, how in (("server", "close"), ("cache_files", "close"), ("backend", "close"), ("lanes", "close")):
-            part = self.__dict__.get(name)
-            if part is not None:
+        self._teardown(made_only=True)
+
+    def _teardown(self, made_only: bool = False) -> None:
+        """Stops and frees the parts, in the one order both close() and a failed __init__
+        need: the server (no request is taken after it), the files' OS fds, the cache's
+        readers (they write into the lanes), the backend, the lanes' memory. `made_only`:
+        skip the parts not made yet, and log a part's failure instead of raising it (the
+        error that stopped __init__ is the one to report)."""
+        for name, step in (("server", lambda: self.server.close()),
+                           ("files", lambda: self.files.table.close_all()),
+                           ("cache_files", lambda: self.cache_files.close()),
+                           ("backend", lambda: self.backend.close()),
+                           ("lanes", lambda: self.lanes.close())):
+            if not made_only:
+                step()
+            elif name in self.__dict__:
                 try:
-                    getattr(part, how)()
-                except Exception:  # the original error is the one to report
+                    step()
+                except Exception:
                     log.debug("cleaning up %s after a failed Runtime() failed", name, exc_info=True)
 
     def close(self) -> None:
@@ -368,11 +381,7 @@ class Runtime:
         try:
             self.synchronize()
         finally:
-            self.server.close()
-            self.files.table.close_all()
-            self.cache_files.close()
-            self.backend.close()
-            self.lanes.close()
+            self._teardown()
 
     def __enter__(self) -> "Runtime":
         return self

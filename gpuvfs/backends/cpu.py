@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import BackendUnavailable, CompileError, LaunchError
-from ..native import cache_dir
+from ..native import cache_dir, compiler_version
 from .base import env_defines
 
 BASE_FLAGS = ("-std=c++20", "-O2", "-g", "-fPIC", "-pthread", "-fno-strict-aliasing", "-Wno-unused-function")
@@ -146,7 +146,7 @@ class CpuBackend:
         self._stream = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpuvfs-cpu-stream")
         self._pending: list[concurrent.futures.Future] = []
         self._lock = threading.Lock()
-        self._cxx_version = subprocess.run([self.cxx, "--version"], capture_output=True, text=True).stdout
+        self._cxx_version = compiler_version(self.cxx)
 
     # ---- memory ----
     def host_mapped(self, nbytes: int) -> HostBuffer:

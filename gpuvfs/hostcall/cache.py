@@ -174,8 +174,12 @@ class CacheFiles:
         it; None (to the pool) where they cannot push."""
         if not self._push_native:
             return None
+        return self._start(lane, q, self._stage_address(lane))
+
+    def _stage_address(self, lane: int) -> int:
+        """Where `lane`'s pushed bytes go in device memory (attach_stage)."""
         assert self._stage is not None
-        return self._start(lane, q, self._stage[1] + lane * self.lanes.data_bytes)
+        return self._stage[1] + lane * self.lanes.data_bytes
 
     def _start(self, lane: int, q: abi.Request, dev: int) -> "Started | None":
         n, off = io_args(self.lanes, q)
@@ -233,13 +237,13 @@ class CacheFiles:
         buffer, the copy's source, is the device's until then). The result is FILL's."""
         if self._stage is None:
             raise OSError(errno.ENOSYS, "this server has no device stage to push fills into")
-        backend, stage_ptr = self._stage
+        backend = self._stage[0]
         got = self._fill(lane, q, nowait=False)
         assert got is not None
         if not got:
             return got
-        done = backend.start_copy_to_device(stage_ptr + lane * self.lanes.data_bytes,  # type: ignore[attr-defined]
-                                            self.lanes.data[lane].ctypes.data, got)
+        done = backend.start_copy_to_device(self._stage_address(lane),  # type: ignore[attr-defined]
+                                            self.lanes.data_address(lane), got)
         return Pending(done, got)
 
     def _fill(self, lane: int, q: abi.Request, nowait: bool) -> int | None:
