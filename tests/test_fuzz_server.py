@@ -1005,3 +1005,48 @@ def test_pooled_requests_are_counted(h: Harness) -> None:
         assert after["hostcalls_pooled"] - before["hostcalls_pooled"] == pooled
         assert after["hostcalls"] - before["hostcalls"] == 1
         before = after
+
+
+def test_spin_answers_a_lone_nop_and_leaves_the_rest_to_the_sweep(h: Harness) -> None:
+    """The polling thread's spin answers a NOP on the lane of the last lone request itself
+    (the one-lane round trip's path), counts it, and takes it once; anything else it
+    hands to the sweep: another opcode on that lane, other lanes, any lane after a sweep
+    that took several."""
+    L, srv = h.lanes, h.server
+    h.run([Req(abi.Op.NOP)], [5])          # lane 5 is now the lone lane
+
+    def post(lane: int, op: int) -> int:
+        w = abi.encode_req_word(op, int(L.req_word[lane]) + 1)
+        L.req_word[lane] = w
+        return w
+
+    before = srv.counters.hostcalls
+    w5 = post(5, abi.Op.NOP)
+    assert srv._spin() == (None, 1)
+    assert int(L.resp_word[5]) == w5 and srv.counters.hostcalls == before + 1
+    assert srv.sweep() == 0, "the spin's NOP was taken again by the sweep"
+
+    # A NOP on lane 5 and a CLOSE on lane 9 at once: the spin answers the NOP, the sweep the CLOSE.
+    L.resp["result"][9] = POISON
+    L.req["fd"][9] = NEVER_FD              # the record before the word, as the device writes them
+    w5, w9 = post(5, abi.Op.NOP), post(9, abi.Op.CLOSE)
+    sb, n = srv._spin()
+    assert n == 1 and sb is not None and int(L.resp_word[5]) == w5
+    assert int(L.resp_word[9]) & abi.WORD_SEQ_MASK != w9 & abi.WORD_SEQ_MASK, "the spin answered a CLOSE"
+    assert srv.sweep(sb) == 1
+    assert abi.decode_resp_word(int(L.resp_word[9]), length=0) == -errno.EBADF
+    assert srv.counters.hostcalls == before + 3 and srv.sweep() == 0
+
+    # The sweep that took two requests left no lone lane: a NOP on lane 5 goes to the sweep.
+    w5 = post(5, abi.Op.NOP)
+    sb, n = srv._spin()
+    assert n == 0 and sb is not None and int(L.resp_word[5]) != w5
+    assert srv.sweep(sb) == 1 and int(L.resp_word[5]) == w5     # a lone request again: lane 5
+
+    # Another opcode on the lone lane: the sweep's.
+    L.req["fd"][5] = NEVER_FD
+    w5 = post(5, abi.Op.CLOSE)
+    sb, n = srv._spin()
+    assert n == 0 and sb is not None
+    assert srv.sweep(sb) == 1 and abi.decode_resp_word(int(L.resp_word[5]), length=0) == -errno.EBADF
+    assert srv.sweep() == 0 and srv.counters.hostcalls == before + 5
