@@ -15,6 +15,11 @@ the least a mailbox can do (hostcall_bench.echo_pingpong / echo_sweep):
                      one answering iteration of echo_pingpong.
   4096 NOPs          Server.sweep() answering a NOP on every one of 4096 lanes. Floor: one
                      answering iteration of echo_sweep (copy, compare, any, masked copy).
+  one-lane round    a NOP round trip through the running server (its polling thread, as
+  trip, host part    beside a GPU), with a C thread standing in for the device: it stores the
+                     request word and spins until the answer's seq comes back. Floor: the same
+                     C thread against hostcall_bench.echo_pingpong on a Python thread. Needs a
+                     C compiler (skipped without one).
   one 4 KiB FILL     Server.sweep() taking a FILL of 4 KiB whose bytes are in the page cache
                      and answering it on the polling thread (version check, read into the
                      lane, answer in the word). Floor: its two system calls alone (fstat,
@@ -245,9 +250,108 @@ def measure(repeats: int) -> tuple[list[Figure], dict[str, float]]:
     figs.append(Figure("nops_4096", "4096 NOPs answered in one sweep", "us", raw["nops_4096"] * 1e-3,
                        raw["floor_sweep_4096"] * 1e-3, "one answering iteration of echo_sweep, 4096 lanes"))
     raw["nops_answered"] = float(n_sweeps)
+    measure_round_trip(repeats, figs, raw)
     if os.name == "posix" and hasattr(os, "RWF_NOWAIT"):
         measure_fill(repeats, figs, raw)
     return figs, raw
+
+
+DEVICE_C = r"""
+#include <stdint.h>
+#include <stdatomic.h>
+#include <time.h>
+static uint64_t now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+/* A device thread's round trips on one lane: n requests (op << 24 | seq), each waited for
+   until the response word carries its seq. lat[i]: ns of round trip i. Between two, gap_ns of
+   spinning (a device thread's claim and release). Returns the last seq, or -1 on timeout. */
+long rt_device(volatile uint32_t *req, volatile uint32_t *resp, uint32_t seq, uint32_t op, int n,
+               uint64_t gap_ns, uint64_t timeout_ns, uint64_t *lat) {
+  for (int i = 0; i < n; ++i) {
+    seq = (seq + 1u) & 0xFFFFFFu;
+    const uint64_t t0 = now_ns();
+    atomic_thread_fence(memory_order_release);
+    *req = op << 24 | seq;
+    while ((*resp & 0xFFFFFFu) != seq)
+      if (now_ns() - t0 > timeout_ns) return -1;
+    atomic_thread_fence(memory_order_acquire);
+    lat[i] = now_ns() - t0;
+    const uint64_t g = now_ns();
+    while (now_ns() - g < gap_ns) {}
+  }
+  return (long)seq;
+}
+"""
+
+
+def measure_round_trip(repeats: int, figs: list[Figure], raw: dict[str, float]) -> None:
+    """The host's part of a one-lane round trip, end to end through the server's polling
+    thread (what a GPU's round trip adds its PCIe time to), against the floor's echo loop."""
+    import ctypes
+    import threading
+
+    from hostcall_bench import echo_pingpong
+
+    from gpuvfs import native
+    try:
+        with tempfile.TemporaryDirectory(prefix="gpuvfs-sweep-cost-") as d:
+            src = Path(d) / "device.c"
+            src.write_text(DEVICE_C)
+            lib = ctypes.CDLL(str(native.build_c_library(src, "sweep-cost-device")))
+    except OSError as e:
+        print(f"note: no round-trip figure: {e}", file=sys.stderr)
+        return
+    dev = lib.rt_device
+    dev.restype = ctypes.c_long
+    dev.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int,
+                    ctypes.c_uint64, ctypes.c_uint64, ctypes.c_void_p]
+    n, gap, timeout = 5000, 1000, 10_000_000_000
+    lat = np.zeros(n, dtype=np.uint64)
+
+    def run(req: np.ndarray, resp: np.ndarray, seq: int, op: int) -> int:
+        last = dev(req.ctypes.data, resp.ctypes.data, seq, op, n, gap, timeout, lat.ctypes.data)
+        if last < 0:
+            raise SystemExit("round trip: the host loop stopped answering")
+        return int(last)
+
+    b = backends.select("cpu")
+    lanes = Lanes(b, 1, abi.LANE_DATA_MIN)
+    srv = Server(lanes, workers=1, in_flight=lambda: True)   # polls as beside a running kernel
+    srv.start()
+    srv.wake()
+    server_med: list[float] = []
+    seq = 0
+    try:
+        for _ in range(repeats):
+            seq = run(lanes.req_word, lanes.resp_word, seq, NOP)
+            server_med.append(float(np.median(lat)))
+    finally:
+        srv.close()
+        lanes.close()
+        b.close()
+    words = np.zeros(64, dtype=np.uint32)
+    ping, pong = memoryview(words[0:1]), memoryview(words[32:33])
+    floor_med: list[float] = []
+    for _ in range(repeats):
+        cur = int(ping[0])
+        stop = [False]
+        t = threading.Thread(target=echo_pingpong, args=(ping, pong, cur, (cur + n) & 0xFFFFFF, lambda: stop[0],
+                                                         time.perf_counter() + 60))
+        t.start()
+        try:
+            run(words[0:1], words[32:33], cur, 0)
+        finally:
+            stop[0] = True
+            t.join()
+        floor_med.append(float(np.median(lat)))
+    raw["round_trip_host"] = float(np.median(server_med))
+    raw["floor_round_trip_host"] = float(np.median(floor_med))
+    figs.append(Figure("round_trip_host", "one-lane round trip, host part (C thread as device)", "us",
+                       raw["round_trip_host"] * 1e-3, raw["floor_round_trip_host"] * 1e-3,
+                       "the same C thread against echo_pingpong"))
 
 
 def measure_fill(repeats: int, figs: list[Figure], raw: dict[str, float]) -> None:

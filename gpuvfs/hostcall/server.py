@@ -499,8 +499,8 @@ class Server:
         polls answered themselves: a NOP on the lane of the last lone request (a thread
         calling in a loop) is answered right here, and the polls go on. A one-lane round
         trip waits on exactly this path, so the answer is the first store after the compares
-        that find it: through sweep() it came after ~0.4 us of calls and checks (dev
-        machine), here after ~0.1. The bookkeeping follows the store: I4 holds, since only
+        that find it, not after sweep()'s calls and checks (docs/protocol.md, the server).
+        The bookkeeping follows the store: I4 holds, since only
         this thread reads the taken words and it marks the word taken before its next poll;
         and the counts cannot lag behind what a stats() caller sees, since no Python code of
         another thread runs between the store and the counts (no call or backward jump
