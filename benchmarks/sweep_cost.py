@@ -338,8 +338,9 @@ def measure_round_trip(repeats: int, figs: list[Figure], raw: dict[str, float]) 
     for _ in range(repeats):
         cur = int(ping[0])
         stop = [False]
-        t = threading.Thread(target=echo_pingpong, args=(ping, pong, cur, (cur + n) & 0xFFFFFF, lambda: stop[0],
-                                                         time.perf_counter() + 60))
+        last = (cur + n) & abi.WORD_SEQ_MASK
+        t = threading.Thread(target=echo_pingpong,
+                             args=(ping, pong, cur, last, lambda: stop[0], time.perf_counter() + 60))
         t.start()
         try:
             run(words[0:1], words[32:33], cur, 0)

@@ -500,11 +500,13 @@ class Server:
         calling in a loop) is answered right here, and the polls go on. A one-lane round
         trip waits on exactly this path, so the answer is the first store after the compares
         that find it, not after sweep()'s calls and checks (docs/protocol.md, the server).
-        The bookkeeping follows the store: I4 holds, since only
-        this thread reads the taken words and it marks the word taken before its next poll;
-        and the counts cannot lag behind what a stats() caller sees, since no Python code of
-        another thread runs between the store and the counts (no call or backward jump
-        between them lets this thread give up the GIL)."""
+        The bookkeeping follows the store: I4 holds, since only this thread reads the taken
+        words and it marks the word taken before its next poll; and the counts cannot lag
+        behind what a stats() caller sees, since no Python code of another thread runs
+        between the store and the counts (no call or backward jump between them lets this
+        thread give up the GIL). (_take's lone-lane path answers such a NOP the same way when
+        a sweep finds it first: inlined in both, since a call before the store is the cost
+        this path exists to avoid.)"""
         req_bytes, taken, resp = self._req_bytes, self._taken_b, self._resp_words
         o = self._hint4
         lane = o >> 2
@@ -514,17 +516,18 @@ class Server:
             s = req_bytes.tobytes()
             if s == taken:
                 continue
-            w = _unpack(s, o)[0]
-            if w != last and last >= 0 and w >> _SHIFT == _NOP:
-                resp[lane] = w               # the echo is the answer (code 0x80: 0)
-                _pack(taken, o, w)           # I4: taken before the next poll
-                last = w
-                c = self.counters
-                c.hostcalls += 1
-                c.nops += 1
-                answered += 1
-                if s == taken:               # that lane alone moved
-                    continue
+            if last >= 0:                    # (busy lanes: straight to the sweep)
+                w = _unpack(s, o)[0]
+                if w != last and w >> _SHIFT == _NOP:
+                    resp[lane] = w           # the echo is the answer (code 0x80: 0)
+                    _pack(taken, o, w)       # I4: taken before the next poll
+                    last = w
+                    c = self.counters
+                    c.hostcalls += 1
+                    c.nops += 1
+                    answered += 1
+                    if s == taken:           # that lane alone moved
+                        continue
             return s, answered               # the sweep takes the other lanes
         return None, answered
 
