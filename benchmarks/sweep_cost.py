@@ -8,13 +8,14 @@ the least a mailbox can do (hostcall_bench.echo_pingpong / echo_sweep):
 
   idle check         Server.sweep() with nothing pending, 256 and 4096 lanes. Floors: one
                      poll of echo_pingpong (read one word, compare) and one idle iteration of
-                     echo_sweep (copy the words, compare with the answers, any()).
+                     echo_sweep (hostcall_bench.echo_sweep_once: copy the words into a
+                     buffer, compare with the answers, count_nonzero()).
   one NOP            Server.sweep() answering one NOP: on the lane of the last lone request
                      (the latency-bound case: one device thread keeps its lane) and on another
                      lane (the lone-lane shortcut misses, the vector path finds it). Floor:
                      one answering iteration of echo_pingpong.
   4096 NOPs          Server.sweep() answering a NOP on every one of 4096 lanes. Floor: one
-                     answering iteration of echo_sweep (copy, compare, any, masked copy).
+                     answering iteration of echo_sweep (copy, compare, count, masked copy).
   one-lane round    a NOP round trip through the running server (its polling thread, as
   trip, host part    beside a GPU), with a C thread standing in for the device: it stores the
                      request word and spins until the answer's seq comes back. Floor: the same
@@ -47,6 +48,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Figure, machine_info, print_table, write_json  # noqa: E402
+from hostcall_bench import echo_sweep_once  # noqa: E402
 
 from gpuvfs import abi, backends  # noqa: E402
 from gpuvfs.hostcall.cache import CacheFiles  # noqa: E402
@@ -105,15 +107,12 @@ def measure(repeats: int) -> tuple[list[Figure], dict[str, float]]:
                 pass
 
         raw[f"idle_{L}"] = per_op_ns(idle, nothing, 20000, repeats)
-        fq = np.zeros(L, dtype=np.uint32)
-        fr = np.zeros(L, dtype=np.uint32)
+        fq, fr, fs = (np.zeros(L, dtype=np.uint32) for _ in range(3))
+        fc = np.zeros(L, dtype=bool)
 
         def floor_idle(n: int) -> None:
             for _ in range(n):
-                s = fq.copy()
-                changed = s != fr
-                if changed.any():
-                    np.copyto(fr, s, where=changed)
+                echo_sweep_once(fq, fr, fs, fc)
 
         raw[f"floor_sweep_idle_{L}"] = per_op_ns(floor_idle, nothing, 20000, repeats)
         rig.close()
@@ -230,16 +229,13 @@ def measure(repeats: int) -> tuple[list[Figure], dict[str, float]]:
     raw["nops_4096"] = per_op_ns(all_nops, post_all, 2000, repeats)
     n_sweeps = srv.counters.nops
     rig.close()
-    fq = np.zeros(L, dtype=np.uint32)
-    fr = np.zeros(L, dtype=np.uint32)
+    fq, fr, fs = (np.zeros(L, dtype=np.uint32) for _ in range(3))
+    fc = np.zeros(L, dtype=bool)
 
     def floor_all(n: int) -> None:
         for _ in range(n):
             np.add(fq, one, out=fq)
-            s = fq.copy()
-            changed = s != fr
-            if changed.any():
-                np.copyto(fr, s, where=changed)
+            echo_sweep_once(fq, fr, fs, fc)
 
     def floor_post_all(n: int) -> None:
         for _ in range(n):
@@ -250,10 +246,64 @@ def measure(repeats: int) -> tuple[list[Figure], dict[str, float]]:
     figs.append(Figure("nops_4096", "4096 NOPs answered in one sweep", "us", raw["nops_4096"] * 1e-3,
                        raw["floor_sweep_4096"] * 1e-3, "one answering iteration of echo_sweep, 4096 lanes"))
     raw["nops_answered"] = float(n_sweeps)
+    measure_warp_runs(repeats, figs, raw)
     measure_round_trip(repeats, figs, raw)
     if os.name == "posix" and hasattr(os, "RWF_NOWAIT"):
         measure_fill(repeats, figs, raw)
     return figs, raw
+
+
+def measure_warp_runs(repeats: int, figs: list[Figure], raw: dict[str, float]) -> None:
+    """NOPs on about half of 4096 lanes per sweep, in runs of 32 (a warp's threads call at
+    once, and thread t starts at lane t): the pattern a GPU's sweeps see (docs/benchmarks.md,
+    ninth session: ~2,060 requests a sweep), which all-lanes-at-once does not exercise (a
+    masked copy's cost depends on its mask). The server against echo_sweep_once, on the
+    same sequence of masks."""
+    L, runs = 4096, 64
+    rng = np.random.default_rng(11)
+    masks = [np.repeat(rng.random(L // 32) < 0.5, 32) for _ in range(runs)]
+    one = np.uint32(1)
+    rig = Rig(L)
+    srv, words = rig.server, rig.lanes.req_word
+    cur = np.full(L, NOP << 24, dtype=np.uint32)
+
+    def step(k: int) -> None:
+        np.add(cur, one, out=cur, where=masks[k % runs])
+        np.copyto(words, cur)
+
+    def body(n: int) -> None:
+        sweep = srv.sweep
+        for k in range(n):
+            step(k)
+            sweep()
+
+    def base(n: int) -> None:
+        for k in range(n):
+            step(k)
+        srv.sweep()
+
+    raw["nops_warp_runs"] = per_op_ns(body, base, 2000, repeats)
+    rig.close()
+    fq, fr, fs = (np.zeros(L, dtype=np.uint32) for _ in range(3))
+    fc = np.zeros(L, dtype=bool)
+
+    def fstep(k: int) -> None:
+        np.add(fq, one, out=fq, where=masks[k % runs])
+
+    def floor_body(n: int) -> None:
+        for k in range(n):
+            fstep(k)
+            echo_sweep_once(fq, fr, fs, fc)
+
+    def floor_base(n: int) -> None:
+        for k in range(n):
+            fstep(k)
+        echo_sweep_once(fq, fr, fs, fc)
+
+    raw["floor_sweep_warp_runs"] = per_op_ns(floor_body, floor_base, 2000, repeats)
+    figs.append(Figure("nops_warp_runs", "~2048 NOPs a sweep, in runs of 32 lanes", "us",
+                       raw["nops_warp_runs"] * 1e-3, raw["floor_sweep_warp_runs"] * 1e-3,
+                       "echo_sweep_once on the same masks"))
 
 
 DEVICE_C = r"""

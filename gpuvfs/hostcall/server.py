@@ -223,6 +223,12 @@ class Server:
         self._taken_b = bytearray(4 * n)
         self._taken = np.frombuffer(self._taken_b, dtype=_I32)
         self._taken_mv = memoryview(self._taken_b)
+        # The snapshot of the request words that a sweep or a spin poll works on: one buffer
+        # for the Server's life, copied into (a memcpy) rather than a new bytes object per
+        # poll, with its int32 view made once (a np.frombuffer per busy sweep cost ~0.3 us).
+        self._snap_b = bytearray(4 * n)
+        self._snap_mv = memoryview(self._snap_b)
+        self._snap = np.frombuffer(self._snap_b, dtype=_I32)
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="gpuvfs-io")
         self._in_flight = in_flight
         self._spin_seconds = spin_seconds
@@ -381,7 +387,7 @@ class Server:
             with self._busy_lock:
                 self._busy_pool -= 1
 
-    def sweep(self, sb: bytes | None = None) -> int:
+    def sweep(self, sb: bytes | bytearray | None = None) -> int:
         """One pass: the Pending answers whose work is done, then every lane. Returns how
         many of both. `sb`: as for _take."""
         finished = self._finish_pending() if self._pending else 0
@@ -389,9 +395,10 @@ class Server:
             finished += self._reap_started()
         return finished + self._take(sb)
 
-    def _take(self, sb: bytes | None = None) -> int:
-        """Takes the new requests of every lane; returns how many. `sb`: a snapshot of
-        the request words that differs from the words taken (the spin loop's), or None.
+    def _take(self, sb: bytes | bytearray | None = None) -> int:
+        """Takes the new requests of every lane; returns how many. `sb`: a snapshot of the
+        request words that differs from the words taken: the snapshot buffer itself, as the
+        spin left it, or any bytes of its length (copied into it); None: take one now.
 
         One snapshot of the request words decides everything (I2: the words are read
         first; x86 keeps the later loads of the records after it). Nothing pending: one
@@ -400,12 +407,16 @@ class Server:
         patching that lane's word into the taken words and comparing again, and a NOP
         answered by echo, with no NumPy call at all. Anything else: _sweep_many."""
         taken = self._taken_b
+        snap = self._snap_b
         if sb is None:
-            sb = self._req_bytes.tobytes()
-            if sb == taken:
+            self._snap_mv[:] = self._req_bytes
+            if snap == taken:
                 return 0
+        elif sb is not snap:
+            self._snap_mv[:] = sb
+        sb = snap
         if self._many:                       # busy lanes: the lone-lane try would only cost a
-            return self._sweep_many(sb)      # second compare of every word before the vector path
+            return self._sweep_many()        # second compare of every word before the vector path
         o = self._hint4
         w = _unpack(sb, o)[0]
         old = _unpack(taken, o)[0]
@@ -421,15 +432,15 @@ class Server:
                     self._dispatch(o >> 2, w)
                 return 1
             _pack(taken, o, old)             # more lanes moved: _sweep_many takes them all
-        return self._sweep_many(sb)
+        return self._sweep_many()
 
-    def _sweep_many(self, sb: bytes) -> int:
-        """The vector path, on the snapshot `sb` (which differs from the taken words): a
+    def _sweep_many(self) -> int:
+        """The vector path, on the snapshot buffer (which differs from the taken words): a
         handful of NumPy calls over the words whatever the number of lanes, on int32 views
         (a NOP's word, 0x80 in the top byte, is below 0x81000000 as an int32: one compare
         finds them). Every pending NOP is answered by one masked copy of its word; only the
         other new lanes' records are read."""
-        s = np.frombuffer(sb, dtype=_I32)
+        s, sb = self._snap, self._snap_b
         new = np.not_equal(s, self._taken, out=self._new)
         n = int(np.count_nonzero(new))       # >= 1: sb differs from the taken words
         self._taken_mv[:] = sb               # I4: this sweep takes every lane whose word moved
@@ -493,9 +504,11 @@ class Server:
         """A kernel was launched (or host work queued): start polling now."""
         self._wake.set()
 
-    def _spin(self) -> tuple[bytes | None, int]:
+    def _spin(self) -> tuple[bytearray | None, int]:
         """Polls the request words SPIN_POLLS times (a copy and a compare each, ~0.1 us).
-        Returns the first snapshot that needs a sweep (or None) and how many requests the
+        Returns the snapshot buffer when a poll left a snapshot in it that needs a sweep
+        (else None; the buffer is the Server's own: sweep() takes it as it is, before the
+        next poll overwrites it) and how many requests the
         polls answered themselves: a NOP on the lane of the last lone request (a thread
         calling in a loop) is answered right here, and the polls go on. A one-lane round
         trip waits on exactly this path, so the answer is the first store after the compares
@@ -508,12 +521,13 @@ class Server:
         a sweep finds it first: inlined in both, since a call before the store is the cost
         this path exists to avoid.)"""
         req_bytes, taken, resp = self._req_bytes, self._taken_b, self._resp_words
+        s, snap_mv = self._snap_b, self._snap_mv
         o = self._hint4
         lane = o >> 2
         last = _unpack(taken, o)[0] if not self._many else -1   # -1: no lone lane to watch
         answered = 0
         for _ in range(SPIN_POLLS):
-            s = req_bytes.tobytes()
+            snap_mv[:] = req_bytes
             if s == taken:
                 continue
             if last >= 0:                    # (busy lanes: straight to the sweep)
