@@ -162,7 +162,7 @@ GVFS_FN bool gvfs_fd_view_of(gvfs_ctx *ctx, int fd, gvfs_fd_view *v) {
 // with the name-cache read).
 GVFS_FN gvfs_u32 gvfs_fd_start(gvfs_files *F) {
   const gvfs_u64 x = (gvfs_global_tid() ^ ((gvfs_u64)clock64() << 24)) * 0x9E3779B97F4A7C15ull;
-  return (gvfs_u32)(((x >> 32) * (gvfs_u64)F->max_fds) >> 32);  // into [0, max_fds) by a multiply, not a division
+  return (gvfs_u32)(x >> 32) % F->max_fds;
 }
 GVFS_FN gvfs_u32 gvfs_fd_try_start(gvfs_files *F, gvfs_u32 start) {
   return gvfs_cas_acquire_dev(&F->fds[start].state, GVFS_FD_FREE, GVFS_FD_SETUP);
@@ -227,74 +227,28 @@ struct gvfs_pathkey {
 // false alarms, and are never used).
 GVFS_FN gvfs_u64 gvfs_zero_bytes(gvfs_u64 v) { return (v - 0x0101010101010101ull) & ~v & 0x8080808080808080ull; }
 
-// The path's hash: each key word times a multiplier of its own, summed, then mixed once
-// (splitmix64's finaliser). The products are independent of one another, so the words of
-// a short path are hashed side by side rather than in a chain of dependent multiplies.
-GVFS_FN gvfs_u64 gvfs_pathkey_mult(gvfs_u32 i) { return (0x9e3779b97f4a7c15ull + (gvfs_u64)i * 0xbf58476d1ce4e5b9ull) | 1ull; }
-GVFS_FN gvfs_u64 gvfs_pathkey_hash(gvfs_u64 sum, gvfs_u32 len) {
-  gvfs_u64 z = sum + len;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  z ^= z >> 31;
-  return z ? z : 1u;  // 0 means "not written yet" in an entry (N3)
-}
-
 // Builds the key of a NUL-terminated path. The path is read in aligned 8-byte words, as
 // strlen does, the first aligned 32 bytes at once: an aligned block never crosses a page, so
 // this faults only where a byte loop would; bytes past the NUL within that block are read
 // but never used (so a memory checker may flag a path that ends within 31 bytes of the end
 // of an allocation whose size is not a multiple of 32; GVFS_PATH_EXACT_READS reads a byte at a
 // time instead, for such checkers). Each word of the key is 8 bytes of the path itself,
-// whatever its alignment, zero after the NUL. Paths too long for an entry (GVFS_NAME_MAX
-// with the NUL) get nwords = 0 and are read no further.
-// Key word i is c, with nb path bytes before a NUL in it (8: none): stores it and adds its
-// product to the hash's sum; true when the path ends in it.
-GVFS_FN bool gvfs_pathkey_put(gvfs_pathkey *k, gvfs_u32 i, gvfs_u64 c, gvfs_u32 nb, gvfs_u64 *sum) {
+// whatever its alignment, zero after the NUL; the hash mixes a word at a time. Paths too
+// long for an entry (GVFS_NAME_MAX with the NUL) get nwords = 0 and are read no further.
+// Key word i is c, with nb path bytes before a NUL in it (8: none): stores it and mixes it
+// into the hash; true when the path ends in it.
+GVFS_FN bool gvfs_pathkey_put(gvfs_pathkey *k, gvfs_u32 i, gvfs_u64 c, gvfs_u32 nb, gvfs_u64 *h) {
   k->w[i] = c;
-  *sum += c * gvfs_pathkey_mult(i);
+  *h = (*h ^ c) * 0x9e3779b97f4a7c15ull;
+  *h ^= *h >> 29;
   if (nb == 8u) return false;
   k->len = 8u * i + nb;
   k->nwords = i + 1u;
   return true;
 }
 
-// The path whose NUL lies in the loaded block (up to 31 bytes, fewer when p starts late in
-// its block): all four key words at once, each step the same for the four and independent
-// across them (word by word, each word waited for the previous one's NUL test, and a lone
-// thread paid ~150-200 cycles a word on the H100: docs/benchmarks.md, seventh session).
-// pre: the aligned words up to the block's end, zero after them; off: p's offset in pre[0].
-// False, writing nothing, when the block holds no NUL of the path.
-GVFS_FN bool gvfs_pathkey_block(gvfs_pathkey *k, const gvfs_u64 pre[4], gvfs_u32 off, gvfs_u32 npre) {
-  const gvfs_u32 sh = off * 8u;
-  gvfs_u64 c[4];
-  gvfs_u32 at[4];
-  GVFS_UNROLL
-  for (gvfs_u32 u = 0; u < 4u; ++u) {
-    const gvfs_u64 hi = u + 1u < 4u ? pre[u + 1u] : 0ull;
-    c[u] = off != 0u ? (pre[u] >> sh) | (hi << (64u - sh)) : pre[u];  // the path's bytes 8u .. 8u+7
-    const gvfs_u64 z = gvfs_zero_bytes(c[u]);
-    at[u] = z != 0ull ? 8u * u + (gvfs_u32)gvfs_ctz64(z) / 8u : 32u;  // its first zero byte, if any
-  }
-  const gvfs_u32 a01 = at[0] < at[1] ? at[0] : at[1], a23 = at[2] < at[3] ? at[2] : at[3];
-  const gvfs_u32 len = a01 < a23 ? a01 : a23;
-  // A zero at or past the loaded bytes is the padding's, not the path's.
-  if (len >= 8u * npre - off) return false;
-  gvfs_u64 sum = 0;
-  GVFS_UNROLL
-  for (gvfs_u32 u = 0; u < 4u; ++u) {
-    const gvfs_u32 base = 8u * u;
-    const gvfs_u64 keep = len >= base + 8u ? ~0ull : len > base ? ~0ull >> (64u - 8u * (len - base)) : 0ull;
-    k->w[u] = c[u] & keep;
-    sum += k->w[u] * gvfs_pathkey_mult(u);
-  }
-  k->len = len;
-  k->nwords = len / 8u + 1u;
-  k->h = gvfs_pathkey_hash(sum, len);
-  return true;
-}
-
 GVFS_FN void gvfs_pathkey_make(gvfs_pathkey *k, const char *p) {
-  gvfs_u64 sum = 0;
+  gvfs_u64 h = 0xcbf29ce484222325ull;
   k->nwords = 0;
   k->len = GVFS_NAME_MAX;
 #ifdef GVFS_PATH_EXACT_READS
@@ -308,9 +262,9 @@ GVFS_FN void gvfs_pathkey_make(gvfs_pathkey *k, const char *p) {
       if (ch == 0u) { nb = b; break; }
       c |= (gvfs_u64)ch << (8u * b);
     }
-    if (gvfs_pathkey_put(k, i, c, nb, &sum)) break;
+    if (gvfs_pathkey_put(k, i, c, nb, &h)) break;
   }
-  k->h = gvfs_pathkey_hash(sum, k->len);
+  k->h = h ? h : 1u;
   return;
 #endif
   const gvfs_u64 addr = (gvfs_u64)p;
@@ -322,8 +276,6 @@ GVFS_FN void gvfs_pathkey_make(gvfs_pathkey *k, const char *p) {
   gvfs_u64 pre[4];
   GVFS_UNROLL
   for (gvfs_u32 u = 0; u < 4u; ++u) pre[u] = u < npre ? wp[u] : 0ull;
-  if (gvfs_pathkey_block(k, pre, off, npre)) return;
-  // A longer path: word by word, each aligned word read only if the path goes on into it.
   gvfs_u64 a = pre[0];
   for (gvfs_u32 i = 0; i < GVFS_NAME_WORDS; ++i) {
     gvfs_u64 c = a;
@@ -337,10 +289,10 @@ GVFS_FN void gvfs_pathkey_make(gvfs_pathkey *k, const char *p) {
     const gvfs_u64 z = gvfs_zero_bytes(c);
     const gvfs_u32 nb = z ? (gvfs_u32)gvfs_ctz64(z) / 8u : 8u;  // path bytes before the NUL in this word
     if (nb < 8u) c &= nb ? ~0ull >> (64u - 8u * nb) : 0ull;
-    if (gvfs_pathkey_put(k, i, c, nb, &sum)) break;
+    if (gvfs_pathkey_put(k, i, c, nb, &h)) break;
     if (off == 0u) a = i + 1u < npre ? pre[i + 1u] : wp[i + 1u];  // no NUL yet: the next word is the path's
   }
-  k->h = gvfs_pathkey_hash(sum, k->len);
+  k->h = h ? h : 1u;  // 0 means "not written yet" in an entry (N3)
 }
 
 // Name-cache entry states: kind in bits 0..1, a version above (bumped by every write of the
