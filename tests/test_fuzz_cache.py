@@ -203,11 +203,8 @@ def sandbox(data_root: str) -> Sandbox:
     return Sandbox(data_root)
 
 
-@pytest.fixture(params=["native", "python"])
-def ch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox) -> Iterator[CacheHarness]:
-    """Every rule holds with the native library (fills read by C: readers.c) and without it
-    (GPUVFS_NATIVE_READERS=0, as where no C compiler is found: fills read by Python)."""
-    monkeypatch.setenv("GPUVFS_NATIVE_READERS", "1" if request.param == "native" else "0")
+@pytest.fixture
+def ch(sandbox: Sandbox) -> Iterator[CacheHarness]:
     os.makedirs(os.path.join(sandbox.root, "cache"), exist_ok=True)
     for i in range(NCACHED):
         with open(os.path.join(sandbox.root, "cache", f"f{i}"), "wb") as fh:

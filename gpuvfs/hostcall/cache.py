@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from .. import abi
 from .files import CAN_READ_CACHED, INLINE_READ_MAX, io_args, read_cached, read_path
 from .paths import Confined
-from .readers import NativeReaders, native_readers_wanted, read_cached_native
+from .readers import NativeReaders, native_readers_wanted
 from .server import STARTED, Pending, Server, Started
 
 log = logging.getLogger("gpuvfs.hostcall")
@@ -77,10 +77,6 @@ class CacheFiles:
         # (RWF_NOWAIT) is answered at once; any other goes to the native readers, or where
         # there are none, to the pool.
         inline = self.fill_inline if (CAN_READ_CACHED or self._readers is not None) else None
-        # That try in C where the native library is built: the version check and the read in
-        # one call (readers.c, rp_read_cached), without a stat result's or a buffer's Python
-        # objects (a 4 KiB fill answered inline: docs/benchmarks.md, tenth session).
-        self._read_now = read_cached_native() if CAN_READ_CACHED else None
         server.register(abi.Op.FILL, self.fill, blocking=True, inline=inline)
         server.register(abi.Op.FILL_PUSH, self.fill_push, blocking=True, inline=self.fill_push_inline)
         self._stage: tuple[object, int] | None = None  # (backend, device pointer)
@@ -251,33 +247,23 @@ class CacheFiles:
         return Pending(done, got)
 
     def _fill(self, lane: int, q: abi.Request, nowait: bool) -> int | None:
-        """Reads a FILL into the lane after checking its version; with `nowait`, only when
-        it is small and all of it is in the page cache (else None: the caller hands it on)."""
         n, off = io_args(self.lanes, q)
         if nowait and n > INLINE_READ_MAX:
             return None
         v = self._use(q.arg0)
         try:
-            if nowait and self._read_now is not None:   # the check and the read in one C call
-                got = self._read_now(v.osfd, self.lanes.data_address(lane), n, off, v.size, v.mtime_ns)
-                if got == -errno.EAGAIN:
-                    return None
-                stale = got == -errno.ESTALE
-                if got < 0 and not stale:
-                    raise OSError(-got, os.strerror(-got))
-            else:
-                st = os.fstat(v.osfd)
-                stale = st.st_size != v.size or st.st_mtime_ns != v.mtime_ns
-            if stale:
+            st = os.fstat(v.osfd)
+            if st.st_size != v.size or st.st_mtime_ns != v.mtime_ns:
                 with self._lock:
                     self._retire(v)
                 raise OSError(errno.ESTALE, "the file changed since this version was looked up")
-            if not nowait:
-                got = os.preadv(v.osfd, [self.lanes.buffer(lane, n)], off) if n else 0
-            elif self._read_now is None:
-                got = read_cached(v.osfd, [self.lanes.buffer(lane, n)], off) if n else 0
+            buf = [self.lanes.buffer(lane, n)]
+            if nowait:
+                got = read_cached(v.osfd, buf, off) if n else 0
                 if got is None or (got < n and off + got < v.size):  # partly cached: the pool reads it whole
                     return None
+            else:
+                got = os.preadv(v.osfd, buf, off) if n else 0
         finally:
             self._release(v)
         self.counters.add_one("bytes_from_host", got)

@@ -59,7 +59,6 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -138,20 +137,14 @@ static uint64_t rp_now_ns(void) {
   return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-/* 0 when fd's file still has the size and mtime given (size < 0: no check), -ESTALE when
- * not (R3), -errno when fstat fails. */
-static int64_t rp_check(int32_t fd, int64_t size, int64_t mtime_ns) {
-  if (size < 0) return 0;
-  struct stat st;
-  if (fstat(fd, &st) != 0) return -errno;
-  int64_t mtime = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-  return (int64_t)st.st_size != size || mtime != mtime_ns ? -ESTALE : 0;
-}
-
 /* One job, with no lock held. */
 static int64_t rp_run(const rp_job *j) {
-  const int64_t bad = rp_check(j->fd, j->size, j->mtime_ns);
-  if (bad) return bad;
+  if (j->size >= 0) {
+    struct stat st;
+    if (fstat(j->fd, &st) != 0) return -errno;
+    int64_t mtime = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    if ((int64_t)st.st_size != j->size || mtime != j->mtime_ns) return -ESTALE;
+  }
   uint64_t got = 0;
   while (got < j->n) {
     ssize_t r = pread(j->fd, (char *)(uintptr_t)j->dst + got, j->n - got, (off_t)(j->off + got));
@@ -307,28 +300,6 @@ rp_pool *rp_create(int threads, uint32_t cap) {
     return NULL;
   }
   return p;
-}
-
-/* A fill read at once on the caller's thread, with no pool: the version check, then the
- * bytes only if all of them are in the page cache (preadv2 with RWF_NOWAIT: no wait on a
- * disk). Returns the bytes read (short only at the end of the file, `size`), -ESTALE or
- * -errno; -EAGAIN when some of them would have to come from the disk, or the file system
- * cannot say (the caller then queues a job instead). The server's polling thread answers
- * small cached fills this way: one call instead of a stat, a read and their Python objects. */
-int64_t rp_read_cached(int32_t fd, uint64_t dst, uint64_t n, uint64_t off, int64_t size, int64_t mtime_ns) {
-  const int64_t bad = rp_check(fd, size, mtime_ns);
-  if (bad) return bad;
-#ifdef RWF_NOWAIT
-  struct iovec iov = {(void *)(uintptr_t)dst, (size_t)n};
-  ssize_t r;
-  do r = preadv2(fd, &iov, 1, (off_t)off, RWF_NOWAIT); while (r < 0 && errno == EINTR);
-  if (r < 0) return errno == EAGAIN || errno == EOPNOTSUPP || errno == EINVAL ? -EAGAIN : -errno;
-  if ((uint64_t)r < n && size >= 0 && off + (uint64_t)r < (uint64_t)size) return -EAGAIN;  /* partly cached */
-  return (int64_t)r;
-#else
-  (void)dst; (void)n; (void)off;
-  return -EAGAIN;
-#endif
 }
 
 /* Queues one job; 0, or -EAGAIN when `cap` jobs are already in the pool (R1). */

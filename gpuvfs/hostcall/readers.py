@@ -10,7 +10,6 @@ import os
 import threading
 import weakref
 from pathlib import Path
-from typing import Callable
 
 from ..native import build_c_library
 
@@ -33,7 +32,6 @@ class _Lib:
                 (lib, "rp_destroy", [vp], None),
                 (quick, "rp_submit", [vp, i64, i32, u64, u64, u64, i64, i64, u64], ctypes.c_int),
                 (quick, "rp_reap", [vp, p64, p64, ctypes.c_int], ctypes.c_int),
-                (quick, "rp_read_cached", [i32, u64, u64, u64, i64, i64], i64),
                 (quick, "rp_finished_addr", [vp], vp),
                 (quick, "rp_busy_ns", [vp], u64)):
             fn = getattr(dll, name)
@@ -56,14 +54,6 @@ def _load() -> _Lib | None:
             except OSError as e:
                 _lib_error = str(e)
         return _lib
-
-
-def read_cached_native() -> "Callable[[int, int, int, int, int, int], int] | None":
-    """The C read of a small fill on the caller's thread (readers.c, rp_read_cached):
-    (fd, host address, n, off, size, mtime_ns) -> bytes read, -ESTALE, -EAGAIN when not all
-    of it is in the page cache, or -errno. None where the library cannot be built."""
-    lib = _load() if native_readers_wanted() else None
-    return lib.rp_read_cached if lib is not None else None
 
 
 def native_readers_wanted() -> bool:
