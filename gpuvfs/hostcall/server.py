@@ -414,15 +414,14 @@ class Server:
                 return 0
         elif sb is not snap:
             self._snap_mv[:] = sb
-        sb = snap
         if self._many:                       # busy lanes: the lone-lane try would only cost a
             return self._sweep_many()        # second compare of every word before the vector path
         o = self._hint4
-        w = _unpack(sb, o)[0]
+        w = _unpack(snap, o)[0]
         old = _unpack(taken, o)[0]
         if w != old:
             _pack(taken, o, w)               # I4: taken before it is answered
-            if sb == taken:                  # that lane alone moved
+            if snap == taken:                # that lane alone moved
                 c = self.counters
                 c.hostcalls += 1
                 if w >> _SHIFT == _NOP:
@@ -508,9 +507,9 @@ class Server:
         """Polls the request words SPIN_POLLS times (a copy and a compare each, ~0.1 us).
         Returns the snapshot buffer when a poll left a snapshot in it that needs a sweep
         (else None; the buffer is the Server's own: sweep() takes it as it is, before the
-        next poll overwrites it) and how many requests the
-        polls answered themselves: a NOP on the lane of the last lone request (a thread
-        calling in a loop) is answered right here, and the polls go on. A one-lane round
+        next poll overwrites it), and how many requests the polls answered themselves: a
+        NOP on the lane of the last lone request (a thread calling in a loop) is answered
+        right here, and the polls go on. A one-lane round
         trip waits on exactly this path, so the answer is the first store after the compares
         that find it, not after sweep()'s calls and checks (docs/protocol.md, the server).
         The bookkeeping follows the store: I4 holds, since only this thread reads the taken
