@@ -205,70 +205,46 @@ def measure(repeats: int) -> tuple[list[Figure], dict[str, float]]:
     figs.append(Figure("nop_one_lane_moving", "one NOP, 256 lanes, another lane each time", "us",
                        raw["nop_one_lane_moving"] * 1e-3, raw["floor_pingpong_answer"] * 1e-3))
 
-    # ---- 4096 NOPs in one sweep
+    # ---- NOPs on many lanes a sweep: all 4096 at once, and the GPU's pattern
+    # (fewer than 2^24 sweeps in all, so the seq bits never carry into the opcode here)
     L = 4096
-    rig = Rig(L)
-    srv, words = rig.server, rig.lanes.req_word
-    base = np.full(L, NOP << 24, dtype=np.uint32)
-    one = np.uint32(1)
-
-    def all_nops(n: int) -> None:
-        sweep = srv.sweep
-        for _ in range(n):
-            np.add(base, one, out=base)
-            np.copyto(words, base)
-            sweep()
-
-    def post_all(n: int) -> None:
-        for _ in range(n):
-            np.add(base, one, out=base)
-            np.copyto(words, base)
-        srv.sweep()
-
-    # fewer than 2^24 sweeps in all, so the seq bits never carry into the opcode here
-    raw["nops_4096"] = per_op_ns(all_nops, post_all, 2000, repeats)
-    n_sweeps = srv.counters.nops
-    rig.close()
-    fq, fr, fs = (np.zeros(L, dtype=np.uint32) for _ in range(3))
-    fc = np.zeros(L, dtype=bool)
-
-    def floor_all(n: int) -> None:
-        for _ in range(n):
-            np.add(fq, one, out=fq)
-            echo_sweep_once(fq, fr, fs, fc)
-
-    def floor_post_all(n: int) -> None:
-        for _ in range(n):
-            np.add(fq, one, out=fq)
-        np.copyto(fr, fq)
-
-    raw["floor_sweep_4096"] = per_op_ns(floor_all, floor_post_all, 2000, repeats)
+    raw["nops_4096"], raw["floor_sweep_4096"], nops = nop_sweeps(L, None, repeats)
     figs.append(Figure("nops_4096", "4096 NOPs answered in one sweep", "us", raw["nops_4096"] * 1e-3,
                        raw["floor_sweep_4096"] * 1e-3, "one answering iteration of echo_sweep, 4096 lanes"))
-    raw["nops_answered"] = float(n_sweeps)
-    measure_warp_runs(repeats, figs, raw)
+    raw["nops_answered"] = float(nops)
+    # About half of the lanes a sweep, in runs of 32 (a warp's threads call at once, and
+    # thread t starts at lane t): the pattern a GPU's sweeps see (docs/benchmarks.md, ninth
+    # session: ~2,060 requests a sweep), which all lanes at once does not exercise (a masked
+    # copy's cost depends on its mask).
+    rng = np.random.default_rng(11)
+    masks = [np.repeat(rng.random(L // 32) < 0.5, 32) for _ in range(64)]
+    raw["nops_warp_runs"], raw["floor_sweep_warp_runs"], _ = nop_sweeps(L, masks, repeats)
+    figs.append(Figure("nops_warp_runs", "~2048 NOPs a sweep, in runs of 32 lanes", "us",
+                       raw["nops_warp_runs"] * 1e-3, raw["floor_sweep_warp_runs"] * 1e-3,
+                       "echo_sweep_once on the same masks"))
     measure_round_trip(repeats, figs, raw)
     if os.name == "posix" and hasattr(os, "RWF_NOWAIT"):
         measure_fill(repeats, figs, raw)
     return figs, raw
 
 
-def measure_warp_runs(repeats: int, figs: list[Figure], raw: dict[str, float]) -> None:
-    """NOPs on about half of 4096 lanes per sweep, in runs of 32 (a warp's threads call at
-    once, and thread t starts at lane t): the pattern a GPU's sweeps see (docs/benchmarks.md,
-    ninth session: ~2,060 requests a sweep), which all-lanes-at-once does not exercise (a
-    masked copy's cost depends on its mask). The server against echo_sweep_once, on the
-    same sequence of masks."""
-    L, runs = 4096, 64
-    rng = np.random.default_rng(11)
-    masks = [np.repeat(rng.random(L // 32) < 0.5, 32) for _ in range(runs)]
+def nop_sweeps(lanes: int, masks: list[np.ndarray] | None, repeats: int) -> tuple[float, float, int]:
+    """ns of one Server.sweep() and of one echo_sweep_once() that answer a new NOP on the
+    lanes of mask k % len(masks) in sweep k (masks None: every lane, every sweep), each
+    minus its loop with the device's step alone; and the NOPs the server answered."""
     one = np.uint32(1)
-    rig = Rig(L)
+    rig = Rig(lanes)
     srv, words = rig.server, rig.lanes.req_word
-    cur = np.full(L, NOP << 24, dtype=np.uint32)
+    cur = np.full(lanes, NOP << 24, dtype=np.uint32)
+
+    def bump(a: np.ndarray, k: int) -> None:
+        if masks is None:
+            np.add(a, one, out=a)
+        else:
+            np.add(a, one, out=a, where=masks[k % len(masks)])
 
     def step(k: int) -> None:
-        np.add(cur, one, out=cur, where=masks[k % runs])
+        bump(cur, k)
         np.copyto(words, cur)
 
     def body(n: int) -> None:
@@ -282,28 +258,23 @@ def measure_warp_runs(repeats: int, figs: list[Figure], raw: dict[str, float]) -
             step(k)
         srv.sweep()
 
-    raw["nops_warp_runs"] = per_op_ns(body, base, 2000, repeats)
+    server_ns = per_op_ns(body, base, 2000, repeats)
+    nops = srv.counters.nops
     rig.close()
-    fq, fr, fs = (np.zeros(L, dtype=np.uint32) for _ in range(3))
-    fc = np.zeros(L, dtype=bool)
-
-    def fstep(k: int) -> None:
-        np.add(fq, one, out=fq, where=masks[k % runs])
+    fq, fr, fs = (np.zeros(lanes, dtype=np.uint32) for _ in range(3))
+    fc = np.zeros(lanes, dtype=bool)
 
     def floor_body(n: int) -> None:
         for k in range(n):
-            fstep(k)
+            bump(fq, k)
             echo_sweep_once(fq, fr, fs, fc)
 
     def floor_base(n: int) -> None:
         for k in range(n):
-            fstep(k)
+            bump(fq, k)
         echo_sweep_once(fq, fr, fs, fc)
 
-    raw["floor_sweep_warp_runs"] = per_op_ns(floor_body, floor_base, 2000, repeats)
-    figs.append(Figure("nops_warp_runs", "~2048 NOPs a sweep, in runs of 32 lanes", "us",
-                       raw["nops_warp_runs"] * 1e-3, raw["floor_sweep_warp_runs"] * 1e-3,
-                       "echo_sweep_once on the same masks"))
+    return server_ns, per_op_ns(floor_body, floor_base, 2000, repeats), nops
 
 
 DEVICE_C = r"""
