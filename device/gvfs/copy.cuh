@@ -7,14 +7,17 @@
 #include "port.cuh"
 
 #define GVFS_COPY_BATCH 8        // per thread
+#ifndef GVFS_COPY_BATCH_WARP
 #define GVFS_COPY_BATCH_WARP 16  // per lane of a warp copy: 8 KiB in flight per warp
+#endif
 
-struct gvfs_v16 { gvfs_u64 a, b; };
+struct alignas(16) gvfs_v16 { gvfs_u64 a, b; };
 
 // Copies `count` 16-byte units, unit i of this thread being first + i * step, B loads at a time.
 template <int B>
 GVFS_FN void gvfs_copy_units(gvfs_v16 *d, const gvfs_v16 *s, gvfs_u64 first, gvfs_u64 count, gvfs_u64 step) {
   gvfs_u64 i = first;
+  GVFS_NO_UNROLL
   for (; i + (B - 1) * step < count; i += B * step) {
     gvfs_v16 t[B];
     GVFS_UNROLL
@@ -23,6 +26,7 @@ GVFS_FN void gvfs_copy_units(gvfs_v16 *d, const gvfs_v16 *s, gvfs_u64 first, gvf
     for (int u = 0; u < B; ++u) d[i + u * step] = t[u];
   }
   if (B > 8) {  // what is left, in batches of 8 (a 4 KiB page copied by a warp is 8 units a lane: one batch)
+    GVFS_NO_UNROLL
     for (; i + 7 * step < count; i += 8 * step) {
       gvfs_v16 t[8];
       GVFS_UNROLL
@@ -32,11 +36,13 @@ GVFS_FN void gvfs_copy_units(gvfs_v16 *d, const gvfs_v16 *s, gvfs_u64 first, gvf
     }
   }
   if (B > 4) {  // then in batches of 4
+    GVFS_NO_UNROLL
     for (; i + 3 * step < count; i += 4 * step) {
       gvfs_v16 t0 = s[i], t1 = s[i + step], t2 = s[i + 2 * step], t3 = s[i + 3 * step];
       d[i] = t0; d[i + step] = t1; d[i + 2 * step] = t2; d[i + 3 * step] = t3;
     }
   }
+  GVFS_NO_UNROLL
   for (; i < count; i += step) d[i] = s[i];
 }
 
@@ -61,11 +67,14 @@ GVFS_FN void gvfs_copy_warp(void *dst_, const void *src_, gvfs_u64 n, gvfs_u32 l
   if (((gvfs_u64)dst & 15u) == ((gvfs_u64)src & 15u)) {
     gvfs_u64 head = (16u - ((gvfs_u64)dst & 15u)) & 15u;
     if (head > n) head = n;
+    GVFS_NO_UNROLL
     for (gvfs_u64 i = lane; i < head; i += nlanes) dst[i] = src[i];
     gvfs_u64 body = (n - head) / 16u;
     gvfs_copy_units<GVFS_COPY_BATCH_WARP>((gvfs_v16 *)(dst + head), (const gvfs_v16 *)(src + head), lane, body, nlanes);
+    GVFS_NO_UNROLL
     for (gvfs_u64 i = head + body * 16u + lane; i < n; i += nlanes) dst[i] = src[i];
   } else {
+    GVFS_NO_UNROLL
     for (gvfs_u64 i = lane; i < n; i += nlanes) dst[i] = src[i];
   }
 }

@@ -87,7 +87,7 @@ GVFS_FN gvfs_i64 gvfs_fill_run(gvfs_ctx *ctx, gvfs_pagetable *pt, gvfs_u64 file_
 }
 
 // Per-thread read through the cache. `next_off` is the fd's sequential-read hint.
-GVFS_FN long gvfs_cache_pread(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, gvfs_u64 *next_off,
+GVFS_COLD long gvfs_cache_pread(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, gvfs_u64 *next_off,
                               void *buf_, unsigned long n, unsigned long off) {
   // The page table, the counters and the fd's hint in one batch of loads up front: after
   // the page table's first acquire each would be a round trip to L2 of its own.
@@ -225,15 +225,16 @@ GVFS_FN long gvfs_cache_pread_group(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 si
   return (long)len;
 }
 
-// Warp-collective read through the cache: all lanes of a full warp pass the same
+// Warp-collective read through the cache, the general way (gvfs_cache_pread_warp tries
+// the all-resident case first, inline): all lanes of a full warp pass the same
 // arguments. Each round takes up to 32 pages, one per lane; runs of consecutive missing
 // pages go out as one FILL each (issued by the run's first lane), and the whole warp
 // copies every page, 512 bytes per instruction.
 // (Unlike the per-thread paths, this one reads the page table's fields through ctx: a
 // copy in registers, loaded with the fd's fields, measured slower on the H100 (4 KiB warp
 // hits 1,060 -> 980 GB/s): at the 128-register cap the copy's registers cost spills.)
-GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size,
-                                   void *buf_, unsigned long n, unsigned long off) {
+GVFS_COLD long gvfs_cache_pread_warp_any(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size,
+                                         void *buf_, unsigned long n, unsigned long off) {
   gvfs_pagetable *pt = &ctx->pt;
   gvfs_lanes *L = &ctx->lanes;
   gvfs_u8 *buf = (gvfs_u8 *)buf_;
@@ -395,4 +396,51 @@ GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 siz
   }
   if (err != 0 && done == 0) return (long)err;
   return (long)done;
+}
+
+// Warp-collective read through the cache (gvfs_pread_warp): the case a data loader makes
+// most, every page of the read resident, inline and small; anything else (a miss, a page
+// still filling, more than 32 pages, page numbers past 40 bits) goes the general way,
+// called. A miss waits for a hostcall anyway; the hit keeps few registers and spills none
+// (the general path inlined here gave the warp read kernel 161 registers, capped at 128 with
+// spills, which an acquire makes round trips to L2).
+GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size,
+                                   void *buf_, unsigned long n, unsigned long off) {
+  const gvfs_u32 FULL = 0xffffffffu;
+  const gvfs_u32 me = gvfs_lane_id();
+  if (off >= size || n == 0) return 0;
+  if (n > size - off) n = size - off;
+  gvfs_pagetable *pt = &ctx->pt;
+  const gvfs_u32 shift = pt->page_shift;
+  const gvfs_u64 page0 = off >> shift, last = (off + n - 1) >> shift;
+  if (last - page0 < 32u && (last >> GVFS_PAGE_BITS) == 0) {
+    const gvfs_u32 npages = (gvfs_u32)(last - page0) + 1u;
+    int slot = -1;
+    gvfs_u32 kind = 0;
+    if (me < npages) slot = gvfs_pt_lookup(pt, gvfs_pt_key(file_no, page0 + me), &kind);
+    const bool ready = slot >= 0 && (kind == GVFS_SLOT_VALID || kind == GVFS_SLOT_DIRTY);
+    if (gvfs_ballot(FULL, me < npages && !ready) == 0u) {
+      gvfs_u8 *buf = (gvfs_u8 *)buf_;
+      const gvfs_u64 psz = 1ull << shift;
+      for (gvfs_u32 k = 0; k < npages; ++k) {
+        const gvfs_u32 s = gvfs_shfl_u32(FULL, (gvfs_u32)slot, (int)k);
+        const gvfs_u64 p_pos = (page0 + k) << shift;
+        const gvfs_u64 lo = p_pos > off ? p_pos : off;
+        const gvfs_u64 hi = p_pos + psz < off + n ? p_pos + psz : off + n;
+        if (buf) gvfs_copy_warp(buf + (lo - off), gvfs_pt_page(pt, s) + (lo - p_pos), hi - lo, me, 32);
+      }
+      // Every lane's share of every page is read before its owner unpins it (P1).
+      gvfs_syncwarp(FULL);
+      if (me < npages) gvfs_pt_unpin(pt, (gvfs_u32)slot);
+      if (me == 0u) {
+        gvfs_count_sum(ctx, GVFS_C_CACHE_HITS, npages);
+        gvfs_count_sum(ctx, GVFS_C_BYTES_HIT, n);
+      }
+      return (long)n;
+    }
+    // Not all there: the pins go back, and the general path looks again (and waits for a
+    // page still filling, or fills the missing ones).
+    if (slot >= 0) gvfs_pt_unpin(pt, (gvfs_u32)slot);
+  }
+  return gvfs_cache_pread_warp_any(ctx, file_no, size, buf_, n, off);
 }

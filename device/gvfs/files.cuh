@@ -75,7 +75,7 @@ GVFS_COLD int gvfs_unlink(gvfs_ctx *ctx, const char *path) {
 
 // Reads through the lanes, data_bytes at a time; a short read from the host (end of
 // file) ends the call. Returns the bytes read, or -errno if nothing was read.
-GVFS_FN long gvfs_pread_hostcall(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, unsigned long off) {
+GVFS_COLD long gvfs_pread_hostcall(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, unsigned long off) {
   gvfs_lanes l = ctx->lanes, *L = &l;
   unsigned long done = 0;
   do {

@@ -224,6 +224,7 @@ GVFS_FN gvfs_u64 gvfs_shfl_u64(gvfs_u32 mask, gvfs_u64 v, int src) { return __sh
 GVFS_FN gvfs_u32 gvfs_shfl_u32(gvfs_u32 mask, gvfs_u32 v, int src) { return __shfl_sync(mask, v, src); }
 GVFS_FN void gvfs_trap() { __trap(); }
 #define GVFS_UNROLL _Pragma("unroll")
+#define GVFS_NO_UNROLL _Pragma("unroll 1")  // a rare path: no unrolled copies of it holding registers
 GVFS_FN int gvfs_ctz(gvfs_u32 v) { return __ffs((int)v) - 1; }
 GVFS_FN gvfs_u32 gvfs_popc(gvfs_u32 v) { return (gvfs_u32)__popc(v); }
 GVFS_FN int gvfs_ctz64(gvfs_u64 v) { return __ffsll((long long)v) - 1; }
@@ -366,6 +367,7 @@ inline gvfs_u64 gvfs_shfl_u64(gvfs_u32 mask, gvfs_u64 v, int src) { return gvfs_
 inline gvfs_u32 gvfs_shfl_u32(gvfs_u32 mask, gvfs_u32 v, int src) { return (gvfs_u32)gvfs_cpu::warp_exchange(mask, v, src); }
 inline void gvfs_trap() { __builtin_trap(); }
 #define GVFS_UNROLL
+#define GVFS_NO_UNROLL
 inline int gvfs_ctz(gvfs_u32 v) { return __builtin_ctz(v); }
 inline gvfs_u32 gvfs_popc(gvfs_u32 v) { return (gvfs_u32)__builtin_popcount(v); }
 inline int gvfs_ctz64(gvfs_u64 v) { return __builtin_ctzll(v); }
