@@ -7,8 +7,16 @@
 #include "port.cuh"
 
 #define GVFS_COPY_BATCH 8        // per thread
+// Per lane of a warp copy. Out of pinned host memory (a fill pulled across PCIe, ~1 us a
+// load): 16, 8 KiB in flight per warp. Between slots and buffers in device memory (a hit): 8,
+// 4 KiB, a 4 KiB page in one batch. (H100, 2026-11-24, 22:53: warp hits 4 KiB 1,138-1,173 GB/s
+// at 8 against 1,092-1,106 at 16; 64 KiB 1,432-1,435 against 1,417-1,418: the registers of
+// the larger batch cost more than its loads in flight give, where the source is this close.)
 #ifndef GVFS_COPY_BATCH_WARP
-#define GVFS_COPY_BATCH_WARP 16  // per lane of a warp copy: 8 KiB in flight per warp
+#define GVFS_COPY_BATCH_WARP 16
+#endif
+#ifndef GVFS_COPY_BATCH_WARP_DEV
+#define GVFS_COPY_BATCH_WARP_DEV 8
 #endif
 
 struct alignas(16) gvfs_v16 { gvfs_u64 a, b; };
@@ -60,7 +68,10 @@ GVFS_FN void gvfs_copy(void *dst_, const void *src_, gvfs_u64 n) {
 }
 
 // All lanes of a warp (lane of nlanes) copy n bytes together: lane k moves 16-byte pieces
-// k, k + nlanes, ... so one warp instruction moves 512 contiguous bytes.
+// k, k + nlanes, ... so one warp instruction moves 512 contiguous bytes. B: 16-byte loads in
+// flight per lane (GVFS_COPY_BATCH_WARP from host memory, GVFS_COPY_BATCH_WARP_DEV between
+// device buffers).
+template <int B = GVFS_COPY_BATCH_WARP>
 GVFS_FN void gvfs_copy_warp(void *dst_, const void *src_, gvfs_u64 n, gvfs_u32 lane, gvfs_u32 nlanes) {
   gvfs_u8 *dst = (gvfs_u8 *)dst_;
   const gvfs_u8 *src = (const gvfs_u8 *)src_;
@@ -70,7 +81,7 @@ GVFS_FN void gvfs_copy_warp(void *dst_, const void *src_, gvfs_u64 n, gvfs_u32 l
     GVFS_NO_UNROLL
     for (gvfs_u64 i = lane; i < head; i += nlanes) dst[i] = src[i];
     gvfs_u64 body = (n - head) / 16u;
-    gvfs_copy_units<GVFS_COPY_BATCH_WARP>((gvfs_v16 *)(dst + head), (const gvfs_v16 *)(src + head), lane, body, nlanes);
+    gvfs_copy_units<B>((gvfs_v16 *)(dst + head), (const gvfs_v16 *)(src + head), lane, body, nlanes);
     GVFS_NO_UNROLL
     for (gvfs_u64 i = head + body * 16u + lane; i < n; i += nlanes) dst[i] = src[i];
   } else {

@@ -206,7 +206,7 @@ GVFS_FN long gvfs_cache_pread_group(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 si
       const gvfs_u8 *s = (const gvfs_u8 *)gvfs_shfl_u64(group, src, l);
       gvfs_u8 *d = (gvfs_u8 *)gvfs_shfl_u64(group, (gvfs_u64)buf, l);
       const gvfs_u64 m = gvfs_shfl_u64(group, len, l);
-      if (d) gvfs_copy_warp(d, s, m, rank, nlanes);
+      if (d) gvfs_copy_warp<GVFS_COPY_BATCH_WARP_DEV>(d, s, m, rank, nlanes);
       bytes += m;
     }
     // Every share of every page is read before its owner unpins it (P1): the barrier
@@ -360,7 +360,7 @@ GVFS_COLD long gvfs_cache_pread_warp_any(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u
       gvfs_u64 p_pos = (page0 + k) << shift;
       gvfs_u64 lo = p_pos > pos0 ? p_pos : pos0;
       gvfs_u64 hi = p_pos + psz < off + n ? p_pos + psz : off + n;
-      if (buf) gvfs_copy_warp(buf + (lo - off), gvfs_pt_page(pt, s) + (lo - p_pos), hi - lo, me, 32);
+      if (buf) gvfs_copy_warp<GVFS_COPY_BATCH_WARP_DEV>(buf + (lo - off), gvfs_pt_page(pt, s) + (lo - p_pos), hi - lo, me, 32);
     }
     gvfs_syncwarp(FULL);
     if (mine && readable) gvfs_pt_unpin(pt, slot);
@@ -403,21 +403,23 @@ GVFS_COLD long gvfs_cache_pread_warp_any(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u
 // still filling, more than 32 pages, page numbers past 40 bits) goes the general way,
 // called. A miss waits for a hostcall anyway; the hit keeps few registers and spills none
 // (the general path inlined here gave the warp read kernel 161 registers, capped at 128 with
-// spills, which an acquire makes round trips to L2).
-GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size,
-                                   void *buf_, unsigned long n, unsigned long off) {
+// spills, which an acquire makes round trips to L2). `pt` and `counters` are the caller's
+// copies of ctx's, loaded in the batch with the fd's fields: each would otherwise be a
+// round trip of its own, after the shuffle of the fd's fields and after the unpin.
+GVFS_FN long gvfs_cache_pread_warp_at(gvfs_ctx *ctx, const gvfs_pagetable *pt, gvfs_u64 *counters, gvfs_u64 file_no,
+                                      gvfs_u64 size, void *buf_, unsigned long n, unsigned long off) {
   const gvfs_u32 FULL = 0xffffffffu;
   const gvfs_u32 me = gvfs_lane_id();
   if (off >= size || n == 0) return 0;
   if (n > size - off) n = size - off;
-  gvfs_pagetable *pt = &ctx->pt;
   const gvfs_u32 shift = pt->page_shift;
   const gvfs_u64 page0 = off >> shift, last = (off + n - 1) >> shift;
   if (last - page0 < 32u && (last >> GVFS_PAGE_BITS) == 0) {
+    gvfs_pagetable table = *pt, *t = &table;  // (gvfs_pt_lookup takes a pointer it does not write through)
     const gvfs_u32 npages = (gvfs_u32)(last - page0) + 1u;
     int slot = -1;
     gvfs_u32 kind = 0;
-    if (me < npages) slot = gvfs_pt_lookup(pt, gvfs_pt_key(file_no, page0 + me), &kind);
+    if (me < npages) slot = gvfs_pt_lookup(t, gvfs_pt_key(file_no, page0 + me), &kind);
     const bool ready = slot >= 0 && (kind == GVFS_SLOT_VALID || kind == GVFS_SLOT_DIRTY);
     if (gvfs_ballot(FULL, me < npages && !ready) == 0u) {
       gvfs_u8 *buf = (gvfs_u8 *)buf_;
@@ -427,20 +429,26 @@ GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 siz
         const gvfs_u64 p_pos = (page0 + k) << shift;
         const gvfs_u64 lo = p_pos > off ? p_pos : off;
         const gvfs_u64 hi = p_pos + psz < off + n ? p_pos + psz : off + n;
-        if (buf) gvfs_copy_warp(buf + (lo - off), gvfs_pt_page(pt, s) + (lo - p_pos), hi - lo, me, 32);
+        if (buf) gvfs_copy_warp<GVFS_COPY_BATCH_WARP_DEV>(buf + (lo - off), gvfs_pt_page(t, s) + (lo - p_pos), hi - lo, me, 32);
       }
       // Every lane's share of every page is read before its owner unpins it (P1).
       gvfs_syncwarp(FULL);
-      if (me < npages) gvfs_pt_unpin(pt, (gvfs_u32)slot);
+      if (me < npages) gvfs_pt_unpin(t, (gvfs_u32)slot);
       if (me == 0u) {
-        gvfs_count_sum(ctx, GVFS_C_CACHE_HITS, npages);
-        gvfs_count_sum(ctx, GVFS_C_BYTES_HIT, n);
+        gvfs_count_sum_at(counters, GVFS_C_CACHE_HITS, npages);
+        gvfs_count_sum_at(counters, GVFS_C_BYTES_HIT, n);
       }
       return (long)n;
     }
     // Not all there: the pins go back, and the general path looks again (and waits for a
     // page still filling, or fills the missing ones).
-    if (slot >= 0) gvfs_pt_unpin(pt, (gvfs_u32)slot);
+    if (slot >= 0) gvfs_pt_unpin(t, (gvfs_u32)slot);
   }
   return gvfs_cache_pread_warp_any(ctx, file_no, size, buf_, n, off);
+}
+
+GVFS_FN long gvfs_cache_pread_warp(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, void *buf_, unsigned long n,
+                                   unsigned long off) {
+  const gvfs_pagetable pt = ctx->pt;
+  return gvfs_cache_pread_warp_at(ctx, &pt, gvfs_counter(ctx, 0), file_no, size, buf_, n, off);
 }

@@ -634,6 +634,10 @@ GVFS_FN long gvfs_pread_warp(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, 
   // gvfs_pread. (Reading per lane here instead, even out of line, took the warp read
   // kernel's spills from 52 to 156 bytes: ptxas, sm_90, 128 registers.)
   if (gvfs_is_local(buf)) return -GVFS_EFAULT;
+  // The page table's fields and the counters' address, loaded now with the fd's fields (one
+  // batch, one round trip) rather than each after the last (filecache.cuh).
+  const gvfs_pagetable pt = ctx->pt;
+  gvfs_u64 *const counters = gvfs_counter(ctx, 0);
   const gvfs_u32 FULL = 0xffffffffu;
   gvfs_u32 kind = 0, host_fd = 0;
   gvfs_u64 file_no = 0, size = 0;
@@ -647,7 +651,7 @@ GVFS_FN long gvfs_pread_warp(gvfs_ctx *ctx, int fd, void *buf, unsigned long n, 
   size = gvfs_shfl_u64(FULL, size, 0);
   if (kind == 0) return -GVFS_EBADF;
   if (off > 0x7fffffffffffffffull || n > 0x7fffffffffffffffull - off) return -GVFS_EINVAL;
-  if (kind == GVFS_FD_CACHED) return gvfs_cache_pread_warp(ctx, file_no, size, buf, n, off);
+  if (kind == GVFS_FD_CACHED) return gvfs_cache_pread_warp_at(ctx, &pt, counters, file_no, size, buf, n, off);
   long r = 0;
   if (gvfs_lane_id() == 0) r = gvfs_pread_hostcall(ctx, (int)host_fd, buf, n, off);
   gvfs_syncwarp(FULL);  // lane 0's bytes in buf, seen by every lane, as the cached path's are
