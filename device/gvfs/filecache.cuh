@@ -415,35 +415,74 @@ GVFS_FN long gvfs_cache_pread_warp_at(gvfs_ctx *ctx, const gvfs_pagetable *pt, g
   const gvfs_u32 shift = pt->page_shift;
   const gvfs_u64 page0 = off >> shift, last = (off + n - 1) >> shift;
   if (last - page0 < 32u && (last >> GVFS_PAGE_BITS) == 0) {
-    gvfs_pagetable table = *pt, *t = &table;  // (gvfs_pt_lookup takes a pointer it does not write through)
+    gvfs_pagetable table = *pt, *t = &table;  // (the page table's calls take a pointer they do not write through)
     const gvfs_u32 npages = (gvfs_u32)(last - page0) + 1u;
-    int slot = -1;
-    gvfs_u32 kind = 0;
-    if (me < npages) slot = gvfs_pt_lookup(t, gvfs_pt_key(file_no, page0 + me), &kind);
-    const bool ready = slot >= 0 && (kind == GVFS_SLOT_VALID || kind == GVFS_SLOT_DIRTY);
-    if (gvfs_ballot(FULL, me < npages && !ready) == 0u) {
+    const bool mine = me < npages;
+    const gvfs_u64 key = gvfs_pt_key(file_no, page0 + me);
+    gvfs_pt_pin p;
+    p.slot = -1; p.kind = 0; p.referenced = 1; p.tag_now = 0;
+    if (mine) p = gvfs_pt_lookup_unconfirmed(t, key);
+    const bool ready = p.slot >= 0 && (p.kind == GVFS_SLOT_VALID || p.kind == GVFS_SLOT_DIRTY);
+    if (gvfs_ballot(FULL, mine && !ready) == 0u) {
+      // The bytes are copied while the tags' confirmation (P4) is on its way; a page that
+      // turns out to hold another key sends the whole read the general way, which writes
+      // every byte of buf again.
       gvfs_u8 *buf = (gvfs_u8 *)buf_;
       const gvfs_u64 psz = 1ull << shift;
+#ifdef GVFS_EXP_EARLY_UNPIN
+      const gvfs_u8 *src0 = gvfs_pt_page(t, (gvfs_u32)gvfs_shfl_u32(FULL, (gvfs_u32)p.slot, 0)) + (off - (page0 << shift));
+      if (npages == 1u && buf && ((((gvfs_u64)buf | (gvfs_u64)src0 | n) & 15u) == 0) && n <= 32u * 16u * GVFS_COPY_BATCH_WARP_DEV) {
+        const gvfs_v16 *sv = (const gvfs_v16 *)src0;
+        gvfs_v16 *dv = (gvfs_v16 *)buf;
+        const gvfs_u32 units = (gvfs_u32)(n / 16u);
+        gvfs_v16 v[GVFS_COPY_BATCH_WARP_DEV];
+        GVFS_UNROLL
+        for (int u = 0; u < GVFS_COPY_BATCH_WARP_DEV; ++u) if (me + 32u * u < units) v[u] = sv[me + 32u * u];
+        const bool ok1 = !mine || gvfs_pt_confirm(t, p, key);
+        const bool all1 = gvfs_ballot(FULL, !ok1) == 0u;
+        gvfs_syncwarp(FULL);  // every lane's loads before the unpin (P1); the stores may follow it
+        if (mine) gvfs_pt_unpin(t, (gvfs_u32)p.slot);
+        if (all1) {
+          GVFS_UNROLL
+          for (int u = 0; u < GVFS_COPY_BATCH_WARP_DEV; ++u) if (me + 32u * u < units) dv[me + 32u * u] = v[u];
+          gvfs_syncwarp(FULL);
+          if (me == 0u) {
+            gvfs_count_sum_at(counters, GVFS_C_CACHE_HITS, 1u);
+            gvfs_count_sum_at(counters, GVFS_C_BYTES_HIT, n);
+          }
+          return (long)n;
+        }
+        goto general;
+      }
+#endif
       for (gvfs_u32 k = 0; k < npages; ++k) {
-        const gvfs_u32 s = gvfs_shfl_u32(FULL, (gvfs_u32)slot, (int)k);
+        const gvfs_u32 s = gvfs_shfl_u32(FULL, (gvfs_u32)p.slot, (int)k);
         const gvfs_u64 p_pos = (page0 + k) << shift;
         const gvfs_u64 lo = p_pos > off ? p_pos : off;
         const gvfs_u64 hi = p_pos + psz < off + n ? p_pos + psz : off + n;
         if (buf) gvfs_copy_warp<GVFS_COPY_BATCH_WARP_DEV>(buf + (lo - off), gvfs_pt_page(t, s) + (lo - p_pos), hi - lo, me, 32);
       }
+      const bool ok = !mine || gvfs_pt_confirm(t, p, key);
+      const bool all = gvfs_ballot(FULL, !ok) == 0u;
       // Every lane's share of every page is read before its owner unpins it (P1).
       gvfs_syncwarp(FULL);
-      if (me < npages) gvfs_pt_unpin(t, (gvfs_u32)slot);
-      if (me == 0u) {
-        gvfs_count_sum_at(counters, GVFS_C_CACHE_HITS, npages);
-        gvfs_count_sum_at(counters, GVFS_C_BYTES_HIT, n);
+      if (mine) gvfs_pt_unpin(t, (gvfs_u32)p.slot);
+      if (all) {
+        if (me == 0u) {
+          gvfs_count_sum_at(counters, GVFS_C_CACHE_HITS, npages);
+          gvfs_count_sum_at(counters, GVFS_C_BYTES_HIT, n);
+        }
+        return (long)n;
       }
-      return (long)n;
+    } else if (p.slot >= 0) {
+      // Not all there: the pins go back, and the general path looks again (and waits for a
+      // page still filling, or fills the missing ones).
+      gvfs_pt_unpin(t, (gvfs_u32)p.slot);
     }
-    // Not all there: the pins go back, and the general path looks again (and waits for a
-    // page still filling, or fills the missing ones).
-    if (slot >= 0) gvfs_pt_unpin(t, (gvfs_u32)slot);
   }
+#ifdef GVFS_EXP_EARLY_UNPIN
+general:
+#endif
   return gvfs_cache_pread_warp_any(ctx, file_no, size, buf_, n, off);
 }
 

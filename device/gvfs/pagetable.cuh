@@ -99,21 +99,31 @@ GVFS_FN bool gvfs_slot_readable(gvfs_u32 kind) {
   return kind == GVFS_SLOT_FILLING || kind == GVFS_SLOT_VALID || kind == GVFS_SLOT_DIRTY;
 }
 
+// Pins `slot`; true if it is readable (FILLING/VALID/DIRTY), with *kind its kind when pinned
+// (VALID or DIRTY: the bytes are there). Not yet trusted: the slot may hold another key (P4).
+// A slot that is not readable is let go at once.
+GVFS_FN bool gvfs_pt_pin_readable(gvfs_pagetable *pt, gvfs_u32 slot, gvfs_u32 *kind) {
+  // Acquire only: the pin publishes nothing of ours, and a release would wait for every
+  // store this thread has in flight.
+  const gvfs_u32 old = gvfs_fetch_add_acquire_dev(&pt->state[slot], GVFS_PIN);
+  *kind = gvfs_slot_kind(old);
+  if (gvfs_slot_readable(*kind)) return true;
+  gvfs_fetch_sub_acq_rel_dev(&pt->state[slot], GVFS_PIN);
+  return false;
+}
+
 // Pins `slot` if it is readable (FILLING/VALID/DIRTY) and holds `key` (P4). On success
 // *kind is the slot's kind when it was pinned: VALID or DIRTY means the bytes are there.
 GVFS_FN bool gvfs_pt_try_pin(gvfs_pagetable *pt, gvfs_u32 slot, gvfs_u64 key, gvfs_u32 *kind) {
   // The reference bit is a hint for the clock: read in the same round trip as the pin,
   // not after it.
   const gvfs_u32 referenced = gvfs_load_relaxed_dev(&pt->ref[slot]);
-  // Acquire only: the pin publishes nothing of ours, and a release would wait for every
-  // store this thread has in flight.
-  const gvfs_u32 old = gvfs_fetch_add_acquire_dev(&pt->state[slot], GVFS_PIN);
-  *kind = gvfs_slot_kind(old);
-  if (gvfs_slot_readable(*kind) && gvfs_load_relaxed_u64_dev(&pt->tag[slot]) == key) {
+  if (!gvfs_pt_pin_readable(pt, slot, kind)) return false;
+  if (gvfs_load_relaxed_u64_dev(&pt->tag[slot]) == key) {
     if (referenced == 0u) gvfs_store_relaxed_dev(&pt->ref[slot], 1u);
     return true;
   }
-  gvfs_fetch_sub_acq_rel_dev(&pt->state[slot], GVFS_PIN);  // not readable, or recycled under us
+  gvfs_fetch_sub_acq_rel_dev(&pt->state[slot], GVFS_PIN);  // recycled under us
   return false;
 }
 
@@ -145,6 +155,54 @@ GVFS_FN int gvfs_pt_lookup(gvfs_pagetable *pt, gvfs_u64 key, gvfs_u32 *kind) {
       if (t[u] == key && gvfs_pt_try_pin(pt, base + w0 + u, key, kind)) return (int)(base + w0 + u);
   }
   return -1;
+}
+
+// gvfs_pt_lookup for a reader that confirms the tag later, overlapping that round trip with
+// its copy of the bytes: the first slot of the key's set whose tag matched and that pinned
+// readable, or -1 (nothing pinned). The pin is not yet trusted (P4): the caller compares
+// p->tag_now, the tag re-read after the pin's acquire, with its key (gvfs_pt_confirm)
+// before it trusts or returns any byte it read from the slot, and unpins either way. It may
+// read the bytes meanwhile: a pinned VALID or DIRTY slot is neither evicted nor refilled
+// (P1), so they are some page's whole bytes, maybe another key's, never a fill in progress.
+// (A stale duplicate of the key in the set, which gvfs_pt_lookup would try next, sends this
+// reader the general way instead.)
+struct gvfs_pt_pin {
+  int slot;
+  gvfs_u32 kind;
+  gvfs_u32 referenced;  // the reference bit, read beside the pin
+  gvfs_u64 tag_now;
+};
+GVFS_FN gvfs_pt_pin gvfs_pt_lookup_unconfirmed(gvfs_pagetable *pt, gvfs_u64 key) {
+  gvfs_pt_pin p;
+  p.slot = -1; p.kind = 0; p.referenced = 1; p.tag_now = 0;
+  const gvfs_u32 ways = pt->ways;
+  const gvfs_u32 base = gvfs_pt_set_of(pt, key) * ways;
+  gvfs_prefetch_l2(&pt->state[base]);  // as gvfs_pt_lookup
+  gvfs_prefetch_l2(&pt->ref[base]);
+  for (gvfs_u32 w0 = 0; w0 < ways; w0 += GVFS_PT_TAG_BATCH) {
+    gvfs_u64 t[GVFS_PT_TAG_BATCH];
+    GVFS_UNROLL
+    for (gvfs_u32 u = 0; u < GVFS_PT_TAG_BATCH; ++u)
+      t[u] = w0 + u < ways ? gvfs_load_relaxed_u64_dev(&pt->tag[base + w0 + u]) : 0ull;
+    gvfs_u32 match = 0;
+    GVFS_UNROLL
+    for (gvfs_u32 u = 0; u < GVFS_PT_TAG_BATCH; ++u) match |= (t[u] == key ? 1u : 0u) << u;
+    if (match == 0u) continue;
+    const gvfs_u32 s = base + w0 + (gvfs_u32)gvfs_ctz(match);
+    p.referenced = gvfs_load_relaxed_dev(&pt->ref[s]);
+    if (gvfs_pt_pin_readable(pt, s, &p.kind)) {
+      p.slot = (int)s;
+      p.tag_now = gvfs_load_relaxed_u64_dev(&pt->tag[s]);  // after the pin's acquire (P4)
+    }
+    return p;
+  }
+  return p;
+}
+// True when the pinned slot holds `key` (P4); then sets its reference bit if it was clear.
+GVFS_FN bool gvfs_pt_confirm(gvfs_pagetable *pt, const gvfs_pt_pin &p, gvfs_u64 key) {
+  if (p.tag_now != key) return false;
+  if (p.referenced == 0u) gvfs_store_relaxed_dev(&pt->ref[p.slot], 1u);
+  return true;
 }
 
 // The first try is the CAS itself (an uncontended lock costs one round trip); once it
