@@ -361,6 +361,10 @@ def sizes(backend: str, quick: bool, args: argparse.Namespace) -> dict[str, Any]
         S["kvikio_task"] = [int(x) * MIB for x in args.kvikio_task_mib.split(",")]
     if args.blocks_per_sm:
         S["blocks_per_sm"] = args.blocks_per_sm
+    if args.block:
+        if args.block % 32 or not 32 <= args.block <= 1024:
+            raise SystemExit(f"--block: a multiple of 32 from 32 to 1024, not {args.block}")
+        S["block"] = args.block
     S["compile_options"] = [f"-maxrregcount={args.maxrregcount}"] if getattr(args, "maxrregcount", 0) else []
     if args.rt_lanes:
         S["rt_lanes"] = args.rt_lanes
@@ -1352,7 +1356,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", help="request sizes of the hit and round-trip lines, e.g. 4K,16K,64K")
     p.add_argument("--maxrregcount", type=int, default=0,
                    help="hit-path kernels: compile with -maxrregcount=N (occupancy against registers; default: none)")
-    p.add_argument("--blocks-per-sm", type=int, default=0, help="hit-path grid: blocks per SM (default 8, 256 threads)")
+    p.add_argument("--blocks-per-sm", type=int, default=0, help="hit-path grid: blocks per SM (default 8)")
+    p.add_argument("--block", type=int, default=0,
+                   help="hit-path grid: threads per block, a multiple of 32 (default 256; with --maxrregcount, "
+                        "what fits an SM is what runs at once)")
     p.add_argument("--rt-lanes", type=int, default=0, help="lanes of the cache-off Runtime (default 256)")
     p.add_argument("--cold-settings", help="Runtime settings for the cold reads, ';'-separated, each "
                                            "'page=64K,chunk=2M,lanes=256,lane=2M,workers=16[,push=256K]' "

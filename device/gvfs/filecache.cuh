@@ -429,32 +429,6 @@ GVFS_FN long gvfs_cache_pread_warp_at(gvfs_ctx *ctx, const gvfs_pagetable *pt, g
       // every byte of buf again.
       gvfs_u8 *buf = (gvfs_u8 *)buf_;
       const gvfs_u64 psz = 1ull << shift;
-#ifdef GVFS_EXP_EARLY_UNPIN
-      const gvfs_u8 *src0 = gvfs_pt_page(t, (gvfs_u32)gvfs_shfl_u32(FULL, (gvfs_u32)p.slot, 0)) + (off - (page0 << shift));
-      if (npages == 1u && buf && ((((gvfs_u64)buf | (gvfs_u64)src0 | n) & 15u) == 0) && n <= 32u * 16u * GVFS_COPY_BATCH_WARP_DEV) {
-        const gvfs_v16 *sv = (const gvfs_v16 *)src0;
-        gvfs_v16 *dv = (gvfs_v16 *)buf;
-        const gvfs_u32 units = (gvfs_u32)(n / 16u);
-        gvfs_v16 v[GVFS_COPY_BATCH_WARP_DEV];
-        GVFS_UNROLL
-        for (int u = 0; u < GVFS_COPY_BATCH_WARP_DEV; ++u) if (me + 32u * u < units) v[u] = sv[me + 32u * u];
-        const bool ok1 = !mine || gvfs_pt_confirm(t, p, key);
-        const bool all1 = gvfs_ballot(FULL, !ok1) == 0u;
-        gvfs_syncwarp(FULL);  // every lane's loads before the unpin (P1); the stores may follow it
-        if (mine) gvfs_pt_unpin(t, (gvfs_u32)p.slot);
-        if (all1) {
-          GVFS_UNROLL
-          for (int u = 0; u < GVFS_COPY_BATCH_WARP_DEV; ++u) if (me + 32u * u < units) dv[me + 32u * u] = v[u];
-          gvfs_syncwarp(FULL);
-          if (me == 0u) {
-            gvfs_count_sum_at(counters, GVFS_C_CACHE_HITS, 1u);
-            gvfs_count_sum_at(counters, GVFS_C_BYTES_HIT, n);
-          }
-          return (long)n;
-        }
-        goto general;
-      }
-#endif
       for (gvfs_u32 k = 0; k < npages; ++k) {
         const gvfs_u32 s = gvfs_shfl_u32(FULL, (gvfs_u32)p.slot, (int)k);
         const gvfs_u64 p_pos = (page0 + k) << shift;
@@ -480,9 +454,6 @@ GVFS_FN long gvfs_cache_pread_warp_at(gvfs_ctx *ctx, const gvfs_pagetable *pt, g
       gvfs_pt_unpin(t, (gvfs_u32)p.slot);
     }
   }
-#ifdef GVFS_EXP_EARLY_UNPIN
-general:
-#endif
   return gvfs_cache_pread_warp_any(ctx, file_no, size, buf_, n, off);
 }
 
