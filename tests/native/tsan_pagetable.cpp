@@ -34,7 +34,9 @@
 // the buffer; any failed check prints a line and exits 1; any TSan report exits 66):
 //   unit    deterministic: a set whose ways are all pinned is FULL and a read goes around
 //           the cache (one FILL, right bytes, no slot taken); a failed fill leaves EMPTY; a
-//           miss fills once and the next read hits.
+//           miss fills once and the next read hits; a warp's hit whose slot is recycled
+//           between its look and its pin (injected: the hook before the includes) returns the
+//           file's bytes by the general way, and leaves that slot unpinned (P4).
 //   same    rounds in which every device thread reads inside ONE page of a never-read file at
 //           once: exactly one FILL per round (P3). Every other round (pool emptied first) all
 //           read the same 4-page range with a shared sequential hint: each page filled exactly
@@ -134,6 +136,23 @@ inline void harness_pt_unpin(gvfs_pagetable *pt, gvfs_u32 slot) {
 #define gvfs_pt_wait_filled harness_pt_wait_filled
 #define gvfs_pt_unpin harness_pt_unpin
 #endif
+
+// ---------------------------------------------------------------- P4's case, on demand
+// The warp hit reads a pinned slot before it confirms the slot's tag (filecache.cuh,
+// gvfs_pt_lookup_unconfirmed). The unit phase arms `recycle_armed` once: the next such lookup
+// sees the key's tag, and then, before its pin, the slot is evicted and refilled with another
+// page, as another thread's miss may do between the two. The reader must give the slot back
+// and read the general way, writing every byte of its buffer again. (Always built: dormant
+// unless armed.)
+namespace {
+std::atomic<bool> recycle_armed{false};
+gvfs_pt_pin recycle_lookup(gvfs_pagetable *pt, gvfs_u64 key);
+}  // namespace
+inline gvfs_pt_pin harness_pt_lookup_unconfirmed(gvfs_pagetable *pt, gvfs_u64 key) {
+  if (recycle_armed.exchange(false)) return recycle_lookup(pt, key);
+  return gvfs_pt_lookup_unconfirmed(pt, key);
+}
+#define gvfs_pt_lookup_unconfirmed harness_pt_lookup_unconfirmed
 
 #include "gpuvfs.cuh"
 #include "cpu/launcher.cpp"  // warp intrinsics + gvfs_cpu_launch (link with -lffi)
@@ -576,6 +595,62 @@ void launch_warps(WarpArgs *args) {
   CHECK(rc == 0, "gvfs_cpu_launch: %s", err);
 }
 
+// ---------------------------------------------------------------- P4's case (see the hook above)
+gvfs_u64 recycled_to = 0;  // the key the recycled slot is given
+int recycled_slot = -1;
+std::atomic<int> recycles{0};
+
+gvfs_pt_pin recycle_lookup(gvfs_pagetable *pt, gvfs_u64 key) {
+  const gvfs_u32 base = gvfs_pt_set_of(pt, key) * pt->ways;
+  int s = -1;
+  for (gvfs_u32 w = 0; w < pt->ways && s < 0; ++w)
+    if (ref(&pt->tag[base + w]).load(std::memory_order_relaxed) == key) s = (int)(base + w);
+  CHECK(s >= 0, "recycle: key %llx is in no slot of its set", (ull)key);
+  // Another miss's work, as gvfs_pt_claim and its fill do it: VALID,0 -> EVICTING, the new
+  // tag, the new page's bytes, VALID (release).
+  gvfs_u32 expect = GVFS_SLOT_VALID;
+  CHECK(ref(&pt->state[s]).compare_exchange_strong(expect, GVFS_SLOT_EVICTING, std::memory_order_acq_rel),
+        "recycle: slot %d is not VALID and unpinned (state %#x)", s, expect);
+  ref(&pt->tag[s]).store(recycled_to, std::memory_order_relaxed);
+  const gvfs_u64 f2 = recycled_to >> GVFS_PAGE_BITS, page2 = recycled_to & ((1ull << GVFS_PAGE_BITS) - 1);
+  for (gvfs_u64 k = 0; k < PSZ; ++k) pt->pool[((gvfs_u64)s << PAGE_SHIFT) + k] = pat(f2, (page2 << PAGE_SHIFT) + k);
+  ref(&pt->state[s]).store(GVFS_SLOT_VALID, std::memory_order_release);
+  recycled_slot = s;
+  recycles.fetch_add(1);
+  // Then the reader's pin and its re-read of the tag, as gvfs_pt_lookup_unconfirmed.
+  gvfs_pt_pin p;
+  p.slot = -1; p.kind = 0; p.referenced = 1; p.tag_now = 0;
+  if (gvfs_pt_pin_readable(pt, (gvfs_u32)s, &p.kind)) {
+    p.slot = s;
+    p.tag_now = gvfs_load_relaxed_u64_dev(&pt->tag[s]);
+  }
+  return p;
+}
+
+struct UnitWarpArgs {
+  gvfs_ctx *ctx;
+  gvfs_u8 *buf;
+  gvfs_u64 off, n;
+  long got;
+};
+}  // namespace
+
+// One warp reads [off, off + n) of the unit file with gvfs_cache_pread_warp.
+extern "C" __global__ void pt_unit_warp_kernel(UnitWarpArgs *a) {
+  const long got = gvfs_cache_pread_warp(a->ctx, UNIT_NO, size_of(UNIT_NO), a->buf, a->n, a->off);
+  if (gvfs_lane_id() == 0) a->got = got;
+}
+
+namespace {
+void launch_one_warp(void *kernel, void *args) {
+  const unsigned grid[3] = {1, 1, 1}, block[3] = {32, 1, 1};
+  unsigned char codes[1] = {0};
+  unsigned long long values[1] = {(unsigned long long)(uintptr_t)args};
+  char err[256] = {0};
+  int rc = gvfs_cpu_launch(kernel, grid, block, 1, codes, values, 1, 1u << 20, err, (int)sizeof err);
+  CHECK(rc == 0, "gvfs_cpu_launch: %s", err);
+}
+
 // ---------------------------------------------------------------- phase: unit (one thread)
 void unit_phase() {
   be_pt_thread(0);
@@ -616,6 +691,25 @@ void unit_phase() {
   CHECK(unit_fills.load() == 2, "unit: miss made %u fills in all", unit_fills.load());
   read_checked("unit-hit", 0, 2, buf, rng, UNIT_NO, 5, 200, nullptr, false);
   CHECK(unit_fills.load() == 2, "unit: a hit made a fill");
+  // A warp's hit on that page whose slot is recycled between its look and its pin (P4): the
+  // warp may copy the other page's bytes, but must return the file's, read the general way
+  // (one more FILL), and leave the recycled slot unpinned, holding its new page.
+  for (gvfs_u64 page = 0;; ++page) {
+    recycled_to = gvfs_pt_key(UNIT2_NO, page);
+    if (gvfs_pt_set_of(pt, recycled_to) == set) break;
+  }
+  static gvfs_u8 wbuf[BUF + 64];
+  std::memset(wbuf, 0xEE, sizeof wbuf);  // poison
+  UnitWarpArgs ua{&ctx, wbuf, 5, 200, 0};
+  std::memset(wbuf + ua.n, CANARY, GUARD);
+  recycle_armed.store(true);
+  launch_one_warp((void *)&pt_unit_warp_kernel, &ua);
+  CHECK(!recycle_armed.load() && recycles.load() == 1, "unit: the warp read did not look its page up once");
+  check_read("unit-recycled", 0, 3, UNIT_NO, size_of(UNIT_NO), ua.off, ua.n, ua.got, wbuf, false, false);
+  CHECK(unit_fills.load() == 3, "unit: a hit on a recycled slot made %u fills in all, want 3", unit_fills.load());
+  CHECK(ctx.pt.state[recycled_slot] == GVFS_SLOT_VALID && ctx.pt.tag[recycled_slot] == recycled_to,
+        "unit: the recycled slot is left state %#x tag %llx", ctx.pt.state[recycled_slot],
+        (ull)ctx.pt.tag[recycled_slot]);
   reset_pool();
 }
 
