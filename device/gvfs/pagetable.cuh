@@ -133,22 +133,33 @@ GVFS_FN void gvfs_pt_unpin(gvfs_pagetable *pt, gvfs_u32 slot) { gvfs_sub_release
 
 #define GVFS_PT_TAG_BATCH 8u
 
+// The first slot of the key's set. The set's states and reference bits come after its tags
+// (the pin, or a miss's claim), each one round trip later: L2 is asked for their lines now,
+// while the tags are in flight. (A random read's set is rarely in L2: each of those lines
+// was a DRAM round trip.)
+GVFS_FN gvfs_u32 gvfs_pt_set_base(gvfs_pagetable *pt, gvfs_u64 key) {
+  const gvfs_u32 base = gvfs_pt_set_of(pt, key) * pt->ways;
+  gvfs_prefetch_l2(&pt->state[base]);
+  gvfs_prefetch_l2(&pt->ref[base]);
+  return base;
+}
+// Tags of ways w0 .. w0 + GVFS_PT_TAG_BATCH - 1 of the set at `base`, all in flight at once
+// (0 past the set's `ways`).
+GVFS_FN void gvfs_pt_load_tags(const gvfs_pagetable *pt, gvfs_u32 base, gvfs_u32 w0, gvfs_u32 ways, gvfs_u64 *t) {
+  GVFS_UNROLL
+  for (gvfs_u32 u = 0; u < GVFS_PT_TAG_BATCH; ++u)
+    t[u] = w0 + u < ways ? gvfs_load_relaxed_u64_dev(&pt->tag[base + w0 + u]) : 0ull;
+}
+
 // Looks the key up in its set; returns a pinned slot or -1 (*kind as gvfs_pt_try_pin).
 // The set's tags are loaded GVFS_PT_TAG_BATCH at a time, all in flight together: a lookup
 // costs one or two memory round trips, not one per way.
 GVFS_FN int gvfs_pt_lookup(gvfs_pagetable *pt, gvfs_u64 key, gvfs_u32 *kind) {
   const gvfs_u32 ways = pt->ways;
-  const gvfs_u32 base = gvfs_pt_set_of(pt, key) * ways;
-  // The set's states and reference bits come next (the pin, or a miss's claim), each one
-  // round trip after the tags: ask L2 for their lines now, while the tags are in flight.
-  // (A random read's set is rarely in L2: each of those lines was a DRAM round trip.)
-  gvfs_prefetch_l2(&pt->state[base]);
-  gvfs_prefetch_l2(&pt->ref[base]);
+  const gvfs_u32 base = gvfs_pt_set_base(pt, key);
   for (gvfs_u32 w0 = 0; w0 < ways; w0 += GVFS_PT_TAG_BATCH) {
     gvfs_u64 t[GVFS_PT_TAG_BATCH];
-    GVFS_UNROLL
-    for (gvfs_u32 u = 0; u < GVFS_PT_TAG_BATCH; ++u)
-      t[u] = w0 + u < ways ? gvfs_load_relaxed_u64_dev(&pt->tag[base + w0 + u]) : 0ull;
+    gvfs_pt_load_tags(pt, base, w0, ways, t);
     // P2 allows one live slot per key, but stale tags (a slot being evicted) may repeat it.
     GVFS_UNROLL
     for (gvfs_u32 u = 0; u < GVFS_PT_TAG_BATCH; ++u)
@@ -176,14 +187,10 @@ GVFS_FN gvfs_pt_pin gvfs_pt_lookup_unconfirmed(gvfs_pagetable *pt, gvfs_u64 key)
   gvfs_pt_pin p;
   p.slot = -1; p.kind = 0; p.referenced = 1; p.tag_now = 0;
   const gvfs_u32 ways = pt->ways;
-  const gvfs_u32 base = gvfs_pt_set_of(pt, key) * ways;
-  gvfs_prefetch_l2(&pt->state[base]);  // as gvfs_pt_lookup
-  gvfs_prefetch_l2(&pt->ref[base]);
+  const gvfs_u32 base = gvfs_pt_set_base(pt, key);
   for (gvfs_u32 w0 = 0; w0 < ways; w0 += GVFS_PT_TAG_BATCH) {
     gvfs_u64 t[GVFS_PT_TAG_BATCH];
-    GVFS_UNROLL
-    for (gvfs_u32 u = 0; u < GVFS_PT_TAG_BATCH; ++u)
-      t[u] = w0 + u < ways ? gvfs_load_relaxed_u64_dev(&pt->tag[base + w0 + u]) : 0ull;
+    gvfs_pt_load_tags(pt, base, w0, ways, t);
     gvfs_u32 match = 0;
     GVFS_UNROLL
     for (gvfs_u32 u = 0; u < GVFS_PT_TAG_BATCH; ++u) match |= (t[u] == key ? 1u : 0u) << u;
