@@ -32,17 +32,16 @@ GVFS_FN void gvfs_copy_batch(gvfs_v16 *d, const gvfs_v16 *s, gvfs_u64 i, gvfs_u6
 }
 
 // Copies `count` 16-byte units, unit i of this thread being first + i * step, B loads at a time.
-template <int B>
+// Rolled: the batch loop is kept rolled, so the copy holds B units of registers and no more
+// (copies between device buffers: warp hits were measured so, H100 22:59-23:14). Otherwise
+// the compiler may unroll it, keeping more loads in flight, which a pull across PCIe wants
+// (cold reads, 23:20-23:23, interleaved: 45.9-46.9 GB/s unrolled, 43.4-44.4 rolled).
+template <int B, bool Rolled = false>
 GVFS_FN void gvfs_copy_units(gvfs_v16 *d, const gvfs_v16 *s, gvfs_u64 first, gvfs_u64 count, gvfs_u64 step) {
   gvfs_u64 i = first;
-  if (B > GVFS_COPY_BATCH_WARP_DEV) {
-    // A pull from host memory: the compiler may unroll the loop, keeping more loads in
-    // flight. (H100, 23:20-23:23, cold reads interleaved: 45.9-46.9 GB/s with it, 43.4-44.4
-    // with the loop kept rolled.)
+  if (!Rolled) {
     for (; i + (B - 1) * step < count; i += B * step) gvfs_copy_batch<B>(d, s, i, step);
   } else {
-    // Between device buffers (a hit): rolled, so the copy holds B units of registers, no
-    // more (warp hits measured so, 22:59-23:14).
     GVFS_NO_UNROLL
     for (; i + (B - 1) * step < count; i += B * step) gvfs_copy_batch<B>(d, s, i, step);
   }
@@ -83,8 +82,8 @@ GVFS_FN void gvfs_copy(void *dst_, const void *src_, gvfs_u64 n) {
 // All lanes of a warp (lane of nlanes) copy n bytes together: lane k moves 16-byte pieces
 // k, k + nlanes, ... so one warp instruction moves 512 contiguous bytes. B: 16-byte loads in
 // flight per lane (GVFS_COPY_BATCH_WARP from host memory, GVFS_COPY_BATCH_WARP_DEV between
-// device buffers).
-template <int B = GVFS_COPY_BATCH_WARP>
+// device buffers, through gvfs_copy_warp_dev).
+template <int B = GVFS_COPY_BATCH_WARP, bool Rolled = false>
 GVFS_FN void gvfs_copy_warp(void *dst_, const void *src_, gvfs_u64 n, gvfs_u32 lane, gvfs_u32 nlanes) {
   gvfs_u8 *dst = (gvfs_u8 *)dst_;
   const gvfs_u8 *src = (const gvfs_u8 *)src_;
@@ -94,13 +93,18 @@ GVFS_FN void gvfs_copy_warp(void *dst_, const void *src_, gvfs_u64 n, gvfs_u32 l
     GVFS_NO_UNROLL
     for (gvfs_u64 i = lane; i < head; i += nlanes) dst[i] = src[i];
     gvfs_u64 body = (n - head) / 16u;
-    gvfs_copy_units<B>((gvfs_v16 *)(dst + head), (const gvfs_v16 *)(src + head), lane, body, nlanes);
+    gvfs_copy_units<B, Rolled>((gvfs_v16 *)(dst + head), (const gvfs_v16 *)(src + head), lane, body, nlanes);
     GVFS_NO_UNROLL
     for (gvfs_u64 i = head + body * 16u + lane; i < n; i += nlanes) dst[i] = src[i];
   } else {
     GVFS_NO_UNROLL
     for (gvfs_u64 i = lane; i < n; i += nlanes) dst[i] = src[i];
   }
+}
+
+// gvfs_copy_warp between buffers in device memory (a hit: from a slot into the caller's buffer).
+GVFS_FN void gvfs_copy_warp_dev(void *dst, const void *src, gvfs_u64 n, gvfs_u32 lane, gvfs_u32 nlanes) {
+  gvfs_copy_warp<GVFS_COPY_BATCH_WARP_DEV, true>(dst, src, n, lane, nlanes);
 }
 
 // ---- gvfs_copy_alone: one thread copying a span by itself ----

@@ -91,7 +91,7 @@ GVFS_COLD long gvfs_cache_pread(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size, 
                               void *buf_, unsigned long n, unsigned long off) {
   // The page table, the counters and the fd's hint in one batch of loads up front: after
   // the page table's first acquire each would be a round trip to L2 of its own.
-  gvfs_pagetable ptc = ctx->pt, *pt = &ptc;  // in registers: see gvfs_cache_pread_warp
+  gvfs_pagetable ptc = ctx->pt, *pt = &ptc;  // in registers (a pointer into ctx would be a load per use)
   gvfs_u64 *const counters = gvfs_counter(ctx, 0);
   const gvfs_u64 hint = next_off ? gvfs_load_relaxed_u64_dev(next_off) : ~0ull;
   gvfs_u8 *buf = (gvfs_u8 *)buf_;
@@ -174,7 +174,7 @@ GVFS_FN long gvfs_cache_pread_group(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 si
                                     void *buf_, unsigned long n, unsigned long off) {
   const gvfs_u32 group = gvfs_coalesced_lanes();
   if ((group & (group - 1u)) == 0u) return gvfs_cache_pread(ctx, file_no, size, next_off, buf_, n, off);
-  gvfs_pagetable ptc = ctx->pt, *pt = &ptc;  // in registers: see gvfs_cache_pread_warp
+  gvfs_pagetable ptc = ctx->pt, *pt = &ptc;  // in registers (a pointer into ctx would be a load per use)
   gvfs_u64 *const counters = gvfs_counter(ctx, 0);
   gvfs_u8 *buf = (gvfs_u8 *)buf_;
   const gvfs_u32 shift = pt->page_shift;
@@ -201,12 +201,13 @@ GVFS_FN long gvfs_cache_pread_group(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 si
     const gvfs_u32 rank = gvfs_popc(group & ((1u << me) - 1u)), nlanes = gvfs_popc(group);
     const gvfs_u64 src = hit ? (gvfs_u64)(gvfs_pt_page(pt, slot) + in) : 0ull;
     gvfs_u64 bytes = 0;
+    gvfs_syncwarp(group);  // each page's bytes after its pinner's acquire, for every lane that copies them (P5)
     for (gvfs_u32 ls = hits; ls != 0u; ls &= ls - 1u) {
       const int l = gvfs_ctz(ls);
       const gvfs_u8 *s = (const gvfs_u8 *)gvfs_shfl_u64(group, src, l);
       gvfs_u8 *d = (gvfs_u8 *)gvfs_shfl_u64(group, (gvfs_u64)buf, l);
       const gvfs_u64 m = gvfs_shfl_u64(group, len, l);
-      if (d) gvfs_copy_warp<GVFS_COPY_BATCH_WARP_DEV>(d, s, m, rank, nlanes);
+      if (d) gvfs_copy_warp_dev(d, s, m, rank, nlanes);
       bytes += m;
     }
     // Every share of every page is read before its owner unpins it (P1): the barrier
@@ -231,8 +232,13 @@ GVFS_FN long gvfs_cache_pread_group(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 si
 // pages go out as one FILL each (issued by the run's first lane), and the whole warp
 // copies every page, 512 bytes per instruction.
 // (Unlike the per-thread paths, this one reads the page table's fields through ctx: a
-// copy in registers, loaded with the fd's fields, measured slower on the H100 (4 KiB warp
-// hits 1,060 -> 980 GB/s): at the 128-register cap the copy's registers cost spills.)
+// copy in registers, loaded with the fd's fields, measured slower on the H100 when this
+// path was inlined in every warp read (4 KiB warp hits 1,060 -> 980 GB/s): at the
+// 128-register cap the copy's registers cost spills. The inline hit path before it does
+// take such a copy, and gains by it.)
+// If the hit path before it copied a page that turned out to hold another key, this path
+// writes every byte of buf again; past a short count or an error, buf's bytes are
+// unspecified (as read(2)'s), and may be that other page's.
 GVFS_COLD long gvfs_cache_pread_warp_any(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u64 size,
                                          void *buf_, unsigned long n, unsigned long off) {
   gvfs_pagetable *pt = &ctx->pt;
@@ -360,7 +366,7 @@ GVFS_COLD long gvfs_cache_pread_warp_any(gvfs_ctx *ctx, gvfs_u64 file_no, gvfs_u
       gvfs_u64 p_pos = (page0 + k) << shift;
       gvfs_u64 lo = p_pos > pos0 ? p_pos : pos0;
       gvfs_u64 hi = p_pos + psz < off + n ? p_pos + psz : off + n;
-      if (buf) gvfs_copy_warp<GVFS_COPY_BATCH_WARP_DEV>(buf + (lo - off), gvfs_pt_page(pt, s) + (lo - p_pos), hi - lo, me, 32);
+      if (buf) gvfs_copy_warp_dev(buf + (lo - off), gvfs_pt_page(pt, s) + (lo - p_pos), hi - lo, me, 32);
     }
     gvfs_syncwarp(FULL);
     if (mine && readable) gvfs_pt_unpin(pt, slot);
@@ -415,13 +421,12 @@ GVFS_FN long gvfs_cache_pread_warp_at(gvfs_ctx *ctx, const gvfs_pagetable *pt, g
   const gvfs_u32 shift = pt->page_shift;
   const gvfs_u64 page0 = off >> shift, last = (off + n - 1) >> shift;
   if (last - page0 < 32u && (last >> GVFS_PAGE_BITS) == 0) {
-    gvfs_pagetable table = *pt, *t = &table;  // (the page table's calls take a pointer they do not write through)
     const gvfs_u32 npages = (gvfs_u32)(last - page0) + 1u;
     const bool mine = me < npages;
     const gvfs_u64 key = gvfs_pt_key(file_no, page0 + me);
     gvfs_pt_pin p;
     p.slot = -1; p.kind = 0; p.referenced = 1; p.tag_now = 0;
-    if (mine) p = gvfs_pt_lookup_unconfirmed(t, key);
+    if (mine) p = gvfs_pt_lookup_unconfirmed(pt, key);
     const bool ready = p.slot >= 0 && (p.kind == GVFS_SLOT_VALID || p.kind == GVFS_SLOT_DIRTY);
     if (gvfs_ballot(FULL, mine && !ready) == 0u) {
       // The bytes are copied while the tags' confirmation (P4) is on its way; a page that
@@ -429,18 +434,20 @@ GVFS_FN long gvfs_cache_pread_warp_at(gvfs_ctx *ctx, const gvfs_pagetable *pt, g
       // every byte of buf again.
       gvfs_u8 *buf = (gvfs_u8 *)buf_;
       const gvfs_u64 psz = 1ull << shift;
+      // Each page's bytes after its pinner's acquire, for every lane that copies them (P5).
+      gvfs_syncwarp(FULL);
       for (gvfs_u32 k = 0; k < npages; ++k) {
         const gvfs_u32 s = gvfs_shfl_u32(FULL, (gvfs_u32)p.slot, (int)k);
         const gvfs_u64 p_pos = (page0 + k) << shift;
         const gvfs_u64 lo = p_pos > off ? p_pos : off;
         const gvfs_u64 hi = p_pos + psz < off + n ? p_pos + psz : off + n;
-        if (buf) gvfs_copy_warp<GVFS_COPY_BATCH_WARP_DEV>(buf + (lo - off), gvfs_pt_page(t, s) + (lo - p_pos), hi - lo, me, 32);
+        if (buf) gvfs_copy_warp_dev(buf + (lo - off), gvfs_pt_page(pt, s) + (lo - p_pos), hi - lo, me, 32);
       }
-      const bool ok = !mine || gvfs_pt_confirm(t, p, key);
+      const bool ok = !mine || gvfs_pt_confirm(pt, p, key);
       const bool all = gvfs_ballot(FULL, !ok) == 0u;
       // Every lane's share of every page is read before its owner unpins it (P1).
       gvfs_syncwarp(FULL);
-      if (mine) gvfs_pt_unpin(t, (gvfs_u32)p.slot);
+      if (mine) gvfs_pt_unpin(pt, (gvfs_u32)p.slot);
       if (all) {
         if (me == 0u) {
           gvfs_count_sum_at(counters, GVFS_C_CACHE_HITS, npages);
@@ -451,7 +458,7 @@ GVFS_FN long gvfs_cache_pread_warp_at(gvfs_ctx *ctx, const gvfs_pagetable *pt, g
     } else if (p.slot >= 0) {
       // Not all there: the pins go back, and the general path looks again (and waits for a
       // page still filling, or fills the missing ones).
-      gvfs_pt_unpin(t, (gvfs_u32)p.slot);
+      gvfs_pt_unpin(pt, (gvfs_u32)p.slot);
     }
   }
   return gvfs_cache_pread_warp_any(ctx, file_no, size, buf_, n, off);

@@ -27,7 +27,9 @@
 //                             the kind whatever the pins, with no load and no CAS loop.)
 //   k,n         -> k,n+1      a reader: fetch-add (acquire), kept only if k was FILLING,
 //                             VALID or DIRTY and the tag still holds its key; otherwise it
-//                             takes the pin straight back (fetch-sub)
+//                             takes the pin straight back (fetch-sub); a warp hit checks the
+//                             tag after its copy, and holds a wrong pin that long
+//                             (gvfs_pt_lookup_unconfirmed)
 //   k,n+1       -> k,n        a reader done with the bytes: fetch-sub (release)
 //   VALID       <-> DIRTY     the write path (later work; DIRTY is never evicted)
 // A reader pins with one fetch-add instead of a load and a CAS loop: the pin is one L2
@@ -46,8 +48,9 @@
 //       claimer's tag store): a slot recycled between the reader's first tag read and its
 //       pin is detected and let go;
 //   P5  the bytes of a slot are written only by its filler while it is FILLING, and are
-//       read only by pinners after they saw VALID (acquire) -- the filler's release orders
-//       the bytes before VALID;
+//       read only by pinners after they saw VALID (acquire), or by the lanes of a pinner's
+//       warp after a __syncwarp that follows the pin -- the filler's release orders the
+//       bytes before VALID;
 //   P6  set_lock is held only across a bounded scan (never across a hostcall), so a miss
 //       never waits on another miss's IO.
 // The host changes states and tags only while no kernel of its Runtime runs (rt.evict, which
@@ -102,7 +105,7 @@ GVFS_FN bool gvfs_slot_readable(gvfs_u32 kind) {
 // Pins `slot`; true if it is readable (FILLING/VALID/DIRTY), with *kind its kind when pinned
 // (VALID or DIRTY: the bytes are there). Not yet trusted: the slot may hold another key (P4).
 // A slot that is not readable is let go at once.
-GVFS_FN bool gvfs_pt_pin_readable(gvfs_pagetable *pt, gvfs_u32 slot, gvfs_u32 *kind) {
+GVFS_FN bool gvfs_pt_pin_readable(const gvfs_pagetable *pt, gvfs_u32 slot, gvfs_u32 *kind) {
   // Acquire only: the pin publishes nothing of ours, and a release would wait for every
   // store this thread has in flight.
   const gvfs_u32 old = gvfs_fetch_add_acquire_dev(&pt->state[slot], GVFS_PIN);
@@ -114,7 +117,7 @@ GVFS_FN bool gvfs_pt_pin_readable(gvfs_pagetable *pt, gvfs_u32 slot, gvfs_u32 *k
 
 // Pins `slot` if it is readable (FILLING/VALID/DIRTY) and holds `key` (P4). On success
 // *kind is the slot's kind when it was pinned: VALID or DIRTY means the bytes are there.
-GVFS_FN bool gvfs_pt_try_pin(gvfs_pagetable *pt, gvfs_u32 slot, gvfs_u64 key, gvfs_u32 *kind) {
+GVFS_FN bool gvfs_pt_try_pin(const gvfs_pagetable *pt, gvfs_u32 slot, gvfs_u64 key, gvfs_u32 *kind) {
   // The reference bit is a hint for the clock: read in the same round trip as the pin,
   // not after it.
   const gvfs_u32 referenced = gvfs_load_relaxed_dev(&pt->ref[slot]);
@@ -129,7 +132,7 @@ GVFS_FN bool gvfs_pt_try_pin(gvfs_pagetable *pt, gvfs_u32 slot, gvfs_u64 key, gv
 
 // Done with the slot's bytes. Release: our reads of the bytes happen before an evictor's
 // CAS can see the pin gone (P1). No value is needed back, so a reduction (fire and forget).
-GVFS_FN void gvfs_pt_unpin(gvfs_pagetable *pt, gvfs_u32 slot) { gvfs_sub_release_dev(&pt->state[slot], GVFS_PIN); }
+GVFS_FN void gvfs_pt_unpin(const gvfs_pagetable *pt, gvfs_u32 slot) { gvfs_sub_release_dev(&pt->state[slot], GVFS_PIN); }
 
 #define GVFS_PT_TAG_BATCH 8u
 
@@ -137,7 +140,7 @@ GVFS_FN void gvfs_pt_unpin(gvfs_pagetable *pt, gvfs_u32 slot) { gvfs_sub_release
 // (the pin, or a miss's claim), each one round trip later: L2 is asked for their lines now,
 // while the tags are in flight. (A random read's set is rarely in L2: each of those lines
 // was a DRAM round trip.)
-GVFS_FN gvfs_u32 gvfs_pt_set_base(gvfs_pagetable *pt, gvfs_u64 key) {
+GVFS_FN gvfs_u32 gvfs_pt_set_base(const gvfs_pagetable *pt, gvfs_u64 key) {
   const gvfs_u32 base = gvfs_pt_set_of(pt, key) * pt->ways;
   gvfs_prefetch_l2(&pt->state[base]);
   gvfs_prefetch_l2(&pt->ref[base]);
@@ -183,7 +186,12 @@ struct gvfs_pt_pin {
   gvfs_u32 referenced;  // the reference bit, read beside the pin
   gvfs_u64 tag_now;
 };
-GVFS_FN gvfs_pt_pin gvfs_pt_lookup_unconfirmed(gvfs_pagetable *pt, gvfs_u64 key) {
+// A test harness may define this to act between such a lookup's read of the tags and its
+// pin (tests/native/tsan_pagetable.cpp recycles the slot there: P4's case); nothing otherwise.
+#ifndef GVFS_PT_TEST_BEFORE_PIN
+#define GVFS_PT_TEST_BEFORE_PIN(pt, slot) ((void)0)
+#endif
+GVFS_FN gvfs_pt_pin gvfs_pt_lookup_unconfirmed(const gvfs_pagetable *pt, gvfs_u64 key) {
   gvfs_pt_pin p;
   p.slot = -1; p.kind = 0; p.referenced = 1; p.tag_now = 0;
   const gvfs_u32 ways = pt->ways;
@@ -196,6 +204,7 @@ GVFS_FN gvfs_pt_pin gvfs_pt_lookup_unconfirmed(gvfs_pagetable *pt, gvfs_u64 key)
     for (gvfs_u32 u = 0; u < GVFS_PT_TAG_BATCH; ++u) match |= (t[u] == key ? 1u : 0u) << u;
     if (match == 0u) continue;
     const gvfs_u32 s = base + w0 + (gvfs_u32)gvfs_ctz(match);
+    GVFS_PT_TEST_BEFORE_PIN(pt, s);
     p.referenced = gvfs_load_relaxed_dev(&pt->ref[s]);
     if (gvfs_pt_pin_readable(pt, s, &p.kind)) {
       p.slot = (int)s;
@@ -206,7 +215,7 @@ GVFS_FN gvfs_pt_pin gvfs_pt_lookup_unconfirmed(gvfs_pagetable *pt, gvfs_u64 key)
   return p;
 }
 // True when the pinned slot holds `key` (P4); then sets its reference bit if it was clear.
-GVFS_FN bool gvfs_pt_confirm(gvfs_pagetable *pt, const gvfs_pt_pin &p, gvfs_u64 key) {
+GVFS_FN bool gvfs_pt_confirm(const gvfs_pagetable *pt, const gvfs_pt_pin &p, gvfs_u64 key) {
   if (p.tag_now != key) return false;
   if (p.referenced == 0u) gvfs_store_relaxed_dev(&pt->ref[p.slot], 1u);
   return true;

@@ -76,6 +76,21 @@
 //   unpin    gvfs_pt_unpin drops the pin with a relaxed fetch_sub (the reader's copy out is
 //            not ordered before the evictor's refill of the slot: P1's ordering is missing).
 #include "gvfs/port.cuh"
+// P4's case, on demand: the warp hit reads a pinned slot before it confirms the slot's tag
+// (filecache.cuh, gvfs_pt_lookup_unconfirmed). The unit phase arms `recycle_armed` once: at
+// the lookup's hook between its read of the tags and its pin, the slot is evicted and
+// refilled with another page, as another thread's miss may do there. The reader must give
+// the slot back and read the general way, writing every byte of its buffer again.
+struct gvfs_pagetable;
+namespace {
+std::atomic<bool> recycle_armed{false};
+void recycle_slot(const gvfs_pagetable *pt, gvfs_u32 s);
+}  // namespace
+#define GVFS_PT_TEST_BEFORE_PIN(pt, s)                                                                   \
+  do {                                                                                                  \
+    if (recycle_armed.load(std::memory_order_relaxed) && recycle_armed.exchange(false, std::memory_order_relaxed)) \
+      recycle_slot(pt, s);                                                                              \
+  } while (0)
 #include "gvfs/hostcall.cuh"
 #include "gvfs/pagetable.cuh"
 #include "tsan_common.h"  // types only: the hooks below still come before the code that calls them
@@ -128,7 +143,7 @@ inline bool harness_pt_wait_filled(gvfs_pagetable *pt, gvfs_u32 slot) {
     sched_yield();
   }
 }
-inline void harness_pt_unpin(gvfs_pagetable *pt, gvfs_u32 slot) {
+inline void harness_pt_unpin(const gvfs_pagetable *pt, gvfs_u32 slot) {
   if (cfg.selftest != "unpin") { gvfs_pt_unpin(pt, slot); return; }
   ref(&pt->state[slot]).fetch_sub(GVFS_PIN, std::memory_order_relaxed);
 }
@@ -136,23 +151,6 @@ inline void harness_pt_unpin(gvfs_pagetable *pt, gvfs_u32 slot) {
 #define gvfs_pt_wait_filled harness_pt_wait_filled
 #define gvfs_pt_unpin harness_pt_unpin
 #endif
-
-// ---------------------------------------------------------------- P4's case, on demand
-// The warp hit reads a pinned slot before it confirms the slot's tag (filecache.cuh,
-// gvfs_pt_lookup_unconfirmed). The unit phase arms `recycle_armed` once: the next such lookup
-// sees the key's tag, and then, before its pin, the slot is evicted and refilled with another
-// page, as another thread's miss may do between the two. The reader must give the slot back
-// and read the general way, writing every byte of its buffer again. (Always built: dormant
-// unless armed.)
-namespace {
-std::atomic<bool> recycle_armed{false};
-gvfs_pt_pin recycle_lookup(gvfs_pagetable *pt, gvfs_u64 key);
-}  // namespace
-inline gvfs_pt_pin harness_pt_lookup_unconfirmed(gvfs_pagetable *pt, gvfs_u64 key) {
-  if (recycle_armed.exchange(false)) return recycle_lookup(pt, key);
-  return gvfs_pt_lookup_unconfirmed(pt, key);
-}
-#define gvfs_pt_lookup_unconfirmed harness_pt_lookup_unconfirmed
 
 #include "gpuvfs.cuh"
 #include "cpu/launcher.cpp"  // warp intrinsics + gvfs_cpu_launch (link with -lffi)
@@ -595,36 +593,23 @@ void launch_warps(WarpArgs *args) {
   CHECK(rc == 0, "gvfs_cpu_launch: %s", err);
 }
 
-// ---------------------------------------------------------------- P4's case (see the hook above)
+// ---------------------------------------------------------------- P4's case (see the hook at the top)
 gvfs_u64 recycled_to = 0;  // the key the recycled slot is given
 int recycled_slot = -1;
 std::atomic<int> recycles{0};
 
-gvfs_pt_pin recycle_lookup(gvfs_pagetable *pt, gvfs_u64 key) {
-  const gvfs_u32 base = gvfs_pt_set_of(pt, key) * pt->ways;
-  int s = -1;
-  for (gvfs_u32 w = 0; w < pt->ways && s < 0; ++w)
-    if (ref(&pt->tag[base + w]).load(std::memory_order_relaxed) == key) s = (int)(base + w);
-  CHECK(s >= 0, "recycle: key %llx is in no slot of its set", (ull)key);
+void recycle_slot(const gvfs_pagetable *pt, gvfs_u32 s) {
   // Another miss's work, as gvfs_pt_claim and its fill do it: VALID,0 -> EVICTING, the new
-  // tag, the new page's bytes, VALID (release).
+  // tag, the new page's bytes, VALID (release). The reader then pins and re-reads the tag.
   gvfs_u32 expect = GVFS_SLOT_VALID;
   CHECK(ref(&pt->state[s]).compare_exchange_strong(expect, GVFS_SLOT_EVICTING, std::memory_order_acq_rel),
-        "recycle: slot %d is not VALID and unpinned (state %#x)", s, expect);
+        "recycle: slot %u is not VALID and unpinned (state %#x)", s, expect);
   ref(&pt->tag[s]).store(recycled_to, std::memory_order_relaxed);
   const gvfs_u64 f2 = recycled_to >> GVFS_PAGE_BITS, page2 = recycled_to & ((1ull << GVFS_PAGE_BITS) - 1);
   for (gvfs_u64 k = 0; k < PSZ; ++k) pt->pool[((gvfs_u64)s << PAGE_SHIFT) + k] = pat(f2, (page2 << PAGE_SHIFT) + k);
   ref(&pt->state[s]).store(GVFS_SLOT_VALID, std::memory_order_release);
-  recycled_slot = s;
+  recycled_slot = (int)s;
   recycles.fetch_add(1);
-  // Then the reader's pin and its re-read of the tag, as gvfs_pt_lookup_unconfirmed.
-  gvfs_pt_pin p;
-  p.slot = -1; p.kind = 0; p.referenced = 1; p.tag_now = 0;
-  if (gvfs_pt_pin_readable(pt, (gvfs_u32)s, &p.kind)) {
-    p.slot = s;
-    p.tag_now = gvfs_load_relaxed_u64_dev(&pt->tag[s]);
-  }
-  return p;
 }
 
 struct UnitWarpArgs {
