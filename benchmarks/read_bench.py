@@ -1355,11 +1355,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hit-span-mib", type=int, default=0, help="size of the hit-path file (default 1024, quick 256)")
     p.add_argument("--sizes", help="request sizes of the hit and round-trip lines, e.g. 4K,16K,64K")
     p.add_argument("--maxrregcount", type=int, default=0,
-                   help="hit-path kernels: compile with -maxrregcount=N (occupancy against registers; default: none)")
+                   help="hit-path kernels: compile with -maxrregcount=N (occupancy against registers; default: "
+                        "the cuda backend's cap, 128)")
     p.add_argument("--blocks-per-sm", type=int, default=0, help="hit-path grid: blocks per SM (default 8)")
     p.add_argument("--block", type=int, default=0,
-                   help="hit-path grid: threads per block, a multiple of 32 (default 256; with --maxrregcount, "
-                        "what fits an SM is what runs at once)")
+                   help="hit-path grid: threads per block, a multiple of 32 (default 256 on cuda, 64 on cpu; with "
+                        "--maxrregcount, what fits an SM is what runs at once)")
     p.add_argument("--rt-lanes", type=int, default=0, help="lanes of the cache-off Runtime (default 256)")
     p.add_argument("--cold-settings", help="Runtime settings for the cold reads, ';'-separated, each "
                                            "'page=64K,chunk=2M,lanes=256,lane=2M,workers=16[,push=256K]' "

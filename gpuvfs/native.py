@@ -32,9 +32,8 @@ def compiler_version(compiler: str) -> str:
 def build_c_library(source: Path, name: str, flags: tuple[str, ...] = ("-O2", "-shared", "-fPIC", "-pthread"),
                     libs: tuple[str, ...] = ()) -> Path:
     """Compiles one C file into a shared library with $CC (a command, e.g. "ccache gcc";
-    default cc, else gcc), linked
-    with `libs`, cached by a hash of the source, flags and compiler. Raises OSError (no
-    compiler, or it failed)."""
+    default cc, else gcc), linked with `libs`, cached by a hash of the source, flags and
+    compiler. Raises OSError (no compiler, or it failed)."""
     cc = shlex.split(os.environ.get("CC", "")) or [next((c for c in ("cc", "gcc") if shutil.which(c)), "cc")]
     if shutil.which(cc[0]) is None:
         raise OSError(f"no C compiler ({cc[0]!r} not found; set CC)")

@@ -424,9 +424,7 @@ GVFS_FN long gvfs_cache_pread_warp_at(gvfs_ctx *ctx, const gvfs_pagetable *pt, g
     const gvfs_u32 npages = (gvfs_u32)(last - page0) + 1u;
     const bool mine = me < npages;
     const gvfs_u64 key = gvfs_pt_key(file_no, page0 + me);
-    gvfs_pt_pin p;
-    p.slot = -1; p.kind = 0; p.referenced = 1; p.tag_now = 0;
-    if (mine) p = gvfs_pt_lookup_unconfirmed(pt, key);
+    const gvfs_pt_pin p = mine ? gvfs_pt_lookup_unconfirmed(pt, key) : gvfs_pt_no_pin();
     const bool ready = p.slot >= 0 && (p.kind == GVFS_SLOT_VALID || p.kind == GVFS_SLOT_DIRTY);
     if (gvfs_ballot(FULL, mine && !ready) == 0u) {
       // The bytes are copied while the tags' confirmation (P4) is on its way; a page that

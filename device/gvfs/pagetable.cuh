@@ -186,14 +186,19 @@ struct gvfs_pt_pin {
   gvfs_u32 referenced;  // the reference bit, read beside the pin
   gvfs_u64 tag_now;
 };
+// No slot pinned (what a lookup that found none returns).
+GVFS_FN gvfs_pt_pin gvfs_pt_no_pin() {
+  gvfs_pt_pin p;
+  p.slot = -1; p.kind = 0; p.referenced = 1; p.tag_now = 0;
+  return p;
+}
 // A test harness may define this to act between such a lookup's read of the tags and its
 // pin (tests/native/tsan_pagetable.cpp recycles the slot there: P4's case); nothing otherwise.
 #ifndef GVFS_PT_TEST_BEFORE_PIN
 #define GVFS_PT_TEST_BEFORE_PIN(pt, slot) ((void)0)
 #endif
 GVFS_FN gvfs_pt_pin gvfs_pt_lookup_unconfirmed(const gvfs_pagetable *pt, gvfs_u64 key) {
-  gvfs_pt_pin p;
-  p.slot = -1; p.kind = 0; p.referenced = 1; p.tag_now = 0;
+  gvfs_pt_pin p = gvfs_pt_no_pin();
   const gvfs_u32 ways = pt->ways;
   const gvfs_u32 base = gvfs_pt_set_base(pt, key);
   for (gvfs_u32 w0 = 0; w0 < ways; w0 += GVFS_PT_TAG_BATCH) {
