@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-ABI_VERSION = 5
+ABI_VERSION = 6
 PATH_MAX = 4096          # bytes, including the terminating NUL
 LANE_DATA_MIN = 4096
 CTX_MAGIC = 0x53465647   # "GVFS"
@@ -157,6 +157,16 @@ FDENT_SIZE = 48
 NAME_MAX = 224
 NAMEENT_SIZE = 272
 FD_BASE = 3
+# The fd table lives in the context's allocation, at this offset after the struct, with room
+# for at least FD_TABLE_MIN entries (device/gvfs/context.cuh: a read finds an fd's entry
+# without a load).
+CTX_FDS_OFFSET = 1024
+FD_TABLE_MIN = 4096
+
+
+def ctx_bytes(max_fds: int) -> int:
+    """Bytes of the device context's allocation: the struct, then its fd table."""
+    return CTX_FDS_OFFSET + FDENT_SIZE * max(max_fds, FD_TABLE_MIN)
 
 # Page-table slot states (device/gvfs/pagetable.cuh): kind in bits 0..7, pins above.
 SLOT_EMPTY, SLOT_FILLING, SLOT_VALID, SLOT_DIRTY, SLOT_EVICTING = 0, 1, 2, 3, 4

@@ -284,6 +284,88 @@ def test_full_fd_table_is_emfile_and_recovers(make_runtime, data_root, flags):
     assert got[8] >= 3, got                           # closed entries are reused
 
 
+FD_BOUNDS = r"""
+#include <gpuvfs.cuh>
+// One warp. fds[i] for i < nbad: numbers never opened, around the table's bounds; each gets
+// pread, pread_warp, fstat, close: res[4i..4i+3]. Then thread 0 opens `path` nopen times
+// (res[4 nbad + j]: the fd), the warp reads 64 bytes at 64 j from every fd past
+// GVFS_FD_TABLE_MIN entries (pread_warp into out[128 j], pread into out[128 j + 64]), and
+// thread 0 closes them all.
+extern "C" __global__ void fd_bounds(gvfs_ctx *ctx, const int *fds, int nbad, const char *path, int nopen,
+                                     long *res, unsigned char *out) {
+  const int lane = threadIdx.x;
+  for (int i = 0; i < nbad; ++i) {
+    const long w = gvfs_pread_warp(ctx, fds[i], out, 16, 0);
+    if (lane == 0) {
+      gvfs_stat st;
+      res[4 * i] = gvfs_pread(ctx, fds[i], out, 16, 0);
+      res[4 * i + 1] = w;
+      res[4 * i + 2] = gvfs_fstat(ctx, fds[i], &st);
+      res[4 * i + 3] = gvfs_close(ctx, fds[i]);
+    }
+  }
+  long *opened = res + 4 * nbad;
+  if (lane == 0) for (int j = 0; j < nopen; ++j) opened[j] = gvfs_open(ctx, path, GVFS_O_RDONLY);
+  __syncwarp();
+  for (int j = 0; j < nopen; ++j) {
+    const int fd = (int)opened[j];
+    if (fd < GVFS_FD_BASE + (int)GVFS_FD_TABLE_MIN) continue;
+    const long w = gvfs_pread_warp(ctx, fd, out + 128L * j, 64, 64L * j);
+    if (lane == 0) {
+      const long t = gvfs_pread(ctx, fd, out + 128L * j + 64, 64, 64L * j);
+      if (w != 64 || t != 64) opened[j] = -1000 - (w != 64);
+    }
+  }
+  __syncwarp();
+  if (lane == 0) for (int j = 0; j < nopen; ++j) if (opened[j] >= 0) gvfs_close(ctx, (int)opened[j]);
+}
+"""
+
+
+def test_fd_numbers_around_the_table_bounds(make_runtime, data_root):
+    """The fd table lives in the context's allocation with room for GVFS_FD_TABLE_MIN
+    entries, and a read loads an entry below that before it checks max_fds: numbers past
+    max_fds but inside the room, past the room, negative and huge are EBADF on every call."""
+    rt = make_runtime(data_root, max_fds=5, page_size=4096, cache_bytes=1 << 20)
+    mod = rt.compile(FD_BOUNDS)
+    _files(data_root, 1, 4096)
+    table_min = abi.FD_TABLE_MIN
+    bad = [-1, 0, 2, 3, 7, 8, 100, table_min + 2, table_min + 3, table_min + 4, 1 << 30, 2**31 - 1, -(2**31)]
+    res = rt.asarray(np.full(4 * len(bad) + 1, 77, dtype=np.int64))
+    out = rt.zeros(256, "uint8")
+    path = rt.asarray(np.frombuffer(b"/c/f00.bin\0", np.uint8))
+    mod.get_function("fd_bounds")((1,), (32,), (rt.ctx, rt.asarray(np.array(bad, np.int32)), np.int32(len(bad)),
+                                                path, np.int32(0), res, out))
+    rt.synchronize()
+    got = rt.asnumpy(res)[: 4 * len(bad)].reshape(len(bad), 4)
+    for fd, row in zip(bad, got):
+        assert list(row) == [-errno.EBADF] * 4, (fd, list(row))
+
+
+def test_fds_past_the_table_minimum_are_read(make_runtime, data_root):
+    """A table longer than GVFS_FD_TABLE_MIN: fds whose entries lie past it are found the
+    checked way, and read the file's bytes per thread and per warp."""
+    nopen = abi.FD_TABLE_MIN + 300
+    rt = make_runtime(data_root, max_fds=nopen + 100, page_size=4096, cache_bytes=1 << 20)
+    mod = rt.compile(FD_BOUNDS)
+    data = _files(data_root, 1, 64 * nopen, seed=9)[0]
+    res = rt.asarray(np.full(nopen, 77, dtype=np.int64))
+    out = rt.asarray(np.full(128 * nopen, 0xEE, dtype=np.uint8))
+    path = rt.asarray(np.frombuffer(b"/c/f00.bin\0", np.uint8))
+    mod.get_function("fd_bounds")((1,), (32,), (rt.ctx, rt.asarray(np.zeros(1, np.int32)), np.int32(0),
+                                                path, np.int32(nopen), res, out))
+    rt.synchronize()
+    fds = rt.asnumpy(res)
+    assert (fds >= abi.FD_BASE).all(), fds[fds < abi.FD_BASE][:8]
+    assert len(set(fds.tolist())) == nopen
+    high = np.flatnonzero(fds >= abi.FD_BASE + abi.FD_TABLE_MIN)
+    assert len(high) > 0
+    got = rt.asnumpy(out).reshape(nopen, 2, 64)
+    for j in high:
+        want = data[64 * j: 64 * j + 64]
+        assert np.array_equal(got[j, 0], want) and np.array_equal(got[j, 1], want), j
+
+
 ONCHIP_KERNEL = COALESCED + r"""
 #include <gpuvfs.cuh>
 // Each thread (blocks of 32) reads len <= 1024 bytes at off[t] into a buffer of its own on

@@ -101,6 +101,7 @@ void recycle_slot(const gvfs_pagetable *pt, gvfs_u32 s);
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -200,8 +201,11 @@ bool is_static(gvfs_u64 f) { return f >= 1 && f <= (gvfs_u64)NSTATIC; }
 bool bad_page(gvfs_u64 f, gvfs_u64 page) { return (f == 2 || f == 5) && page % 4 == 1; }
 
 // ---------------------------------------------------------------- shared state
-gvfs_ctx ctx;        // what the per-thread device threads receive
-gvfs_ctx ctx_warp;   // the same, but its own counters: the warp kernel's
+// What the per-thread device threads receive: the context and, after it, its fd table, in one
+// allocation as the Runtime makes it (context.cuh: a read finds an fd's entry from ctx alone).
+alignas(256) gvfs_u8 ctx_mem[GVFS_CTX_FDS_OFFSET + GVFS_FD_TABLE_MIN * sizeof(gvfs_fdent)];
+gvfs_ctx &ctx = *new (ctx_mem) gvfs_ctx();
+gvfs_ctx ctx_warp;   // the same, but its own counters: the warp kernel's (its calls take file numbers, never fds)
 std::atomic<int> fail_mode{0};                // servers: answer some FILLs -EIO
 std::atomic<gvfs_u64> n_fills{0}, n_pushes{0}, n_lookups{0}, n_eio{0}, n_estale{0};  // n_fills counts pushes too
 std::atomic<gvfs_u32> sp_fills[MAX_ROUNDS][SP_PAGES];   // FILLs that covered a page of a same-phase file
@@ -766,9 +770,11 @@ int main(int argc, char **argv) {
   std::vector<gvfs_u64> tag(nslots, 0);
   std::vector<gvfs_u8> pool((size_t)nslots << PAGE_SHIFT, 0);
   const unsigned max_fds = cfg.threads * 2 + 8;
-  std::vector<gvfs_fdent> fds(max_fds);
+  if (gvfs_ctx_bytes(max_fds) > sizeof(ctx_mem)) {
+    std::fprintf(stderr, "--threads=%u: more fds than the harness's table holds (%u)\n", cfg.threads, GVFS_FD_TABLE_MIN);
+    return 2;
+  }
   std::vector<gvfs_nameent> names(16);
-  std::memset(fds.data(), 0, fds.size() * sizeof(gvfs_fdent));
   std::memset(names.data(), 0, names.size() * sizeof(gvfs_nameent));
   gvfs_u32 files_words[2] = {1, 0};  // epoch, fd_hint
   std::vector<gvfs_u8> warp_bufs((size_t)std::max(1u, cfg.warps) * (BUF + 64), 0);
@@ -790,7 +796,7 @@ int main(int argc, char **argv) {
                           .state = state.data(), .tag = tag.data(), .ref = refbits.data(),
                           .set_lock = set_lock.data(), .hand = hand.data(), .pool = pool.data()};
   ctx.files = gvfs_files{.max_fds = max_fds, .nnames = (gvfs_u32)names.size(), .epoch = &files_words[0],
-                         .fd_hint = &files_words[1], .fds = fds.data(), .names = names.data()};
+                         .fd_hint = &files_words[1], .fds = gvfs_ctx_fds(&ctx), .names = names.data()};
   ctx_warp = ctx;
   ctx_warp.counters = counters_warp.data();
 
