@@ -91,7 +91,7 @@ struct gvfs_ctx {
 };
 
 static_assert(sizeof(gvfs_ctx) <= GVFS_CTX_FDS_OFFSET, "the fd table starts after the context struct");
-static_assert(GVFS_CTX_FDS_OFFSET % 16u == 0u, "fd entries are 8-byte aligned");
+static_assert(GVFS_CTX_FDS_OFFSET % 16u == 0u, "the fd table starts 16-byte aligned");
 
 GVFS_FN gvfs_fdent *gvfs_ctx_fds(gvfs_ctx *ctx) { return (gvfs_fdent *)((gvfs_u8 *)ctx + GVFS_CTX_FDS_OFFSET); }
 // Bytes of a context's allocation whose fd table has max_fds entries.

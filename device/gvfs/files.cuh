@@ -137,14 +137,14 @@ struct gvfs_fd_view { gvfs_u32 kind; gvfs_i32 host_fd; gvfs_u64 file_no, size; g
 GVFS_FN bool gvfs_fd_view_of(gvfs_ctx *ctx, int fd, gvfs_fd_view *v) {
   const gvfs_u32 max_fds = ctx->files.max_fds;
   const gvfs_u32 i = (gvfs_u32)fd - (gvfs_u32)GVFS_FD_BASE;
-  const gvfs_fdent *e = i < GVFS_FD_TABLE_MIN ? gvfs_ctx_fds(ctx) + i : gvfs_fd_entry(ctx, fd);
+  gvfs_fdent *e = i < GVFS_FD_TABLE_MIN ? gvfs_ctx_fds(ctx) + i : gvfs_fd_entry(ctx, fd);
   if (!e) return false;
   const gvfs_u32 st = gvfs_load_relaxed_dev(&e->state);
   v->kind = gvfs_load_relaxed_dev(&e->kind);
   v->host_fd = (gvfs_i32)gvfs_load_relaxed_dev((const gvfs_u32 *)&e->host_fd);
   v->file_no = gvfs_load_relaxed_u64_dev(&e->file_no);
   v->size = gvfs_load_relaxed_u64_dev(&e->size);
-  v->next_off = (gvfs_u64 *)&e->next_off;
+  v->next_off = &e->next_off;
   return i < max_fds && st == GVFS_FD_OPEN;
 }
 
