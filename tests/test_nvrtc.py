@@ -8,9 +8,9 @@ source NVRTC refuses fails only on the GPU host, where device time is scarce. NV
 no GPU: this compiles to PTX with the library from the `nvidia-cuda-nvrtc` wheel (the `test`
 extra) and skips cleanly without it. GPUVFS_NVRTC=/path/to/libnvrtc.so picks another one.
 
-The sources: the runtime's internal kernels, the demo's, the benchmarks', and every module-level
-string of the test modules and examples that includes <gpuvfs.cuh>; the library's own header
-also with the device defines that the checkers use (gpuvfs/backends/base.py)."""
+The sources: the runtime's internal kernels, the demo's, the benchmarks', every module-level
+kernel string of the test modules that includes <gpuvfs.cuh>, and the examples' .cu files; the
+library's header also with the device defines that the checkers use (gpuvfs/backends/base.py)."""
 from __future__ import annotations
 
 import ctypes
@@ -94,10 +94,11 @@ def _module_from(path: Path) -> object:
 
 
 def _kernel_sources() -> Iterator[tuple[str, str]]:
-    """(name, source) of every module-level string that includes <gpuvfs.cuh>."""
+    """(name, source) of every module-level kernel string that includes <gpuvfs.cuh>, and the
+    examples' .cu files."""
     from gpuvfs import cli, runtime
     modules: list[tuple[str, object]] = [("gpuvfs.runtime", runtime), ("gpuvfs.cli", cli)]
-    for pattern in ("benchmarks/*_bench.py", "tests/test_*.py", "examples/*.py"):
+    for pattern in ("benchmarks/*_bench.py", "tests/test_*.py"):
         for path in sorted(REPO.glob(pattern)):
             if path.name == Path(__file__).name:
                 continue
@@ -107,6 +108,8 @@ def _kernel_sources() -> Iterator[tuple[str, str]]:
             if not attr.startswith("__") and isinstance(value, str) and "#include <gpuvfs.cuh>" in value \
                     and "__global__" in value:
                 yield f"{modname}:{attr}", value
+    for path in sorted(REPO.glob("examples/*.cu")):
+        yield str(path.relative_to(REPO)), path.read_text()
 
 
 SOURCES = list(_kernel_sources())
@@ -131,7 +134,8 @@ def _options(*defines: str) -> list[str]:
 
 def test_the_sources_were_found() -> None:
     names = [n for n, _ in SOURCES]
-    for want in ("gpuvfs.runtime:INTERNAL_KERNELS", "gpuvfs.cli:DEMO_KERNEL", "benchmarks/read_bench.py:SOURCE"):
+    for want in ("gpuvfs.runtime:INTERNAL_KERNELS", "gpuvfs.cli:DEMO_KERNEL", "benchmarks/read_bench.py:SOURCE",
+                 "examples/hello_gpu.cu"):
         assert want in names, names
     assert sum(n.startswith("tests/") for n in names) >= 8, names
 
