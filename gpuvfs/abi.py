@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-ABI_VERSION = 6
+ABI_VERSION = 7
 PATH_MAX = 4096          # bytes, including the terminating NUL
 LANE_DATA_MIN = 4096
 CTX_MAGIC = 0x53465647   # "GVFS"
@@ -159,13 +159,17 @@ NAMEENT_SIZE = 272
 FD_BASE = 3
 # The fd table lives in the context's allocation, at this offset after the struct, with room
 # for at least FD_TABLE_MIN entries (device/gvfs/context.cuh: a read finds an fd's entry
-# without a load).
-CTX_FDS_OFFSET = 1024
+# without a load); between them, the open's hints (NAME_HINTS 4-byte words; files.cuh, N5).
+CTX_HINTS_OFFSET = 1024
+NAME_HINTS = 4096
+CTX_FDS_OFFSET = 17408
+HINT_INDEX_MASK = 0xFFFFF   # a hint word: tag << 20 | (name-cache index + 1)
 FD_TABLE_MIN = 4096
 
 
 def ctx_bytes(max_fds: int) -> int:
-    """Bytes of the device context's allocation: the struct, then its fd table."""
+    """Bytes of the device context's allocation: the struct, the open's hints, then the fd
+    table."""
     return CTX_FDS_OFFSET + FDENT_SIZE * max(max_fds, FD_TABLE_MIN)
 
 # Page-table slot states (device/gvfs/pagetable.cuh): kind in bits 0..7, pins above.
@@ -187,6 +191,7 @@ class Counter(enum.IntEnum):
     FILL_WAITS = 6
     READAHEADS = 7
     FILLS_PUSHED = 8     # of FILLS: the host copied the bytes into the slots (FILL_PUSH)
+    OPENS_HINTED = 9     # opens answered through the open's hint; stats() adds them into opens_on_device
 
 
 NCOUNTERS = 16

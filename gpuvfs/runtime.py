@@ -341,11 +341,14 @@ class Runtime:
         """Counters of this Runtime: hostcalls (hostcalls_pooled of them went to the host's
         worker pool rather than being answered on its polling thread, hostcalls_native to
         the native reader threads: cache fills), bytes_from_host,
-        bytes_to_host, errors, and the device-side counters (cache_hits, cache_misses, ...)."""
+        bytes_to_host, errors, and the device-side counters (cache_hits, cache_misses, ...;
+        opens_on_device counts every open answered on the GPU, opens_hinted those of them
+        answered through the open's hint, without building the path's key)."""
         out: dict[str, int] = self.server.counters.snapshot()
         dev = self.backend.to_host(self._counters_dev).view("<u8").reshape(abi.COUNTER_SHARDS, abi.NCOUNTERS).sum(0)
         for c in abi.Counter:
             out[c.name.lower()] = int(dev[c.value])
+        out["opens_on_device"] += out["opens_hinted"]   # the device counts each open once, in one of the two
         out["open_files"] = len(self.files.table)
         states = self.backend.to_host(self._slot_state).view("<u4")
         kinds = states & abi.SLOT_KIND_MASK

@@ -203,6 +203,7 @@ def test_repeated_open_is_answered_on_the_gpu(make_runtime, data_root):
     assert (rt.asnumpy(res) >= 3).all()
     st = rt.stats()
     assert st["opens_on_device"] == 1
+    assert st["opens_hinted"] == 1    # the second open, through the path's address (files.cuh, N5)
     # Only the first open asked the host (plus nothing else: close of a cached fd is local).
     assert st["hostcalls"] == 1
 
@@ -252,6 +253,124 @@ def test_open_keys_paths_at_any_alignment(make_runtime, data_root, monkeypatch, 
     assert list(got) == [100 + i for i in range(len(names)) for _ in range(8)]
     # All paths but the last (231 bytes) fit an entry: one LOOKUP each, 7 opens on the GPU each.
     assert rt.stats()["opens_on_device"] == (len(names) - 1) * 7
+
+
+OPEN_HINT = r"""
+#include <gpuvfs.cuh>
+// One thread, step i: copies the path at paths + src[i] (with its NUL) to work + at[i], and
+// opens it there; res[i] = the file's size or -errno. One buffer holding one path after
+// another: the open's hint for that address names the last path opened through it.
+extern "C" __global__ void open_steps(gvfs_ctx *ctx, const char *paths, const int *src, const int *at, int n,
+                                      char *work, long *res) {
+  if (gvfs_global_tid() != 0) return;
+  for (int i = 0; i < n; ++i) {
+    const char *p = paths + src[i];
+    char *w = work + at[i];
+    int j = 0;
+    do { w[j] = p[j]; } while (p[j++] != 0);
+    int fd = gvfs_open(ctx, w, GVFS_O_RDONLY);
+    if (fd < 0) { res[i] = fd; continue; }
+    gvfs_stat st;
+    res[i] = gvfs_fstat(ctx, fd, &st) == 0 ? (long)st.size : -1;
+    gvfs_close(ctx, fd);
+  }
+}
+
+// Thread t opens paths + offs[t % n] k times; res[t * k + i] = the size or -errno.
+extern "C" __global__ void open_shared_paths(gvfs_ctx *ctx, const char *paths, const int *offs, int n, int k,
+                                             long *res) {
+  const int t = blockIdx.x * blockDim.x + threadIdx.x;
+  for (int i = 0; i < k; ++i) {
+    int fd = gvfs_open(ctx, paths + offs[t % n], GVFS_O_RDONLY);
+    if (fd < 0) { res[t * k + i] = fd; continue; }
+    gvfs_stat st;
+    res[t * k + i] = gvfs_fstat(ctx, fd, &st) == 0 ? (long)st.size : -1;
+    gvfs_close(ctx, fd);
+  }
+}
+"""
+
+
+def _address(a) -> int:
+    return int(a.data.ptr) if hasattr(a.data, "ptr") else int(a.ctypes.data)
+
+
+@pytest.mark.parametrize("exact", [False, True], ids=["words", "exact-reads"])
+def test_open_hint_is_checked_against_the_path(make_runtime, data_root, monkeypatch, exact):
+    """An open through an address whose last open was another path (a prefix of it, a longer
+    one, a missing one) opens its own file: the hint is a guess checked against the path's
+    bytes (files.cuh, N5). Paths too long for their first words, or cut by a 4 KiB boundary,
+    take the keyed path and open the right file. Which opens the hint answered is exact; the
+    byte-at-a-time build for memory checkers uses no hints and gives the same answers."""
+    monkeypatch.setenv("GPUVFS_DEVICE_DEFINES", "GVFS_PATH_EXACT_READS" if exact else "")
+    rt = make_runtime(data_root)
+    mod = rt.compile(OPEN_HINT)
+    os.makedirs(os.path.join(data_root, "hint"))
+    sizes = {"/hint/alpha.bin": 11, "/hint/alpha.bi": 22, "/hint/alpha.bin.x": 33, "/hint/" + "x" * 25: 44,
+             "/hint/" + "y" * 26: 55, "/ab": 66}
+    for p, n in sizes.items():
+        with open(os.path.join(data_root, p[1:]), "wb") as f:
+            f.write(b"z" * n)
+    missing = "/hint/missing"
+    names = list(sizes) + [missing]
+    blob, src = b"", {}
+    for p in names:
+        src[p] = len(blob)
+        blob += p.encode() + b"\0"
+    work = rt.zeros(3 * 4096, "uint8")
+    cut = (4091 - _address(work)) % 4096    # a path here has 5 bytes before the next 4 KiB
+    A, P, X = "/hint/alpha.bin", "/hint/alpha.bi", "/hint/alpha.bin.x"
+    x25, y26 = "/hint/" + "x" * 25, "/hint/" + "y" * 26
+    # (path, where in work, answered through the hint?)
+    steps = [(A, 0, False), (A, 0, True),            # first open asks the host; the next takes the hint
+             (P, 0, False), (P, 0, True),            # a prefix of the hinted path: not it
+             (A, 0, False),                          # the hint names P now: keyed, on the GPU
+             (X, 0, False), (X, 0, True),            # the hinted path is a prefix of this one
+             (missing, 0, False), (missing, 0, True),  # a current negative answer, through the hint
+             (x25, 0, False), (x25, 0, True),        # 31 bytes and the NUL: the first four words
+             (y26, 0, False), (y26, 0, False),       # 32 bytes: past them, never hinted
+             ("/ab", cut, False), ("/ab", cut, True),  # 4 bytes with the NUL, before the cut
+             (A, cut, False), (A, cut, False),       # crosses the cut: keyed
+             ("/ab", 3, False), ("/ab", 3, True)]    # a misaligned address
+    res = rt.asarray(np.full(len(steps), -12345, np.int64))
+    st0 = rt.stats()
+    mod.get_function("open_steps")((1,), (1,), (
+        rt.ctx, rt.asarray(np.frombuffer(blob, np.uint8)), rt.asarray(np.array([src[p] for p, _, _ in steps], np.int32)),
+        rt.asarray(np.array([a for _, a, _ in steps], np.int32)), np.int32(len(steps)), work, res))
+    rt.synchronize()
+    want = [sizes.get(p, -errno.ENOENT) for p, _, _ in steps]
+    assert list(rt.asnumpy(res)) == want
+    st = rt.stats()
+    lookups = len(names)                      # each path's first open in the launch asks the host
+    assert st["hostcalls"] - st0["hostcalls"] == lookups
+    assert st["opens_on_device"] - st0["opens_on_device"] == len(steps) - lookups
+    assert st["opens_hinted"] - st0["opens_hinted"] == (0 if exact else sum(h for _, _, h in steps))
+
+
+def test_open_hints_shared_by_many_threads(make_runtime, data_root):
+    """256 threads open 16 paths of one table (16 threads a path) 4 times each, at once:
+    every open answers its own file's size; the hints, written by many threads at once,
+    answer most of the repeated opens."""
+    rt = make_runtime(data_root)
+    mod = rt.compile(OPEN_HINT)
+    n, k, threads = 16, 4, 256
+    offs, blob = [], b""
+    for i in range(n):
+        with open(os.path.join(data_root, f"s{i:02d}"), "wb") as f:
+            f.write(b"q" * (10 + i))
+        offs.append(len(blob) + i % 8)          # several alignments
+        blob += b"\xa5" * (i % 8) + f"/s{i:02d}".encode() + b"\0"
+    res = rt.asarray(np.full(threads * k, -12345, np.int64))
+    mod.get_function("open_shared_paths")((threads // 64,), (64,), (
+        rt.ctx, rt.asarray(np.frombuffer(blob, np.uint8)), rt.asarray(np.array(offs, np.int32)), np.int32(n),
+        np.int32(k), res))
+    rt.synchronize()
+    got = rt.asnumpy(res).reshape(threads, k)
+    assert (got == np.array([10 + t % n for t in range(threads)])[:, None]).all()
+    st = rt.stats()
+    assert st["hostcalls"] == n                               # one LOOKUP a path
+    assert st["opens_on_device"] == threads * k - n
+    assert threads * (k - 1) // 2 <= st["opens_hinted"] <= threads * k - n
 
 
 FD_TABLE = r"""

@@ -235,11 +235,11 @@ struct gvfs_pathkey {
 GVFS_FN gvfs_u64 gvfs_zero_bytes(gvfs_u64 v) { return (v - 0x0101010101010101ull) & ~v & 0x8080808080808080ull; }
 
 // Builds the key of a NUL-terminated path. The path is read in aligned 8-byte words, as
-// strlen does, the first aligned 32 bytes at once: an aligned block never crosses a page, so
-// this faults only where a byte loop would; bytes past the NUL within that block are read
+// strlen does, the first four at once (gvfs_pathblock_load, which stops at a 4 KiB boundary):
+// this faults only where a byte loop would; bytes past the NUL among those words are read
 // but never used (so a memory checker may flag a path that ends within 31 bytes of the end
-// of an allocation whose size is not a multiple of 32; GVFS_PATH_EXACT_READS reads a byte at a
-// time instead, for such checkers). Each word of the key is 8 bytes of the path itself,
+// of its allocation; GVFS_PATH_EXACT_READS reads a byte at a time instead, for such
+// checkers). Each word of the key is 8 bytes of the path itself,
 // whatever its alignment, zero after the NUL; the hash mixes a word at a time. Paths too
 // long for an entry (GVFS_NAME_MAX with the NUL) get nwords = 0 and are read no further.
 // Key word i is c, with nb path bytes before a NUL in it (8: none): stores it and mixes it
@@ -254,13 +254,61 @@ GVFS_FN bool gvfs_pathkey_put(gvfs_pathkey *k, gvfs_u32 i, gvfs_u64 c, gvfs_u32 
   return true;
 }
 
-GVFS_FN void gvfs_pathkey_make(gvfs_pathkey *k, const char *p) {
+// The path's first words as one batch of loads: the aligned 8-byte words from the one that
+// holds the path's first byte, four of them, cut where the next 4 KiB begins (a path that
+// ends before that boundary cannot fault beyond it: memory is mapped in pages of 4 KiB or
+// more). Bytes past the NUL among them are read but never used (see gvfs_pathkey_make).
+struct gvfs_pathblock {
+  gvfs_u64 w[4];           // the words; 0 past the cut
+  const gvfs_u64 *wp;      // the first word's address
+  gvfs_u32 off;            // the path's first byte within w[0]
+  gvfs_u32 nw;             // words loaded (1..4)
+};
+
+GVFS_FN void gvfs_pathblock_load(const char *p, gvfs_pathblock *b) {
+  const gvfs_u64 addr = (gvfs_u64)p;
+  b->off = (gvfs_u32)(addr & 7u);
+  b->wp = (const gvfs_u64 *)(addr - b->off);
+  const gvfs_u32 left = (4096u - (gvfs_u32)(addr & 4095u & ~7u)) >> 3;  // words before the next 4 KiB
+  b->nw = left < 4u ? left : 4u;
+  GVFS_UNROLL
+  for (gvfs_u32 u = 0; u < 4u; ++u) b->w[u] = u < b->nw ? b->wp[u] : 0ull;
+}
+
+// The key from the path's first words (loaded by gvfs_pathblock_load); reads on past them
+// only while the path goes on.
+GVFS_FN void gvfs_pathkey_from(gvfs_pathkey *k, const gvfs_pathblock *b) {
   gvfs_u64 h = 0xcbf29ce484222325ull;
   k->nwords = 0;
   k->len = GVFS_NAME_MAX;
+  const gvfs_u32 off = b->off, sh = off * 8u, npre = b->nw;
+  const gvfs_u64 *wp = b->wp;
+  gvfs_u64 a = b->w[0];
+  for (gvfs_u32 i = 0; i < GVFS_NAME_WORDS; ++i) {
+    gvfs_u64 c = a;
+    if (off != 0u) {
+      c = a >> sh;  // the path's bytes 8i .. 8i+7-off; the rest are in the next aligned word,
+      if (gvfs_zero_bytes(c | (~0ull << (64u - sh))) == 0ull) {  // which is read only if the path goes on
+        a = i + 1u < npre ? b->w[i + 1u] : wp[i + 1u];
+        c |= a << (64u - sh);
+      }
+    }
+    const gvfs_u64 z = gvfs_zero_bytes(c);
+    const gvfs_u32 nb = z ? (gvfs_u32)gvfs_ctz64(z) / 8u : 8u;  // path bytes before the NUL in this word
+    if (nb < 8u) c &= nb ? ~0ull >> (64u - 8u * nb) : 0ull;
+    if (gvfs_pathkey_put(k, i, c, nb, &h)) break;
+    if (off == 0u) a = i + 1u < npre ? b->w[i + 1u] : wp[i + 1u];  // no NUL yet: the next word is the path's
+  }
+  k->h = h ? h : 1u;  // 0 means "not written yet" in an entry (N3)
+}
+
+GVFS_FN void gvfs_pathkey_make(gvfs_pathkey *k, const char *p) {
 #ifdef GVFS_PATH_EXACT_READS
   // For memory checkers (GPUVFS_DEVICE_DEFINES, gpuvfs/backends/base.py): a byte at a
   // time up to the NUL, nothing past it; the same words, length and hash.
+  gvfs_u64 h = 0xcbf29ce484222325ull;
+  k->nwords = 0;
+  k->len = GVFS_NAME_MAX;
   for (gvfs_u32 i = 0; i < GVFS_NAME_WORDS; ++i) {
     gvfs_u64 c = 0;
     gvfs_u32 nb = 8u;
@@ -272,34 +320,11 @@ GVFS_FN void gvfs_pathkey_make(gvfs_pathkey *k, const char *p) {
     if (gvfs_pathkey_put(k, i, c, nb, &h)) break;
   }
   k->h = h ? h : 1u;
-  return;
+#else
+  gvfs_pathblock b;
+  gvfs_pathblock_load(p, &b);
+  gvfs_pathkey_from(k, &b);
 #endif
-  const gvfs_u64 addr = (gvfs_u64)p;
-  const gvfs_u32 off = (gvfs_u32)(addr & 7u), sh = off * 8u;
-  const gvfs_u64 *wp = (const gvfs_u64 *)(addr - off);
-  // The words up to the end of the first word's aligned 32 bytes are loaded at once (an
-  // aligned 32-byte block never crosses a page either): a short path costs one round trip.
-  const gvfs_u32 npre = 4u - (gvfs_u32)((addr >> 3) & 3u);
-  gvfs_u64 pre[4];
-  GVFS_UNROLL
-  for (gvfs_u32 u = 0; u < 4u; ++u) pre[u] = u < npre ? wp[u] : 0ull;
-  gvfs_u64 a = pre[0];
-  for (gvfs_u32 i = 0; i < GVFS_NAME_WORDS; ++i) {
-    gvfs_u64 c = a;
-    if (off != 0u) {
-      c = a >> sh;  // the path's bytes 8i .. 8i+7-off; the rest are in the next aligned word,
-      if (gvfs_zero_bytes(c | (~0ull << (64u - sh))) == 0ull) {  // which is read only if the path goes on
-        a = i + 1u < npre ? pre[i + 1u] : wp[i + 1u];
-        c |= a << (64u - sh);
-      }
-    }
-    const gvfs_u64 z = gvfs_zero_bytes(c);
-    const gvfs_u32 nb = z ? (gvfs_u32)gvfs_ctz64(z) / 8u : 8u;  // path bytes before the NUL in this word
-    if (nb < 8u) c &= nb ? ~0ull >> (64u - 8u * nb) : 0ull;
-    if (gvfs_pathkey_put(k, i, c, nb, &h)) break;
-    if (off == 0u) a = i + 1u < npre ? pre[i + 1u] : wp[i + 1u];  // no NUL yet: the next word is the path's
-  }
-  k->h = h ? h : 1u;  // 0 means "not written yet" in an entry (N3)
 }
 
 // Name-cache entry states: kind in bits 0..1, a version above (bumped by every write of the
@@ -528,7 +553,10 @@ GVFS_FN int gvfs_fd_for(gvfs_files *F, int slot, const gvfs_name_snap *s) {
 // before the CAS, whose acquire would hold back every load after it. (An acquire also
 // empties the SM's L1: without the copy, each context field the open needs would be a
 // dependent L2 round trip of its own.) `opens`: this SM's opens_on_device counter.
-GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, gvfs_files *F, gvfs_u64 *opens, const char *path, const gvfs_pathkey &k) {
+// `*name_idx`: the path's entry, for the open's hint (N5), or -1.
+GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, gvfs_files *F, gvfs_u64 *opens, const char *path, const gvfs_pathkey &k,
+                             int *name_idx) {
+  *name_idx = -1;
   const bool named = F->nnames != 0u && k.nwords != 0u;
   gvfs_name_view first;
   if (named) gvfs_name_load(&F->names[gvfs_name_slot(F, &k, 0)], &k, false, &first);
@@ -557,6 +585,7 @@ GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, gvfs_files *F, gvfs_u64 *opens, cons
     }
     if (idx >= 0 && ok && s.epoch == epoch && epoch != 0u) {  // (N2; epoch 0: no launch yet)
       gvfs_fetch_add_u64_relaxed_dev(opens, 1);  // a plain add: no warp vote on the open path
+      *name_idx = idx;
       return gvfs_fd_for(F, slot, &s);
     }
     if (!ordered) continue;
@@ -569,6 +598,7 @@ GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, gvfs_files *F, gvfs_u64 *opens, cons
           gvfs_cas_acq_rel_dev(&e->state, seen, (seen & ~3u) | GVFS_NAME_BUSY) == seen) {
         s = gvfs_lookup_call(ctx, path, epoch);   // we confirm it for everybody
         gvfs_name_publish(e, &s);
+        *name_idx = idx;
         return gvfs_fd_for(F, slot, &s);
       }
       gvfs_backoff(ns);                           // another opener is confirming it
@@ -588,8 +618,92 @@ GVFS_FN int gvfs_open_cached(gvfs_ctx *ctx, gvfs_files *F, gvfs_u64 *opens, cons
     gvfs_store_release_dev(&e->state, GVFS_NAME_BUSY);  // the path is readable from here on
     s = gvfs_lookup_call(ctx, path, epoch);
     gvfs_name_publish(e, &s);
+    *name_idx = free_slot;
     return gvfs_fd_for(F, slot, &s);
   }
+}
+
+// ---- the open's hint: the path's address -> its name-cache entry ----
+// A repeated open of one path is mostly an open through one pointer (a thread's path
+// string, a table of paths). Each open looks up a hint word by the path's address (a table
+// of GVFS_NAME_HINTS in the context's allocation, context.cuh): the name-cache index the last
+// open through an address that hashes there found, under a tag of the address's hash.
+// With a hint, the open checks the entry against the path's bytes themselves and skips the
+// key: building it is a lone thread's longest dependent chain of arithmetic on the open's
+// path, ~90 instructions a word (SASS, sm_90). The hint's load goes out with the path's first
+// words and the context's fields; the entry's loads, the epoch and the fd's CAS go out
+// together after them, as on the keyed path.
+//   N5  A hint is only a guess: nothing trusts it. The entry it names is used only if its
+//       len (L, >= 1) and path words, loaded relaxed, match the path's own bytes 0..L, the
+//       path's bytes below L hold no NUL, and its answer is whole and current (N1, N2). A
+//       relaxed view can show len and each path word either as 0 (from before the entry's
+//       path was written; entries are zeroed at allocation) or as their one final value
+//       (N3, N4). A view with len 0 is refused; with a path word 0 where the path's is not,
+//       the path's bytes below L (nonzero: no NUL) differ from it. So a match is a match
+//       with the entry's path as written: the path is that entry's. Anything else (no hint,
+//       another tag, a path too long for its first words, an answer not current) takes the
+//       keyed path (gvfs_open_cached), which then leaves its entry's index as the hint. A
+//       stale or raced hint costs one extra round trip, never a wrong answer.
+// A path in a stack array has the same address in every thread (each its own bytes): there
+// the thread's number is hashed in too, so that threads do not take turns at one hint.
+GVFS_FN gvfs_u32 *gvfs_name_hint_of(gvfs_ctx *ctx, const char *path, gvfs_u32 *tag) {
+  gvfs_u64 a = (gvfs_u64)path;
+  if (gvfs_is_local(path)) a ^= gvfs_global_tid() << 32;
+  const gvfs_u64 x = a * 0x9E3779B97F4A7C15ull;
+  *tag = (gvfs_u32)(x >> 20) & ~GVFS_HINT_INDEX_MASK;  // bits 40..51 of the hash, in the word's top 12
+  return gvfs_ctx_hints(ctx) + (gvfs_u32)(x >> (64u - GVFS_NAME_HINT_BITS));
+}
+
+// The mask of a word's low n bytes, n clamped to 0..8; no branch (a lone thread pays for
+// each one on the open's path).
+GVFS_FN gvfs_u64 gvfs_low_bytes(gvfs_i32 n) {
+  const gvfs_u32 c = (gvfs_u32)(n < 0 ? 0 : n > 8 ? 8 : n);
+  return ((1ull << (8u * (c & 7u))) - 1ull) | (0ull - (gvfs_u64)(c >> 3));
+}
+
+// The open through hint `hv` (N5): true with *fd set when the hint answered it (an fd, or
+// the current negative answer's -errno), false when the keyed path must. A reservation it
+// made is handed back before it returns false.
+GVFS_FN bool gvfs_open_hinted(gvfs_files *F, gvfs_u64 *opens, const gvfs_pathblock *b, gvfs_u32 hv, gvfs_u32 tag,
+                              int *fd) {
+  const gvfs_u32 idx = (hv & GVFS_HINT_INDEX_MASK) - 1u;  // no hint (0): ~0u, past any table
+  if ((hv & ~GVFS_HINT_INDEX_MASK) != tag || idx >= F->nnames) return false;
+  const gvfs_nameent *e = &F->names[idx];
+  const gvfs_u64 *ew = (const gvfs_u64 *)e->path;
+  const gvfs_u32 len = gvfs_load_relaxed_dev(&e->len);
+  gvfs_u64 w[4], p[4];
+  GVFS_UNROLL
+  for (gvfs_u32 u = 0; u < 4u; ++u) {
+    w[u] = gvfs_load_relaxed_u64_dev(&e->answer[u]);
+    p[u] = gvfs_load_relaxed_u64_dev(&ew[u]);
+  }
+  const gvfs_u32 epoch = gvfs_load_relaxed_dev(F->epoch);
+  const gvfs_u32 start = gvfs_fd_start(F);
+  const bool reserved = gvfs_fd_try_start(F, start) == GVFS_FD_FREE;  // after the loads: its acquire holds later ones
+  // The path's word u is its bytes 8u .. 8u+7 (past the loaded words: 0, and never used,
+  // since the path and its NUL must lie within them). Compared under a mask of bytes 0..L
+  // (the entry's words past its NUL are 0, and never written), and checked for a NUL below L.
+  const gvfs_u32 sh = 8u * b->off;
+  gvfs_u64 diff = 0;
+  GVFS_UNROLL
+  for (gvfs_u32 u = 0; u < 4u; ++u) {
+    const gvfs_u64 hi = u + 1u < 4u ? b->w[u + 1u] : 0ull;
+    const gvfs_u64 c = sh ? (b->w[u] >> sh) | (hi << (64u - sh)) : b->w[u];
+    const gvfs_i32 r = (gvfs_i32)len - (gvfs_i32)(8u * u);
+    const gvfs_u64 below = gvfs_low_bytes(r), upto = gvfs_low_bytes(r + 1);  // bytes below L; and the NUL's
+    diff |= (gvfs_zero_bytes(c) & below) | ((c & upto) ^ p[u]);
+  }
+  gvfs_name_snap s;
+  const bool whole = gvfs_snap_unpack(w, &s);
+  if (len == 0u || len >= 8u * b->nw - b->off || diff != 0ull || !whole || s.epoch != epoch || epoch == 0u) {
+    if (reserved) gvfs_fd_unreserve(F, (int)start);
+    return false;
+  }
+  const int slot = reserved ? (int)start : gvfs_fd_reserve_scan(F, start);
+  if (slot < 0) { *fd = -GVFS_EMFILE; return true; }
+  gvfs_fetch_add_u64_relaxed_dev(opens + (GVFS_C_OPENS_HINTED - GVFS_C_OPENS_ON_DEVICE), 1);
+  *fd = gvfs_fd_for(F, slot, &s);
+  return true;
 }
 
 // An open the host answers (a HOST fd: any flags but O_RDONLY, or the cache off).
@@ -616,8 +730,27 @@ GVFS_FN int gvfs_open(gvfs_ctx *ctx, const char *path, int flags) {
   gvfs_u64 *opens = gvfs_counter(ctx, GVFS_C_OPENS_ON_DEVICE);
   if (flags == GVFS_O_RDONLY) {
     gvfs_pathkey k;
-    gvfs_pathkey_make(&k, path);
-    if (cache_on) return gvfs_open_cached(ctx, &F, opens, path, k);
+    int idx;
+#ifdef GVFS_PATH_EXACT_READS
+    gvfs_pathkey_make(&k, path);  // no hints: their check reads the path's words past its NUL
+    if (cache_on) return gvfs_open_cached(ctx, &F, opens, path, k, &idx);
+#else
+    gvfs_u32 tag;
+    gvfs_u32 *hint = gvfs_name_hint_of(ctx, path, &tag);
+    const gvfs_u32 hv = gvfs_load_relaxed_dev(hint);
+    gvfs_pathblock b;
+    gvfs_pathblock_load(path, &b);
+    int fd;
+    if (cache_on && gvfs_open_hinted(&F, opens, &b, hv, tag, &fd)) return fd;
+    gvfs_pathkey_from(&k, &b);
+    if (cache_on) {
+      fd = gvfs_open_cached(ctx, &F, opens, path, k, &idx);
+      const gvfs_u32 nv = tag | ((gvfs_u32)idx + 1u);
+      if (idx >= 0 && (gvfs_u32)idx < GVFS_HINT_INDEX_MASK && k.nwords <= 4u && nv != hv)
+        gvfs_store_relaxed_dev(hint, nv);  // N5: a guess for the next open through this address
+      return fd;
+    }
+#endif
   }
   return gvfs_open_host(ctx, path, flags);
 }

@@ -92,7 +92,7 @@
 #include "port.cuh"
 
 // ---- ABI shared with the host (mirrored in gpuvfs/abi.py, checked by tests/test_abi.py) ----
-#define GVFS_ABI_VERSION 6u
+#define GVFS_ABI_VERSION 7u
 #define GVFS_PATH_MAX 4096u    // bytes, including the terminating NUL
 #define GVFS_LANE_DATA_MIN 4096u
 // The pauses between two polls of an answer (see above): the cap for requests that move

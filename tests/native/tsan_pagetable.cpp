@@ -860,9 +860,10 @@ int main(int argc, char **argv) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const gvfs_u64 reads = same_reads.load() + pt_reads.load() + huge_reads.load() + warp_reads.load();
   const gvfs_u64 pushed = counter(ctx, GVFS_C_FILLS_PUSHED), pushed_warp = counter(ctx_warp, GVFS_C_FILLS_PUSHED);
-  std::printf("reads=%llu fills=%llu pushed=%llu lookups=%llu opens=%llu pool=%ux%u lanes=%u servers=%u threads=%u "
-              "warps=%u push=%u seconds=%.2f\n",
-              (ull)reads, (ull)n_fills.load(), (ull)n_pushes.load(), (ull)n_lookups.load(), (ull)opens.load(), cfg.sets,
+  std::printf("reads=%llu fills=%llu pushed=%llu lookups=%llu opens=%llu (hinted %llu) pool=%ux%u lanes=%u servers=%u "
+              "threads=%u warps=%u push=%u seconds=%.2f\n",
+              (ull)reads, (ull)n_fills.load(), (ull)n_pushes.load(), (ull)n_lookups.load(), (ull)opens.load(),
+              (ull)counter(ctx, GVFS_C_OPENS_HINTED), cfg.sets,
               cfg.ways, nl, cfg.servers, cfg.threads, cfg.warps, cfg.push, secs);
   std::printf("  per-thread: hits=%llu misses=%llu fill_waits=%llu (same-phase %llu) evictions=%llu readaheads=%llu "
               "full_read_around=%llu huge=%llu; warp: reads=%llu misses=%llu hits=%llu fill_waits=%llu evictions=%llu; "
@@ -878,6 +879,7 @@ int main(int argc, char **argv) {
   // times the pool, and sequential runs start on pages nobody has).
   CHECK(counter(ctx, GVFS_C_EVICTIONS) > 0 && (cfg.ra == 0 || counter(ctx, GVFS_C_READAHEADS) > 0), "no evictions or no readahead");
   CHECK(n_eio.load() > 0 && n_lookups.load() > 0, "no failed fills or no lookups");
+  CHECK(opens.load() == 0 || counter(ctx, GVFS_C_OPENS_HINTED) > 0, "no open went through its hint (files.cuh, N5)");
   // Every FILL and FILL_PUSH the devices counted reached the server, and no other.
   const gvfs_u64 dev_fills = counter(ctx, GVFS_C_FILLS) + counter(ctx_warp, GVFS_C_FILLS);
   CHECK(n_fills.load() == dev_fills && n_pushes.load() == pushed + pushed_warp,
