@@ -159,18 +159,19 @@ NAMEENT_SIZE = 272
 FD_BASE = 3
 # The fd table lives in the context's allocation, at this offset after the struct, with room
 # for at least FD_TABLE_MIN entries (device/gvfs/context.cuh: a read finds an fd's entry
-# without a load); between them, the open's hints (NAME_HINTS 4-byte words; files.cuh, N5).
-CTX_HINTS_OFFSET = 1024
+# without a load). The allocation starts CTX_HINTS_BYTES before the struct, with the open's
+# hints (NAME_HINTS 4-byte words; files.cuh, N5).
 NAME_HINTS = 4096
-CTX_FDS_OFFSET = 17408
+CTX_HINTS_BYTES = 4 * NAME_HINTS
+CTX_FDS_OFFSET = 1024
 HINT_INDEX_MASK = 0xFFFFF   # a hint word: tag << 20 | (name-cache index + 1)
 FD_TABLE_MIN = 4096
 
 
 def ctx_bytes(max_fds: int) -> int:
-    """Bytes of the device context's allocation: the struct, the open's hints, then the fd
-    table."""
-    return CTX_FDS_OFFSET + FDENT_SIZE * max(max_fds, FD_TABLE_MIN)
+    """Bytes of the device context's allocation: the open's hints, the struct (at
+    CTX_HINTS_BYTES), then the fd table."""
+    return CTX_HINTS_BYTES + CTX_FDS_OFFSET + FDENT_SIZE * max(max_fds, FD_TABLE_MIN)
 
 # Page-table slot states (device/gvfs/pagetable.cuh): kind in bits 0..7, pins above.
 SLOT_EMPTY, SLOT_FILLING, SLOT_VALID, SLOT_DIRTY, SLOT_EVICTING = 0, 1, 2, 3, 4

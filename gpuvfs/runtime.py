@@ -217,7 +217,9 @@ class Runtime:
         # every fd FREE. Allocated after the other device arrays, as the context alone was: made
         # first, it moved them, and the open on the H100 went from 1.16 to 1.21 us with a p99 of
         # 1.5 us (2026-11-25; the kernel's code was the same).
-        self._ctx, ctx_ptr = self.backend.device_zeros(abi.ctx_bytes(max_fds))
+        self._ctx_mem, mem_ptr = self.backend.device_zeros(abi.ctx_bytes(max_fds))
+        self._ctx = self._ctx_mem[abi.CTX_HINTS_BYTES:]   # the struct; the open's hints before it
+        ctx_ptr = mem_ptr + abi.CTX_HINTS_BYTES
         ctx["files"]["fds"] = ctx_ptr + abi.CTX_FDS_OFFSET
         self._internal_module: Module | None = None
         self._max_blocks = 1024 if self.backend.name == "cuda" else 4

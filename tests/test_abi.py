@@ -30,7 +30,7 @@ def test_abi_mirror_matches_device_headers(data_root: str) -> None:
         abi.PAGETABLE.itemsize, abi.PAGETABLE.fields["state"][1], abi.PAGETABLE.fields["pool"][1],
         abi.FILES.itemsize, abi.FILES.fields["epoch"][1], abi.FILES.fields["names"][1],
         abi.FDENT_SIZE, abi.NAMEENT_SIZE, abi.NAME_MAX, abi.FD_BASE, abi.CTX_FDS_OFFSET, abi.FD_TABLE_MIN,
-        abi.CTX_HINTS_OFFSET, abi.NAME_HINTS, abi.HINT_INDEX_MASK,
+        abi.CTX_HINTS_BYTES, abi.NAME_HINTS, abi.HINT_INDEX_MASK,
         abi.STAT_SIZE,
         *(int(op) for op in abi.Op),
         abi.O_WRONLY, abi.O_RDWR, abi.O_CREAT, abi.O_EXCL, abi.O_TRUNC, abi.O_APPEND,

@@ -301,7 +301,7 @@ extern "C" __attribute__((visibility("default"))) int gvfs_cpu_abi(unsigned long
       sizeof(gvfs_pagetable), offsetof(gvfs_pagetable, state), offsetof(gvfs_pagetable, pool),
       sizeof(gvfs_files), offsetof(gvfs_files, epoch), offsetof(gvfs_files, names),
       sizeof(gvfs_fdent), sizeof(gvfs_nameent), GVFS_NAME_MAX, GVFS_FD_BASE, GVFS_CTX_FDS_OFFSET, GVFS_FD_TABLE_MIN,
-      GVFS_CTX_HINTS_OFFSET, GVFS_NAME_HINTS, GVFS_HINT_INDEX_MASK,
+      GVFS_CTX_HINTS_BYTES, GVFS_NAME_HINTS, GVFS_HINT_INDEX_MASK,
       sizeof(gvfs_stat),
       GVFS_OP_NOP, GVFS_OP_OPEN, GVFS_OP_PREAD, GVFS_OP_PWRITE, GVFS_OP_FSTAT, GVFS_OP_CLOSE,
       GVFS_OP_FSYNC, GVFS_OP_UNLINK, GVFS_OP_WRITE_LINE, GVFS_OP_READ_LINE, GVFS_OP_WALLCLOCK, GVFS_OP_FILL, GVFS_OP_LOOKUP,

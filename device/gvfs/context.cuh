@@ -72,17 +72,18 @@ struct gvfs_files {
 // 2026-11-25, interleaved runs: warp 4 KiB hits 1,204-1,213 GB/s against 1,104-1,197 with the
 // table elsewhere, a ~1,490 GB/s device copy beside them.) files.fds holds the same address,
 // for the code that works on its copy of the files fields (the open).
-#define GVFS_CTX_FDS_OFFSET 17408u
+#define GVFS_CTX_FDS_OFFSET 1024u
 #define GVFS_FD_TABLE_MIN 4096u
 
-// The open's hints (files.cuh, N5) live in the same allocation, between the struct and the fd
-// table: GVFS_NAME_HINTS words, found from ctx and the path's address alone, so that the hint's
-// load goes out in the open's first batch with the path's words and the context's fields.
+// The open's hints (files.cuh, N5) live in the same allocation, just before the struct (the
+// allocation starts GVFS_CTX_HINTS_BYTES before ctx; the fd table keeps its place after it):
+// GVFS_NAME_HINTS words, found from ctx and the path's address alone, so that the hint's load
+// goes out in the open's first batch with the path's words and the context's fields.
 // A hint is tag << 20 | (name-cache index + 1); 0: none.
-#define GVFS_CTX_HINTS_OFFSET 1024u
 #define GVFS_NAME_HINT_BITS 12u
 #define GVFS_NAME_HINTS (1u << GVFS_NAME_HINT_BITS)
 #define GVFS_HINT_INDEX_MASK 0xfffffu  // low 20 bits: index + 1
+#define GVFS_CTX_HINTS_BYTES (4u * GVFS_NAME_HINTS)
 
 struct gvfs_ctx {
   gvfs_u32 magic;        // GVFS_CTX_MAGIC: names the struct in a memory dump (no call checks it: a load
@@ -101,16 +102,16 @@ struct gvfs_ctx {
                          // land at fill_stage + i x data_bytes (null when fill_push_bytes is 0)
 };
 
-static_assert(sizeof(gvfs_ctx) <= GVFS_CTX_HINTS_OFFSET, "the hints start after the context struct");
-static_assert(GVFS_CTX_HINTS_OFFSET + 4u * GVFS_NAME_HINTS <= GVFS_CTX_FDS_OFFSET, "the fd table starts after the hints");
+static_assert(sizeof(gvfs_ctx) <= GVFS_CTX_FDS_OFFSET, "the fd table starts after the context struct");
 static_assert(GVFS_CTX_FDS_OFFSET % 16u == 0u, "the fd table starts 16-byte aligned");
 
-GVFS_FN gvfs_u32 *gvfs_ctx_hints(gvfs_ctx *ctx) { return (gvfs_u32 *)((gvfs_u8 *)ctx + GVFS_CTX_HINTS_OFFSET); }
+GVFS_FN gvfs_u32 *gvfs_ctx_hints(gvfs_ctx *ctx) { return (gvfs_u32 *)((gvfs_u8 *)ctx - GVFS_CTX_HINTS_BYTES); }
 
 GVFS_FN gvfs_fdent *gvfs_ctx_fds(gvfs_ctx *ctx) { return (gvfs_fdent *)((gvfs_u8 *)ctx + GVFS_CTX_FDS_OFFSET); }
-// Bytes of a context's allocation whose fd table has max_fds entries.
+// Bytes of a context's allocation whose fd table has max_fds entries (ctx is
+// GVFS_CTX_HINTS_BYTES into it).
 GVFS_FN gvfs_u64 gvfs_ctx_bytes(gvfs_u32 max_fds) {
-  return GVFS_CTX_FDS_OFFSET + (gvfs_u64)sizeof(gvfs_fdent) * (max_fds > GVFS_FD_TABLE_MIN ? max_fds : GVFS_FD_TABLE_MIN);
+  return GVFS_CTX_HINTS_BYTES + GVFS_CTX_FDS_OFFSET + (gvfs_u64)sizeof(gvfs_fdent) * (max_fds > GVFS_FD_TABLE_MIN ? max_fds : GVFS_FD_TABLE_MIN);
 }
 
 // This SM's word of counter `which`.

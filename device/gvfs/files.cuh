@@ -133,20 +133,30 @@ struct gvfs_fd_view { gvfs_u32 kind; gvfs_i32 host_fd; gvfs_u64 file_no, size; g
 // The entry's loads do not wait for max_fds: below GVFS_FD_TABLE_MIN the entry is inside the
 // context's allocation whatever max_fds is (context.cuh), so they go out in one batch with
 // the load of max_fds (and with whatever context fields the caller loaded just before), and
-// the range check comes after them. A number past GVFS_FD_TABLE_MIN is checked first.
-GVFS_FN bool gvfs_fd_view_of(gvfs_ctx *ctx, int fd, gvfs_fd_view *v) {
-  const gvfs_u32 max_fds = ctx->files.max_fds;
-  const gvfs_u32 i = (gvfs_u32)fd - (gvfs_u32)GVFS_FD_BASE;
-  gvfs_fdent *e = i < GVFS_FD_TABLE_MIN ? gvfs_ctx_fds(ctx) + i : gvfs_fd_entry(ctx, fd);
-  if (!e) return false;
-  const gvfs_u32 st = gvfs_load_relaxed_dev(&e->state);
+// the range check comes after them. The branch to a number past GVFS_FD_TABLE_MIN tests the
+// number alone: a test that also read max_fds would hold the entry's loads until max_fds
+// came back (a predicated instruction waits for its operands whether or not it runs).
+GVFS_FN void gvfs_fd_view_load(gvfs_fdent *e, gvfs_u32 *st, gvfs_fd_view *v) {
+  *st = gvfs_load_relaxed_dev(&e->state);
   v->kind = gvfs_load_relaxed_dev(&e->kind);
   v->host_fd = (gvfs_i32)gvfs_load_relaxed_dev((const gvfs_u32 *)&e->host_fd);
   v->file_no = gvfs_load_relaxed_u64_dev(&e->file_no);
   v->size = gvfs_load_relaxed_u64_dev(&e->size);
   v->next_off = &e->next_off;
+}
+GVFS_FN bool gvfs_fd_view_at(gvfs_ctx *ctx, gvfs_u32 max_fds, int fd, gvfs_fd_view *v) {
+  const gvfs_u32 i = (gvfs_u32)fd - (gvfs_u32)GVFS_FD_BASE;
+  gvfs_u32 st;
+  if (i >= GVFS_FD_TABLE_MIN) {  // past the room every table has: checked first
+    gvfs_fdent *e = gvfs_fd_entry(ctx, fd);
+    if (!e) return false;
+    gvfs_fd_view_load(e, &st, v);
+    return st == GVFS_FD_OPEN;
+  }
+  gvfs_fd_view_load(gvfs_ctx_fds(ctx) + i, &st, v);
   return i < max_fds && st == GVFS_FD_OPEN;
 }
+GVFS_FN bool gvfs_fd_view_of(gvfs_ctx *ctx, int fd, gvfs_fd_view *v) { return gvfs_fd_view_at(ctx, ctx->files.max_fds, fd, v); }
 
 // An fd entry is reserved (FREE -> SETUP by CAS), filled, then published (OPEN); a
 // reservation that is not needed goes back with a plain store. The CAS acquires (but does

@@ -203,8 +203,8 @@ bool bad_page(gvfs_u64 f, gvfs_u64 page) { return (f == 2 || f == 5) && page % 4
 // ---------------------------------------------------------------- shared state
 // What the per-thread device threads receive: the context and, after it, its fd table, in one
 // allocation as the Runtime makes it (context.cuh: a read finds an fd's entry from ctx alone).
-alignas(256) gvfs_u8 ctx_mem[GVFS_CTX_FDS_OFFSET + GVFS_FD_TABLE_MIN * sizeof(gvfs_fdent)];
-gvfs_ctx &ctx = *new (ctx_mem) gvfs_ctx();
+alignas(256) gvfs_u8 ctx_mem[GVFS_CTX_HINTS_BYTES + GVFS_CTX_FDS_OFFSET + GVFS_FD_TABLE_MIN * sizeof(gvfs_fdent)];
+gvfs_ctx &ctx = *new (ctx_mem + GVFS_CTX_HINTS_BYTES) gvfs_ctx();
 gvfs_ctx ctx_warp;   // the same, but its own counters: the warp kernel's (its calls take file numbers, never fds)
 std::atomic<int> fail_mode{0};                // servers: answer some FILLs -EIO
 std::atomic<gvfs_u64> n_fills{0}, n_pushes{0}, n_lookups{0}, n_eio{0}, n_estale{0};  // n_fills counts pushes too
