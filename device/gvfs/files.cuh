@@ -144,7 +144,8 @@ GVFS_FN void gvfs_fd_view_load(gvfs_fdent *e, gvfs_u32 *st, gvfs_fd_view *v) {
   v->size = gvfs_load_relaxed_u64_dev(&e->size);
   v->next_off = &e->next_off;
 }
-GVFS_FN bool gvfs_fd_view_at(gvfs_ctx *ctx, gvfs_u32 max_fds, int fd, gvfs_fd_view *v) {
+GVFS_FN bool gvfs_fd_view_of(gvfs_ctx *ctx, int fd, gvfs_fd_view *v) {
+  const gvfs_u32 max_fds = ctx->files.max_fds;
   const gvfs_u32 i = (gvfs_u32)fd - (gvfs_u32)GVFS_FD_BASE;
   gvfs_u32 st;
   if (i >= GVFS_FD_TABLE_MIN) {  // past the room every table has: checked first
@@ -156,7 +157,6 @@ GVFS_FN bool gvfs_fd_view_at(gvfs_ctx *ctx, gvfs_u32 max_fds, int fd, gvfs_fd_vi
   gvfs_fd_view_load(gvfs_ctx_fds(ctx) + i, &st, v);
   return i < max_fds && st == GVFS_FD_OPEN;
 }
-GVFS_FN bool gvfs_fd_view_of(gvfs_ctx *ctx, int fd, gvfs_fd_view *v) { return gvfs_fd_view_at(ctx, ctx->files.max_fds, fd, v); }
 
 // An fd entry is reserved (FREE -> SETUP by CAS), filled, then published (OPEN); a
 // reservation that is not needed goes back with a plain store. The CAS acquires (but does
