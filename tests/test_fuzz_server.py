@@ -469,6 +469,68 @@ def test_pending_answers_wait_for_their_work(h: Harness) -> None:
         assert got == want
 
 
+def test_nop_sweeps_leave_other_lanes_alone(h: Harness) -> None:
+    """The vector path answers every lane whose word is a NOP with one masked copy, NOPs
+    taken in earlier sweeps too (their response word already holds the echo). Sweeps where
+    every lane holds a NOP and sweeps mixed with other requests: each new NOP is answered by
+    its echo and counted once, a NOP lane taken before keeps its answer, and a lane whose
+    request is still on the pool, or was answered, is never written by the echo."""
+    L, s, c = h.lanes, h.server, h.server.counters
+    gate = threading.Event()
+    slow = 0x7E                                   # an opcode no handler uses
+    s.register(slow, lambda lane, q: Pending(gate.is_set, 9))
+
+    def post(lanes: list[int], op: int = abi.Op.NOP) -> dict[int, int]:
+        words = {i: abi.encode_req_word(op, int(L.req_word[i]) + 1) for i in lanes}
+        for i, w in words.items():
+            L.req_word[i] = w
+        return words
+
+    def check(before: tuple[int, int], words: dict[int, int], nops: int) -> None:
+        assert (c.hostcalls - before[0], c.nops - before[1]) == (len(words), nops)
+
+    everyone = list(range(NLANES))
+    before = (c.hostcalls, c.nops)
+    first = post(everyone)                        # every lane's word a NOP
+    assert s.sweep() == NLANES
+    check(before, first, NLANES)
+    assert [int(L.resp_word[i]) for i in everyone] == [first[i] for i in everyone]
+    rng = random.Random(5)
+    for _ in range(20):                           # about half the lanes move, as on a GPU
+        lanes = sorted(rng.sample(everyone, rng.randrange(2, NLANES)))
+        old = L.resp_word.copy()
+        before = (c.hostcalls, c.nops)
+        words = post(lanes)
+        assert s.sweep() == len(lanes)
+        check(before, words, len(lanes))
+        got = L.resp_word.copy()
+        for i in everyone:
+            assert int(got[i]) == words.get(i, int(old[i])), f"lane {i}"
+    # One lane's request goes to the pool and waits; NOPs on the others keep coming.
+    held = 17
+    before = (c.hostcalls, c.nops)
+    w_held = post([held], slow)[held]
+    words = post([i for i in everyone if i % 3 and i != held])
+    assert s.sweep() == len(words) + 1
+    check(before, {**words, held: w_held}, len(words))
+    stale = int(L.resp_word[held])
+    assert stale & abi.WORD_SEQ_MASK != w_held & abi.WORD_SEQ_MASK, "answered before its work was done"
+    for _ in range(3):
+        before = (c.hostcalls, c.nops)
+        words = post([i for i in everyone if i != held and rng.random() < 0.6] or [0, 1])
+        assert s.sweep() == len(words)
+        check(before, words, len(words))
+        assert int(L.resp_word[held]) == stale, "the NOP echo wrote a lane whose request is on the pool"
+        assert all(int(L.resp_word[i]) == w for i, w in words.items())
+    gate.set()
+    assert s.sweep() == 1                        # the pool's answer, sent by the next sweep
+    answer = int(L.resp_word[held])
+    assert answer & abi.WORD_SEQ_MASK == w_held & abi.WORD_SEQ_MASK and abi.decode_resp_word(answer) == 9
+    words = post([i for i in everyone if i != held])
+    assert s.sweep() == len(words)
+    assert int(L.resp_word[held]) == answer, "the NOP echo overwrote an answer"
+
+
 def test_lone_requests_on_any_lane(h: Harness) -> None:
     """One request at a time on changing lanes, and pairs that include the last lone lane:
     the lone-lane shortcut, its miss, and the vector path all answer each request once."""

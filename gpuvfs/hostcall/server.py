@@ -253,7 +253,11 @@ class Server:
         self._req_rec = memoryview(lanes.req.view(np.uint8))   # the request records' bytes
         self._resp_rec = memoryview(lanes.resp.view(np.uint8))  # the response records' bytes
         self._new = np.empty(n, dtype=bool)
-        self._nop = np.empty(n, dtype=bool)
+        # The lanes whose word is a NOP, as bytes too: "is every lane's word a NOP" is then one
+        # memcmp against all_nop rather than a NumPy call (_sweep_many).
+        self._nop_b = bytearray(n)
+        self._nop = np.frombuffer(self._nop_b, dtype=bool)
+        self._all_nop = b"\x01" * n
         self._hint4 = 0                     # 4 x the lane the last lone request came on
         self._many = False                  # the last sweep took several requests
         self._blank = abi.Request()         # what a handler sees of a word-only request
@@ -436,9 +440,15 @@ class Server:
     def _sweep_many(self) -> int:
         """The vector path, on the snapshot buffer (which differs from the taken words): a
         handful of NumPy calls over the words whatever the number of lanes, on int32 views
-        (a NOP's word, 0x80 in the top byte, is below 0x81000000 as an int32: one compare
-        finds them). Every pending NOP is answered by one masked copy of its word; only the
-        other new lanes' records are read."""
+        (a NOP's word, 0x80 in the top byte, is below 0x81000000 as int32: one compare
+        finds them). Only the new lanes that are not NOPs have their records read.
+
+        Every lane whose word is a NOP is answered by one masked copy of its word, the NOPs
+        taken in earlier sweeps too (I6 in docs/protocol.md: such a lane's response word
+        already holds that echo, so the store writes the value it holds). That spares the
+        NumPy call that would narrow the mask to the new lanes, and when every lane's word is
+        a NOP (a memcmp), the one that looks for other requests: the sweep is then the
+        floor's four calls (compare, count, mask, masked copy)."""
         s, sb = self._snap, self._snap_b
         new = np.not_equal(s, self._taken, out=self._new)
         n = int(np.count_nonzero(new))       # >= 1: sb differs from the taken words
@@ -457,15 +467,14 @@ class Server:
                 self._dispatch(lane, w)
             return 1
         nop = np.less(s, _NOP_END, out=self._nop)
-        np.logical_and(nop, new, out=nop)
-        # The answer to a NOP is its own word. A masked copy stores the masked elements only
-        # (NumPy copies each run of True), so pool threads' answers on other lanes stand.
+        # A masked copy stores the masked elements only (NumPy copies each run of True), so
+        # pool threads' answers on the other lanes stand.
         np.copyto(self._resp_i32, s, where=nop)
-        n_nop = int(np.count_nonzero(nop))
-        c.nops += n_nop
-        if n_nop == n:
+        if self._nop_b == self._all_nop:
+            c.nops += n
             return n
-        rest = np.not_equal(new, nop, out=new).nonzero()[0]   # new and not a NOP
+        rest = np.greater(new, nop, out=new).nonzero()[0]   # new and not a NOP
+        c.nops += n - len(rest)
         for lane in rest.tolist():
             self._dispatch(lane, _unpack(sb, 4 * lane)[0])
         return n
@@ -566,11 +575,13 @@ class Server:
                     self._submitted = False
                     self._handoff.wait(0.0001)
                     self._handoff.clear()
-                elif not self._busy_pool:
+                elif not self._busy_pool and not self._many:
                     # A thread that got its answer often calls again at once: poll a few
                     # microseconds before any nap or yield (a nap sleeps the timer slack, ~50
                     # us, and the sweep that answered took well under one). Not while the
-                    # pool has work: its threads need the GIL, which the polls keep.
+                    # pool has work: its threads need the GIL, which the polls keep. Not
+                    # while many lanes are busy either: there the next sweep's own snapshot
+                    # is the poll, and the spin's setup would only delay it.
                     sb, answered = self._spin()
                     if answered:
                         last_work = time.perf_counter()
