@@ -470,11 +470,11 @@ def test_pending_answers_wait_for_their_work(h: Harness) -> None:
 
 
 def test_nop_sweeps_leave_other_lanes_alone(h: Harness) -> None:
-    """The vector path answers every lane whose word is a NOP with one masked copy, NOPs
-    taken in earlier sweeps too (their response word already holds the echo). Sweeps where
-    every lane holds a NOP and sweeps mixed with other requests: each new NOP is answered by
-    its echo and counted once, a NOP lane taken before keeps its answer, and a lane whose
-    request is still on the pool, or was answered, is never written by the echo."""
+    """The vector path's two ways of answering NOPs: sweeps where every lane's word is a NOP
+    (a memcmp says so, and the new lanes are the NOPs) and sweeps mixed with other requests.
+    Each new NOP is answered by its echo and counted once, a NOP lane taken before keeps its
+    answer, and a lane whose request is still on the pool, or was answered, is never written
+    by the echo."""
     L, s, c = h.lanes, h.server, h.server.counters
     gate = threading.Event()
     slow = 0x7E                                   # an opcode no handler uses

@@ -441,13 +441,9 @@ class Server:
         """The vector path, on the snapshot buffer (which differs from the taken words): a
         handful of NumPy calls over the words whatever the number of lanes, on int32 views
         (a NOP's word, 0x80 in the top byte, is below 0x81000000 as int32: one compare
-        finds them). Only the new lanes that are not NOPs have their records read.
-
-        Every lane whose word is a NOP is answered by one masked copy of its word, the NOPs
-        taken in earlier sweeps too (I6 in docs/protocol.md: such a lane's response word
-        already holds that echo, so the store writes the value it holds). That spares the
-        NumPy call that would narrow the mask to the new lanes, and when every lane's word is
-        a NOP (a memcmp), the one that looks for other requests: the sweep is then the
+        finds them). Every new NOP is answered by one masked copy of its word; only the
+        other new lanes' records are read. When every lane's word is a NOP (one memcmp of
+        the mask, not a NumPy call) the new lanes are the new NOPs: the sweep is then the
         floor's four calls (compare, count, mask, masked copy)."""
         s, sb = self._snap, self._snap_b
         new = np.not_equal(s, self._taken, out=self._new)
@@ -467,12 +463,14 @@ class Server:
                 self._dispatch(lane, w)
             return 1
         nop = np.less(s, _NOP_END, out=self._nop)
-        # A masked copy stores the masked elements only (NumPy copies each run of True), so
-        # pool threads' answers on the other lanes stand.
-        np.copyto(self._resp_i32, s, where=nop)
+        # The answer to a NOP is its own word. A masked copy stores the masked elements only
+        # (NumPy copies each run of True), so pool threads' answers on other lanes stand.
         if self._nop_b == self._all_nop:
+            np.copyto(self._resp_i32, s, where=new)
             c.nops += n
             return n
+        np.logical_and(nop, new, out=nop)
+        np.copyto(self._resp_i32, s, where=nop)
         rest = np.greater(new, nop, out=new).nonzero()[0]   # new and not a NOP
         c.nops += n - len(rest)
         for lane in rest.tolist():
@@ -575,13 +573,11 @@ class Server:
                     self._submitted = False
                     self._handoff.wait(0.0001)
                     self._handoff.clear()
-                elif not self._busy_pool and not self._many:
+                elif not self._busy_pool:
                     # A thread that got its answer often calls again at once: poll a few
                     # microseconds before any nap or yield (a nap sleeps the timer slack, ~50
                     # us, and the sweep that answered took well under one). Not while the
-                    # pool has work: its threads need the GIL, which the polls keep. Not
-                    # while many lanes are busy either: there the next sweep's own snapshot
-                    # is the poll, and the spin's setup would only delay it.
+                    # pool has work: its threads need the GIL, which the polls keep.
                     sb, answered = self._spin()
                     if answered:
                         last_work = time.perf_counter()
