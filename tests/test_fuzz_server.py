@@ -531,6 +531,55 @@ def test_nop_sweeps_leave_other_lanes_alone(h: Harness) -> None:
     assert int(L.resp_word[held]) == answer, "the NOP echo overwrote an answer"
 
 
+def test_busy_spin_answers_nop_sweeps_and_hands_back_the_rest(h: Harness) -> None:
+    """Server._spin_busy, the polling thread's loop while many lanes are busy: sweeps in
+    which every lane's word is a NOP it answers itself (each NOP once, counted); a sweep
+    with one new lane, or with a lane that is not a NOP, it hands back untouched (nothing
+    answered, nothing marked taken), and sweep() then takes that snapshot; with work
+    pending it does not start."""
+    L, s, c = h.lanes, h.server, h.server.counters
+    everyone = list(range(NLANES))
+
+    def post(lanes: list[int], op: int = abi.Op.NOP) -> dict[int, int]:
+        words = {i: abi.encode_req_word(op, int(L.req_word[i]) + 1) for i in lanes}
+        for i, w in words.items():
+            L.req_word[i] = w
+        return words
+
+    post(everyone)
+    assert s.sweep() == NLANES and s._many
+    words = post(everyone[::2])
+    before = (c.hostcalls, c.nops)
+    assert s._spin_busy() == (None, len(words))
+    assert (c.hostcalls - before[0], c.nops - before[1]) == (len(words), len(words))
+    assert all(int(L.resp_word[i]) == w for i, w in words.items())
+    for lanes, op in (([3], abi.Op.NOP), ([3, 4, 9], abi.Op.CLOSE)):
+        resp = L.resp_word.copy()
+        before = (c.hostcalls, c.nops)
+        words = post(lanes, op) if op == abi.Op.NOP else {**post(lanes[:2]), **post(lanes[2:], op)}
+        sb, answered = s._spin_busy()
+        assert sb is s._snap_b and answered == 0
+        assert np.array_equal(L.resp_word, resp) and (c.hostcalls, c.nops) == before, "answered before the sweep"
+        assert s.sweep(sb) == len(lanes)
+        for i, w in words.items():
+            rw = int(L.resp_word[i])
+            assert rw & abi.WORD_SEQ_MASK == w & abi.WORD_SEQ_MASK, f"lane {i} not answered"
+            if w >> abi.WORD_SHIFT == abi.Op.NOP:
+                assert rw == w
+            else:
+                assert abi.decode_resp_word(rw) == -errno.EBADF
+    post(everyone)                               # every lane a NOP again
+    assert s.sweep() == NLANES
+    gate = threading.Event()
+    s.register(0x7E, lambda lane, q: Pending(gate.is_set, 1))
+    post([5], 0x7E)
+    assert s.sweep() == 1 and s._busy_pool == 1
+    post(everyone[6:])
+    assert s._spin_busy() == (None, 0), "ran with a Pending answer to send"
+    gate.set()
+    assert s.sweep() == NLANES - 6 + 1
+
+
 def test_lone_requests_on_any_lane(h: Harness) -> None:
     """One request at a time on changing lanes, and pairs that include the last lone lane:
     the lone-lane shortcut, its miss, and the vector path all answer each request once."""

@@ -457,8 +457,8 @@ class Server:
             self._hint4 = o = 4 * lane
             w = _unpack(sb, o)[0]
             if w >> _SHIFT == _NOP:
-                self._resp_words[lane] = w
                 c.nops += 1
+                self._resp_words[lane] = w
             else:
                 self._dispatch(lane, w)
             return 1
@@ -466,13 +466,13 @@ class Server:
         # The answer to a NOP is its own word. A masked copy stores the masked elements only
         # (NumPy copies each run of True), so pool threads' answers on other lanes stand.
         if self._nop_b == self._all_nop:
+            c.nops += n                      # counted before they are answered (_spin_busy)
             np.copyto(self._resp_i32, s, where=new)
-            c.nops += n
             return n
         np.logical_and(nop, new, out=nop)
-        np.copyto(self._resp_i32, s, where=nop)
         rest = np.greater(new, nop, out=new).nonzero()[0]   # new and not a NOP
         c.nops += n - len(rest)
+        np.copyto(self._resp_i32, s, where=nop)
         for lane in rest.tolist():
             self._dispatch(lane, _unpack(sb, 4 * lane)[0])
         return n
@@ -551,6 +551,42 @@ class Server:
             return s, answered               # the sweep takes the other lanes
         return None, answered
 
+    def _spin_busy(self) -> tuple[bytearray | None, int]:
+        """_spin's twin for busy lanes (the last sweep took several requests and nothing is
+        on the pool): sweeps in a loop of its own, as long as every lane's word is a NOP,
+        with the floor's calls (copy, compare, count, masked copy) plus the NOP mask and its
+        memcmp, and no call or attribute lookup in between. Returns like _spin: the snapshot
+        buffer as soon as a sweep finds anything else (one new lane, a lane that is not a
+        NOP), which sweep() then takes from the start; None after SPIN_POLLS polls found
+        nothing new. Answering here is _sweep_many's all-NOP case (I4 holds the same way:
+        the words are marked taken before the next snapshot)."""
+        if self._started or self._pending:
+            return None, 0
+        req_bytes, snap_mv, sb = self._req_bytes, self._snap_mv, self._snap_b
+        taken_mv = self._taken_mv
+        s, taken, new, nop = self._snap, self._taken, self._new, self._nop
+        nop_b, all_nop, resp = self._nop_b, self._all_nop, self._resp_i32
+        not_equal, count_nonzero, less, copyto = np.not_equal, np.count_nonzero, np.less, np.copyto
+        c = self.counters
+        answered = idle = 0
+        while idle < SPIN_POLLS and not self._stop:
+            snap_mv[:] = req_bytes
+            not_equal(s, taken, out=new)
+            n = int(count_nonzero(new))
+            if not n:
+                idle += 1
+                continue
+            less(s, _NOP_END, out=nop)
+            if n == 1 or nop_b != all_nop:
+                return sb, answered          # sweep() takes this snapshot
+            c.hostcalls += n                 # counted before they are answered: a stats()
+            c.nops += n                      # after the kernel never sees fewer
+            copyto(resp, s, where=new)
+            taken_mv[:] = sb
+            answered += n
+            idle = 0
+        return None, answered
+
     def _loop(self) -> None:
         last_work = time.perf_counter()
         last_check = 0.0
@@ -578,7 +614,7 @@ class Server:
                     # microseconds before any nap or yield (a nap sleeps the timer slack, ~50
                     # us, and the sweep that answered took well under one). Not while the
                     # pool has work: its threads need the GIL, which the polls keep.
-                    sb, answered = self._spin()
+                    sb, answered = self._spin_busy() if self._many else self._spin()
                     if answered:
                         last_work = time.perf_counter()
                 continue
