@@ -49,6 +49,9 @@ _CODE_LENGTH_WORD = abi.CODE_LENGTH << abi.WORD_SHIFT
 _AUX_MASK = 0xFFFFFFFFFFFFFFFF
 # While spinning, idle checks (~0.1 us each) between two sched_yield calls (~0.5 us each).
 SPIN_POLLS = 64
+# _spin_busy's idle checks are NumPy calls (~1-3 us each, not ~0.1): as many as spend about
+# the same few microseconds before the polling thread goes back to its naps and yields.
+BUSY_POLLS = 8
 
 
 def _align(n: int, a: int = PAGE) -> int:
@@ -555,10 +558,10 @@ class Server:
         """_spin's twin for busy lanes (the last sweep took several requests and nothing is
         on the pool): sweeps in a loop of its own, as long as every lane's word is a NOP,
         with the floor's calls (copy, compare, count, masked copy) plus the NOP mask and its
-        memcmp, and no call or attribute lookup in between. Returns like _spin: the snapshot
-        buffer as soon as a sweep finds anything else (one new lane, a lane that is not a
-        NOP), which sweep() then takes from the start; None after SPIN_POLLS polls found
-        nothing new. Answering here is _sweep_many's all-NOP case (I4 holds the same way:
+        memcmp, on local names (no method call between them). Returns like _spin: the
+        snapshot buffer as soon as a sweep finds anything else (one new lane, a lane that is
+        not a NOP), which sweep() then takes from the start; None after BUSY_POLLS polls in a
+        row found nothing new. Answering here is _sweep_many's all-NOP case (I4 holds the same way:
         the words are marked taken before the next snapshot)."""
         if self._started or self._pending:
             return None, 0
@@ -569,7 +572,7 @@ class Server:
         not_equal, count_nonzero, less, copyto = np.not_equal, np.count_nonzero, np.less, np.copyto
         c = self.counters
         answered = idle = 0
-        while idle < SPIN_POLLS and not self._stop:
+        while idle < BUSY_POLLS and not self._stop:
             snap_mv[:] = req_bytes
             not_equal(s, taken, out=new)
             n = int(count_nonzero(new))
