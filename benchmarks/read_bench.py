@@ -20,7 +20,10 @@ Figures (goals from DESIGN.md "Goals"):
      Information: the ratio is against the hit path of the same size and variant.
   3. cold read of a file in the host page cache: a kernel whose warps read it with
      gvfs_pread_warp (grid-stride over chunks; device time by events) and rt.read (host
-     clock), rt.evict() before each; Goal: >= 1.05x KvikIO best.
+     clock), rt.evict() before each, for each Runtime setting of a small sweep. Then the
+     judged round: gpuvfs's best setting and KvikIO's best setting read the file again,
+     taking turns, N times each; the medians are compared (phase_cold_duel says why).
+     Goal: >= 1.05x KvikIO. The sweeps' bests are printed too, for information.
   4. the same from a cold disk (echo 3 > /proc/sys/vm/drop_caches before each read; where
      that is not permitted, posix_fadvise(DONTNEED) of the file, said so in the table).
      Goal: >= 0.9x KvikIO (its best setting) from the same cold disk.
@@ -333,20 +336,20 @@ def sizes(backend: str, quick: bool, args: argparse.Namespace) -> dict[str, Any]
             d2d=1 * GIB, h2d=1 * GIB, copy_reps=10, numpy_reps=3, cold_reps=3,
             kvikio_threads=[8, 16, 32], kvikio_task=[4 * MIB, 16 * MIB, 64 * MIB], kvikio_reps=3,
             disk_reps=2, open_k=2000, open_launches=3, miss_n=1000, miss_launches=4,
-            cold_settings=COLD_DEFAULT_FULL)
+            cold_settings=COLD_DEFAULT_FULL, duel_reps=7)
         if quick:
             S.update(file=512 * MIB, hit_span=256 * MIB, hit_out=2 * GIB, hit_target=4 * GIB, hit_target_s=0.03,
                      hit_reps=3,
                      req_sizes=[4 * KIB, 64 * KIB], rt_target_s=0.1, rt_reps=2, d2d=512 * MIB,
                      h2d=256 * MIB, copy_reps=5, numpy_reps=2, cold_reps=2, kvikio_reps=2, disk_reps=1,
                      open_k=1000, open_launches=2, miss_n=500, miss_launches=2,
-                     cold_settings=COLD_DEFAULT_QUICK)
+                     cold_settings=COLD_DEFAULT_QUICK, duel_reps=5)
     else:  # the cpu port: a smoke run of every code path, small
         S = dict(file=16 * MIB, hit_span=4 * MIB, hit_out=8 * MIB, hit_target=16 * MIB, hit_target_s=0.3, hit_reps=2,
                  req_sizes=[4 * KIB, 64 * KIB], block=64, blocks_per_sm=2, rt_lanes=16, rt_target_s=0.05,
                  rt_reps=2, d2d=64 * MIB, h2d=0, copy_reps=3, numpy_reps=2, cold_reps=1,
                  kvikio_threads=[], kvikio_task=[], kvikio_reps=0, disk_reps=1, open_k=200, open_launches=2,
-                 miss_n=100, miss_launches=2, cold_settings=COLD_DEFAULT_CPU)
+                 miss_n=100, miss_launches=2, cold_settings=COLD_DEFAULT_CPU, duel_reps=0)
     if args.file_mib:
         S["file"] = args.file_mib * MIB
     if args.hit_span_mib:
@@ -1016,6 +1019,53 @@ def phase_cold(S: dict[str, Any], dev: Dev, root: str, backend: str, size: int, 
         log(f"cold read [{name}] measured ({time.perf_counter() - t:.1f} s)")
 
 
+def phase_cold_duel(S: dict[str, Any], dev: Dev, root: str, backend: str, path: str, size: int, ref: Any,
+                    kv: Any, res: dict[str, Any], problems: list[str]) -> None:
+    """The judged cold-read figures: gpuvfs's best setting of the sweep and KvikIO's best
+    setting of its sweep, measured again in the same rounds, taking turns (KvikIO, kernel,
+    rt.read, the order rotating each round), S["duel_reps"] rounds; each side's median.
+
+    Why not the sweeps' bests themselves: each is the largest of several noisy medians, and
+    the larger a sweep the more its best is luck (KvikIO's has 9 settings, the quick gvfs
+    sweep 2). Choosing on one set of runs and judging on fresh ones, interleaved so that a
+    machine's drift falls on both alike, compares the two settings and not the luck."""
+    t = time.perf_counter()
+    best = max(res["cold"], key=lambda r: r["kernel_gbps"] + r["rtread_gbps"])
+    s, name = best["setting"], best["name"]
+    kvb = res["kvikio"]["best"]
+    got = kvikio_configure(kv, kvb["threads"], kvb["task"])
+    out: dict[str, Any] = {"setting": s, "name": name, "kvikio_setting": {"threads": got[0], "task": got[1]},
+                           "kvikio_s": [], "kernel_s": [], "rtread_s": []}
+    buf = dev.cp.empty(size, dtype=dev.cp.uint8)
+    cr = ColdRun(cold_runtime(root, backend, size, s), dev, S, s, size)
+    try:
+        kvikio_read(dev, kv, path, buf, size)  # warm-ups: KvikIO's new pool, the kernel's module
+        cr.kernel(ref, False, problems, "cold duel kernel warm-up")
+        cr.rtread(ref, False, problems, "cold duel rt.read warm-up")
+        turns = ("kvikio", "kernel", "rtread")
+        for i in range(S["duel_reps"]):
+            for k in range(3):
+                who = turns[(i + k) % 3]
+                if who == "kvikio":
+                    buf.fill(0xEE)
+                    out["kvikio_s"].append(kvikio_read(dev, kv, path, buf, size))
+                    if i == 0 and not dev.equal(buf, ref):
+                        problems.append("cold duel: KvikIO's bytes differ from the file")
+                elif who == "kernel":
+                    out["kernel_s"].append(cr.kernel(ref, i == 0, problems, "cold duel kernel")[0])
+                else:
+                    out["rtread_s"].append(cr.rtread(ref, i == 0, problems, "cold duel rt.read")[0])
+    finally:
+        cr.close()
+        buf = None
+        dev.free()
+    res["duel"] = out
+    g = {k: size / med(out[k + "_s"]) / GB for k in ("kvikio", "kernel", "rtread")}
+    log(f"  cold duel [{name}; KvikIO {got[0]} threads, task {short(got[1])}]: "
+        + ", ".join(f"{k} {v:.4g} GB/s" for k, v in g.items()))
+    log(f"cold duel measured ({time.perf_counter() - t:.1f} s)")
+
+
 def phase_disk(S: dict[str, Any], dev: Dev, root: str, backend: str, path: str, size: int, ref: Any, kv: Any,
                kv_best: dict[str, Any] | None, cold: Cold, res: dict[str, Any], problems: list[str]) -> None:
     t = time.perf_counter()
@@ -1215,18 +1265,35 @@ def build_figures(S: dict[str, Any], res: dict[str, Any], dev: Dev, notes: list[
                            f"round trip (cache off), random {short(r['req'])}, {label}", "GB/s", med(r["gbps"]),
                            med(h["gbps"]) if h else None, "the hit path, same size and variant" if h else ""))
     # ---- cold read, page cache
+    duel = res.get("duel")
     if res["cold"]:
         bk = max(res["cold"], key=lambda r: r["kernel_gbps"])
         br = max(res["cold"], key=lambda r: r["rtread_gbps"])
-        judged = kv_best is not None
+        # Judged on the duel when there is one (phase_cold_duel says why); the sweeps' bests
+        # are then information.
+        judged = kv_best is not None and duel is None
         for key, name, r, v in (("cold_kernel", "GPU-initiated (kernel, gvfs_pread_warp)", bk, bk["kernel_gbps"]),
                                 ("cold_rtread", "host-initiated (rt.read)", br, br["rtread_gbps"])):
-            figs.append(Figure(key, f"cold read {short(size)}, page cache, {name}"
-                               + ("" if judged else " [no KvikIO: goal not judged]"), "GB/s", v,
+            figs.append(Figure(key if duel is None else key + "_sweep",
+                               f"cold read {short(size)}, page cache, {name}"
+                               + (", best of the sweeps" if duel is not None else "")
+                               + ("" if judged or duel is not None else " [no KvikIO: goal not judged]"), "GB/s", v,
                                kv_best, kv_best_name, ">= 1.05x floor" if judged else "",
                                "ratio_min" if judged else "", 1.05 if judged else None,
                                notes=f"best of {len(res['cold'])} setting(s): {r['name']}",
                                extra={"setting": r["setting"]}))
+    if duel:
+        kvd = size / med(duel["kvikio_s"]) / GB
+        kvs = duel["kvikio_setting"]
+        kvd_name = (f"KvikIO at its best setting of the sweep ({kvs['threads']} threads, task {short(kvs['task'])}), "
+                    f"compat mode, median of {len(duel['kvikio_s'])} reads taking turns with gpuvfs's")
+        for key, name, k in (("cold_kernel", "GPU-initiated (kernel, gvfs_pread_warp)", "kernel_s"),
+                             ("cold_rtread", "host-initiated (rt.read)", "rtread_s")):
+            figs.append(Figure(key, f"cold read {short(size)}, page cache, {name}, interleaved", "GB/s",
+                               size / med(duel[k]) / GB, kvd, kvd_name, ">= 1.05x floor", "ratio_min", 1.05,
+                               notes=f"gpuvfs's best setting of the sweep ({duel['name']}), median of "
+                                     f"{len(duel[k])} reads taking turns with KvikIO's",
+                               extra={"setting": duel["setting"], "kvikio_setting": kvs}))
         if len(res["cold"]) > 1:
             for r in res["cold"]:
                 notes.append(f"cold read [{r['name']}]: kernel {r['kernel_gbps']:.2f} GB/s, "
@@ -1462,6 +1529,9 @@ def main(argv: list[str] | None = None) -> int:
         phase("roundtrip", lambda: phase_roundtrip(S, dev, data_dir, backend, host_hit, res, problems))
         if ref is not None:
             phase("cold", lambda: phase_cold(S, dev, data_dir, backend, size, ref, res, problems))
+            if res["cold"] and kv is not None and res.get("kvikio") and S["duel_reps"]:
+                phase("cold", lambda: phase_cold_duel(S, dev, data_dir, backend, cold_path, size, ref, kv, res,
+                                                      problems))
         if "disk" in phases and ref is not None:
             cold = Cold(args.cold_disk, backend, notes)
             if cold.method != "off":
@@ -1510,7 +1580,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _details(res: dict[str, Any]) -> dict[str, Any]:
     d: dict[str, Any] = {}
-    for k in ("d2d", "h2d", "numpy", "kvikio", "disk"):
+    for k in ("d2d", "h2d", "numpy", "kvikio", "duel", "disk"):
         if res.get(k):
             d[k] = res[k]
     d["hit"] = res["hit"]
