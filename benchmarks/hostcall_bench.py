@@ -18,8 +18,14 @@ Figures (docs/benchmarks.md says more), each next to a floor measured in the sam
 Each floor is measured twice, with the device polling as fast as it can and with the
 protocol's polling policy (gvfs_lane_wait: 4 polls, then __nanosleep from 32 to 2048 ns),
 and the faster of the two is the floor. The floors run on a bare backend (no Runtime, so
-no server thread competes with the echo loop); the gvfs figures run through a Runtime,
-rt.compile and Kernel calls as a user's kernel does. Compile time and first launches are
+no server thread answers their words); the gvfs figures run through a Runtime, rt.compile
+and Kernel calls as a user's kernel does. Floor and gvfs launches take turns: before each
+timed gvfs launch of (a) and (b), one floor launch in each polling mode. On the GPU host the
+machine's speed moves within seconds (docs/benchmarks.md, fourteenth session), so measuring
+all floors first and all gvfs launches after compared two moments as much as two protocols.
+Before each floor launch the benchmark waits QUIET_S, so that the Runtime's server thread has
+stopped spinning (spin_seconds, 2 ms) and sleeps: it would compete for the GIL with the
+floor's host loop. Compile time and first launches are
 excluded (one untimed warm-up launch of every kernel, and warm-up calls inside each timed
 launch).
 
@@ -333,8 +339,13 @@ def make_runtime(backend: str, root: str, lanes: int) -> gpuvfs.Runtime:
     return gpuvfs.Runtime(root=root, backend=backend, **kw)
 
 
-def gvfs_rtt(backend: str, lanes: int, n: int, warm: int, launches: int, root: str) -> dict[str, Any]:
-    """(a) through a Runtime with `lanes` lanes: returns per-call ns of every timed call."""
+QUIET_S = 0.01   # after a gvfs launch, before a floor launch: the server thread's spin is over
+
+
+def gvfs_rtt(backend: str, lanes: int, n: int, warm: int, launches: int, root: str,
+             between: Callable[[], None] | None = None) -> dict[str, Any]:
+    """(a) through a Runtime with `lanes` lanes: returns per-call ns of every timed call.
+    `between`, if given, runs before each timed launch (the floors' turns)."""
     with make_runtime(backend, root, lanes) as rt:
         k = rt.compile(SOURCE).get_function("gvfs_rtt")
         lat = rt.zeros(max(n, 1), "uint64")
@@ -346,6 +357,8 @@ def gvfs_rtt(backend: str, lanes: int, n: int, warm: int, launches: int, root: s
         calls0 = rt.stats().get("hostcalls", 0)
         lats, latgs, totals, walls, bad, ticks = [], [], [], [], 0, []
         for _ in range(launches):
+            if between is not None:
+                between()
             t0 = time.perf_counter()
             k((1,), (1,), (rt.ctx, np.int32(warm), np.int32(n), lat, latg, out))
             rt.synchronize()
@@ -364,8 +377,10 @@ def gvfs_rtt(backend: str, lanes: int, n: int, warm: int, launches: int, root: s
             "errors": st.get("errors", 0)}
 
 
-def gvfs_tput(backend: str, lanes: int, threads: int, block: int, k: int, launches: int, root: str) -> dict[str, Any]:
-    """(b) through a Runtime with `lanes` lanes and `threads` threads each making k calls."""
+def gvfs_tput(backend: str, lanes: int, threads: int, block: int, k: int, launches: int, root: str,
+              between: Callable[[], None] | None = None) -> dict[str, Any]:
+    """(b) through a Runtime with `lanes` lanes and `threads` threads each making k calls.
+    `between`, if given, runs before each timed launch (the floors' turns)."""
     with make_runtime(backend, root, lanes) as rt:
         kern = rt.compile(SOURCE).get_function("gvfs_tput")
         ts, te, bad = rt.zeros(threads, "uint64"), rt.zeros(threads, "uint64"), rt.zeros(threads, "uint64")
@@ -375,6 +390,8 @@ def gvfs_tput(backend: str, lanes: int, threads: int, block: int, k: int, launch
         calls0 = rt.stats().get("hostcalls", 0)
         rates, windows, walls, nbad = [], [], [], 0
         for _ in range(launches):
+            if between is not None:
+                between()
             t0 = time.perf_counter()
             kern(grid, (block,), (rt.ctx, np.int32(k), ts, te, bad))
             rt.synchronize()
@@ -429,29 +446,32 @@ def main(argv: list[str] | None = None) -> int:
         for mode in (0, 1):  # untimed warm-up of both kernels and both polling policies
             fl.pingpong(min(S["rtt_n"], 100), 10, mode)
             fl.sweep(S["lanes"], S["threads"], S["block"], max(1, S["tput_k"] // 8), mode)
-        for mode in (0, 1):
-            for _ in range(S["rtt_launches"]):
+        def floors_pingpong_turn() -> None:
+            time.sleep(QUIET_S)
+            for mode in (0, 1):
                 r = fl.pingpong(S["rtt_n"], S["rtt_warm"], mode)
                 floor_lat[mode].append(r["lat_ns"])
                 floor_latg[mode].append(r["latg_ns"])
-        for mode in (0, 1):
-            for _ in range(S["tput_launches"]):
+
+        def floors_sweep_turn() -> None:
+            time.sleep(QUIET_S)
+            for mode in (0, 1):
                 r = fl.sweep(S["lanes"], S["threads"], S["block"], S["tput_k"], mode)
                 floor_rate[mode].append(r["rate"])
                 floor_sweeps[mode].append(r["calls_per_sweep"])
-        fl.close()
-        print(f"round {rnd + 1}: floors measured ({time.perf_counter() - t:.1f} s)")
-        # ---- through gpuvfs
-        t = time.perf_counter()
-        rtt1.append(gvfs_rtt(backend, 1, S["rtt_n"], S["rtt_warm"], S["rtt_launches"], root))
+
+        # ---- through gpuvfs, each timed launch after the floors' turn
+        rtt1.append(gvfs_rtt(backend, 1, S["rtt_n"], S["rtt_warm"], S["rtt_launches"], root, floors_pingpong_turn))
         rttd.append(gvfs_rtt(backend, S["default_lanes"], S["rtt_n"], S["rtt_warm"], S["rtt_launches"], root))
-        print(f"round {rnd + 1}: round trips measured ({time.perf_counter() - t:.1f} s)")
+        print(f"round {rnd + 1}: round trips and their floors measured ({time.perf_counter() - t:.1f} s)")
         t = time.perf_counter()
-        tput.append(gvfs_tput(backend, S["lanes"], S["threads"], S["block"], S["tput_k"], S["tput_launches"], root))
+        tput.append(gvfs_tput(backend, S["lanes"], S["threads"], S["block"], S["tput_k"], S["tput_launches"], root,
+                              floors_sweep_turn))
         if S["oversub"]:
             tput_over.append(gvfs_tput(backend, S["lanes"], S["threads"] * S["oversub"], S["block"],
                                        max(1, S["tput_k"] // S["oversub"]), S["tput_launches"], root))
-        print(f"round {rnd + 1}: throughput measured ({time.perf_counter() - t:.1f} s)")
+        fl.close()
+        print(f"round {rnd + 1}: throughput and its floor measured ({time.perf_counter() - t:.1f} s)")
 
     # ---- figures
     fl_med = {m: float(np.median(np.concatenate(floor_lat[m]))) for m in (0, 1)}
