@@ -25,7 +25,9 @@ machine's speed moves within seconds (docs/benchmarks.md, fourteenth session), s
 all floors first and all gvfs launches after compared two moments as much as two protocols.
 Before each floor launch the benchmark waits QUIET_S, so that the Runtime's server thread has
 stopped spinning (spin_seconds, 2 ms) and sleeps: it would compete for the GIL with the
-floor's host loop. Compile time and first launches are
+floor's host loop. (Asleep it still wakes every 50 ms for one idle check, ~1 us: if anything,
+in gvfs's favour, by that much.) The round trip of 1 busy of 256 lanes and the oversubscribed
+rate, which have no goal, do not take turns. Compile time and first launches are
 excluded (one untimed warm-up launch of every kernel, and warm-up calls inside each timed
 launch).
 

@@ -547,7 +547,7 @@ def test_busy_spin_answers_nop_sweeps_and_hands_back_the_rest(h: Harness) -> Non
         return words
 
     post(everyone)
-    assert s.sweep() == NLANES and s._many
+    assert s.sweep() == NLANES and s._many and s._all_nops   # the polling thread would spin busy
     words = post(everyone[::2])
     before = (c.hostcalls, c.nops)
     assert s._spin_busy() == (None, len(words))
@@ -561,6 +561,7 @@ def test_busy_spin_answers_nop_sweeps_and_hands_back_the_rest(h: Harness) -> Non
         assert sb is s._snap_b and answered == 0
         assert np.array_equal(L.resp_word, resp) and (c.hostcalls, c.nops) == before, "answered before the sweep"
         assert s.sweep(sb) == len(lanes)
+        assert not s._all_nops, "a sweep that was not all NOPs leaves the busy spin"
         for i, w in words.items():
             rw = int(L.resp_word[i])
             assert rw & abi.WORD_SEQ_MASK == w & abi.WORD_SEQ_MASK, f"lane {i} not answered"

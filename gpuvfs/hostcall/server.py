@@ -263,6 +263,7 @@ class Server:
         self._all_nop = b"\x01" * n
         self._hint4 = 0                     # 4 x the lane the last lone request came on
         self._many = False                  # the last sweep took several requests
+        self._all_nops = False              # ... and every lane's word was a NOP (_spin_busy's case)
         self._blank = abi.Request()         # what a handler sees of a word-only request
 
     # ---- configuration ----
@@ -453,6 +454,7 @@ class Server:
         n = int(np.count_nonzero(new))       # >= 1: sb differs from the taken words
         self._taken_mv[:] = sb               # I4: this sweep takes every lane whose word moved
         self._many = n > 1
+        self._all_nops = False
         c = self.counters
         c.hostcalls += n
         if n == 1:                           # a lone request: look at its lane first next time
@@ -471,6 +473,7 @@ class Server:
         if self._nop_b == self._all_nop:
             c.nops += n                      # counted before they are answered (_spin_busy)
             np.copyto(self._resp_i32, s, where=new)
+            self._all_nops = True
             return n
         np.logical_and(nop, new, out=nop)
         rest = np.greater(new, nop, out=new).nonzero()[0]   # new and not a NOP
@@ -555,8 +558,9 @@ class Server:
         return None, answered
 
     def _spin_busy(self) -> tuple[bytearray | None, int]:
-        """_spin's twin for busy lanes (the last sweep took several requests and nothing is
-        on the pool): sweeps in a loop of its own, as long as every lane's word is a NOP,
+        """_spin's twin for busy lanes (the last sweep took several requests, every lane's word
+        was a NOP, and nothing is on the pool): sweeps in a loop of its own, as long as every
+        lane's word is a NOP,
         with the floor's calls (copy, compare, count, masked copy) plus the NOP mask and its
         memcmp, on local names (no method call between them). Returns like _spin: the
         snapshot buffer as soon as a sweep finds anything else (one new lane, a lane that is
@@ -617,7 +621,10 @@ class Server:
                     # microseconds before any nap or yield (a nap sleeps the timer slack, ~50
                     # us, and the sweep that answered took well under one). Not while the
                     # pool has work: its threads need the GIL, which the polls keep.
-                    sb, answered = self._spin_busy() if self._many else self._spin()
+                    # After a sweep of NOPs on every lane, the busy twin, which answers such
+                    # sweeps itself; after any other (lanes never used hold word 0, others
+                    # real requests), the plain spin, whose idle poll is a memcmp.
+                    sb, answered = self._spin_busy() if self._all_nops else self._spin()
                     if answered:
                         last_work = time.perf_counter()
                 continue
