@@ -214,9 +214,10 @@ class Runtime:
         self._init_cache(ctx, cache_bytes, page_size)
         self._init_files(ctx, max_fds, name_slots)
         # The context's allocation holds the open's hints and its fd table too (abi.ctx_bytes,
-        # context.cuh), zeroed: no hint, every fd FREE. Allocated after the other device arrays, as the context alone was: made
-        # first, it moved them, and the open on the H100 went from 1.16 to 1.21 us with a p99 of
-        # 1.5 us (2026-11-25; the kernel's code was the same).
+        # context.cuh), zeroed: no hint, every fd FREE. Allocated after the other device
+        # arrays, as the context alone was: made first, it moved them, and the open on the
+        # H100 went from 1.16 to 1.21 us with a p99 of 1.5 us (2026-11-25; the kernel's code
+        # was the same).
         self._ctx_mem, mem_ptr = self.backend.device_zeros(abi.ctx_bytes(max_fds))
         self._ctx = self._ctx_mem[abi.CTX_HINTS_BYTES:]   # the struct; the open's hints before it
         ctx_ptr = mem_ptr + abi.CTX_HINTS_BYTES

@@ -469,6 +469,15 @@ def test_pending_answers_wait_for_their_work(h: Harness) -> None:
         assert got == want
 
 
+def _post_words(L: Lanes, lanes: list[int], op: int = abi.Op.NOP) -> dict[int, int]:
+    """Moves each lane's request word to a new request `op` (as the device posts one, with
+    no record); returns lane -> word."""
+    words = {i: abi.encode_req_word(op, int(L.req_word[i]) + 1) for i in lanes}
+    for i, w in words.items():
+        L.req_word[i] = w
+    return words
+
+
 def test_nop_sweeps_leave_other_lanes_alone(h: Harness) -> None:
     """The vector path's two ways of answering NOPs: sweeps where every lane's word is a NOP
     (a memcmp says so, and the new lanes are the NOPs) and sweeps mixed with other requests.
@@ -480,18 +489,12 @@ def test_nop_sweeps_leave_other_lanes_alone(h: Harness) -> None:
     slow = 0x7E                                   # an opcode no handler uses
     s.register(slow, lambda lane, q: Pending(gate.is_set, 9))
 
-    def post(lanes: list[int], op: int = abi.Op.NOP) -> dict[int, int]:
-        words = {i: abi.encode_req_word(op, int(L.req_word[i]) + 1) for i in lanes}
-        for i, w in words.items():
-            L.req_word[i] = w
-        return words
-
     def check(before: tuple[int, int], words: dict[int, int], nops: int) -> None:
         assert (c.hostcalls - before[0], c.nops - before[1]) == (len(words), nops)
 
     everyone = list(range(NLANES))
     before = (c.hostcalls, c.nops)
-    first = post(everyone)                        # every lane's word a NOP
+    first = _post_words(L, everyone)           # every lane's word a NOP
     assert s.sweep() == NLANES
     check(before, first, NLANES)
     assert [int(L.resp_word[i]) for i in everyone] == [first[i] for i in everyone]
@@ -500,7 +503,7 @@ def test_nop_sweeps_leave_other_lanes_alone(h: Harness) -> None:
         lanes = sorted(rng.sample(everyone, rng.randrange(2, NLANES)))
         old = L.resp_word.copy()
         before = (c.hostcalls, c.nops)
-        words = post(lanes)
+        words = _post_words(L, lanes)
         assert s.sweep() == len(lanes)
         check(before, words, len(lanes))
         got = L.resp_word.copy()
@@ -509,15 +512,15 @@ def test_nop_sweeps_leave_other_lanes_alone(h: Harness) -> None:
     # One lane's request goes to the pool and waits; NOPs on the others keep coming.
     held = 17
     before = (c.hostcalls, c.nops)
-    w_held = post([held], slow)[held]
-    words = post([i for i in everyone if i % 3 and i != held])
+    w_held = _post_words(L, [held], slow)[held]
+    words = _post_words(L, [i for i in everyone if i % 3 and i != held])
     assert s.sweep() == len(words) + 1
     check(before, {**words, held: w_held}, len(words))
     stale = int(L.resp_word[held])
     assert stale & abi.WORD_SEQ_MASK != w_held & abi.WORD_SEQ_MASK, "answered before its work was done"
     for _ in range(3):
         before = (c.hostcalls, c.nops)
-        words = post([i for i in everyone if i != held and rng.random() < 0.6] or [0, 1])
+        words = _post_words(L, [i for i in everyone if i != held and rng.random() < 0.6] or [0, 1])
         assert s.sweep() == len(words)
         check(before, words, len(words))
         assert int(L.resp_word[held]) == stale, "the NOP echo wrote a lane whose request is on the pool"
@@ -526,7 +529,7 @@ def test_nop_sweeps_leave_other_lanes_alone(h: Harness) -> None:
     assert s.sweep() == 1                        # the pool's answer, sent by the next sweep
     answer = int(L.resp_word[held])
     assert answer & abi.WORD_SEQ_MASK == w_held & abi.WORD_SEQ_MASK and abi.decode_resp_word(answer) == 9
-    words = post([i for i in everyone if i != held])
+    words = _post_words(L, [i for i in everyone if i != held])
     assert s.sweep() == len(words)
     assert int(L.resp_word[held]) == answer, "the NOP echo overwrote an answer"
 
@@ -540,15 +543,9 @@ def test_busy_spin_answers_nop_sweeps_and_hands_back_the_rest(h: Harness) -> Non
     L, s, c = h.lanes, h.server, h.server.counters
     everyone = list(range(NLANES))
 
-    def post(lanes: list[int], op: int = abi.Op.NOP) -> dict[int, int]:
-        words = {i: abi.encode_req_word(op, int(L.req_word[i]) + 1) for i in lanes}
-        for i, w in words.items():
-            L.req_word[i] = w
-        return words
-
-    post(everyone)
+    _post_words(L, everyone)
     assert s.sweep() == NLANES and s._many and s._all_nops   # the polling thread would spin busy
-    words = post(everyone[::2])
+    words = _post_words(L, everyone[::2])
     before = (c.hostcalls, c.nops)
     assert s._spin_busy() == (None, len(words))
     assert (c.hostcalls - before[0], c.nops - before[1]) == (len(words), len(words))
@@ -556,7 +553,10 @@ def test_busy_spin_answers_nop_sweeps_and_hands_back_the_rest(h: Harness) -> Non
     for lanes, op in (([3], abi.Op.NOP), ([3, 4, 9], abi.Op.CLOSE)):
         resp = L.resp_word.copy()
         before = (c.hostcalls, c.nops)
-        words = post(lanes, op) if op == abi.Op.NOP else {**post(lanes[:2]), **post(lanes[2:], op)}
+        if op == abi.Op.NOP:
+            words = _post_words(L, lanes)
+        else:
+            words = {**_post_words(L, lanes[:2]), **_post_words(L, lanes[2:], op)}
         sb, answered = s._spin_busy()
         assert sb is s._snap_b and answered == 0
         assert np.array_equal(L.resp_word, resp) and (c.hostcalls, c.nops) == before, "answered before the sweep"
@@ -569,13 +569,13 @@ def test_busy_spin_answers_nop_sweeps_and_hands_back_the_rest(h: Harness) -> Non
                 assert rw == w
             else:
                 assert abi.decode_resp_word(rw) == -errno.EBADF
-    post(everyone)                               # every lane a NOP again
+    _post_words(L, everyone)                   # every lane a NOP again
     assert s.sweep() == NLANES
     gate = threading.Event()
     s.register(0x7E, lambda lane, q: Pending(gate.is_set, 1))
-    post([5], 0x7E)
+    _post_words(L, [5], 0x7E)
     assert s.sweep() == 1 and s._busy_pool == 1
-    post(everyone[6:])
+    _post_words(L, everyone[6:])
     assert s._spin_busy() == (None, 0), "ran with a Pending answer to send"
     gate.set()
     assert s.sweep() == NLANES - 6 + 1

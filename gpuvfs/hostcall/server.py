@@ -560,13 +560,13 @@ class Server:
     def _spin_busy(self) -> tuple[bytearray | None, int]:
         """_spin's twin for busy lanes (the last sweep took several requests, every lane's word
         was a NOP, and nothing is on the pool): sweeps in a loop of its own, as long as every
-        lane's word is a NOP,
-        with the floor's calls (copy, compare, count, masked copy) plus the NOP mask and its
-        memcmp, on local names (no method call between them). Returns like _spin: the
-        snapshot buffer as soon as a sweep finds anything else (one new lane, a lane that is
-        not a NOP), which sweep() then takes from the start; None after BUSY_POLLS polls in a
-        row found nothing new. Answering here is _sweep_many's all-NOP case (I4 holds the same way:
-        the words are marked taken before the next snapshot)."""
+        lane's word is a NOP, with the floor's calls (copy, compare, count, masked copy) plus
+        the NOP mask and its memcmp, on local names (no method call between them). Returns
+        like _spin: the snapshot buffer as soon as a sweep finds anything else (one new lane,
+        a lane that is not a NOP), which sweep() then takes from the start; None after
+        BUSY_POLLS polls in a row found nothing new. Answering here is _sweep_many's all-NOP
+        case, inlined (a call per sweep is what this loop saves); I4 holds the same way: the
+        words are marked taken before the next snapshot."""
         if self._started or self._pending:
             return None, 0
         req_bytes, snap_mv, sb = self._req_bytes, self._snap_mv, self._snap_b
