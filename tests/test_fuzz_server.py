@@ -1119,6 +1119,30 @@ def test_pooled_requests_are_counted(h: Harness) -> None:
         before = after
 
 
+def test_inline_handlers_see_how_many_requests_came_together(h: Harness) -> None:
+    """Server.dispatching, what an inline handler knows of the load (the cache reads a fill
+    inline only when it came alone): the number of requests other than NOPs that the sweep
+    handing them out took; 1 for a lone request on either of the sweep's lone-lane paths."""
+    op = 0x7B
+    seen: list[int] = []
+    h.server.register(op, lambda lane, q: 1, blocking=True,
+                      inline=lambda lane, q: seen.append(h.server.dispatching) or 2)
+    L, srv = h.lanes, h.server
+    for lanes, nops, want in (([3], [], [1]),                      # a lone request
+                              ([3, 4, 9], [5, 6], [3, 3, 3]),      # three, NOPs beside them
+                              ([7], [2, 8], [1]),                  # one, among NOPs
+                              ([7], [], [1]),                      # one again: now the lone lane's
+                              ([7], [], [1])):                     # path, with no NumPy call
+        seen.clear()
+        srv.dispatching = -1                                       # what a path that set nothing leaves
+        _post_words(L, nops)
+        words = _post_words(L, lanes, op)
+        assert srv.sweep() == len(lanes) + len(nops)
+        assert seen == want
+        assert all(abi.decode_resp_word(int(L.resp_word[i]), length=0) == 2
+                   and int(L.resp_word[i]) & abi.WORD_SEQ_MASK == w & abi.WORD_SEQ_MASK for i, w in words.items())
+
+
 def test_spin_answers_a_lone_nop_and_leaves_the_rest_to_the_sweep(h: Harness) -> None:
     """The polling thread's spin answers a NOP on the lane of the last lone request itself
     (the one-lane round trip's path), counts it, and takes it once; anything else it

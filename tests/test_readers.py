@@ -214,3 +214,52 @@ def test_a_second_fill_on_a_busy_lane_is_refused_and_loses_nothing(data_root) ->
         server.close()
         cf.close()
         lanes.close()
+
+
+def test_fills_are_read_inline_alone_and_by_the_readers_under_load(data_root) -> None:
+    """The polling thread reads a fill itself only when it is tiny, or when it came alone
+    (the sweep took no other request and no native read is out); under load every other
+    fill goes to the native readers, which read in parallel where the polling thread would
+    read one at a time. Bytes checked either way."""
+    from gpuvfs import abi, backends
+    from gpuvfs.hostcall.cache import FILL_INLINE_TINY, CacheFiles
+    from gpuvfs.hostcall.files import CAN_READ_CACHED
+    from gpuvfs.hostcall.paths import Confined
+    from gpuvfs.hostcall.server import STARTED, Lanes, Server
+    if not CAN_READ_CACHED:
+        pytest.skip("no RWF_NOWAIT here: no fill is read inline")
+    lane_bytes = 256 << 10
+    data = np.random.default_rng(3).integers(0, 256, 4 * lane_bytes, dtype=np.uint8)
+    data.tofile(os.path.join(data_root, "f.bin"))
+    lanes = Lanes(backends.select("cpu"), 5, lane_bytes)
+    server = Server(lanes)
+    cf = CacheFiles(server, Confined(data_root), workers=2)
+    try:
+        if not cf.native:
+            pytest.skip("no native readers here")
+        lanes.data[0, :7] = np.frombuffer(b"/f.bin\0", np.uint8)
+        file_no = cf.lookup(0, abi.Request(opcode=abi.Op.LOOKUP, data_len=7))[0]
+        lanes.data[:] = 0xEE
+
+        def fill(lane: int, off: int, n: int, together: int) -> object:
+            server.dispatching = together
+            return cf.fill_inline(lane, abi.Request(opcode=abi.Op.FILL, offset=off, length=n, arg0=file_no))
+
+        assert fill(0, 0, lane_bytes, 1) == lane_bytes                  # alone: read here, at once
+        assert fill(1, lane_bytes, lane_bytes, 3) is STARTED            # with others: to the readers
+        assert fill(2, 2 * lane_bytes, lane_bytes, 1) is STARTED        # alone, but a read is out
+        assert fill(3, 3 * lane_bytes, FILL_INLINE_TINY, 3) == FILL_INLINE_TINY   # tiny: read here
+        end = time.monotonic() + 10
+        got: dict[int, int] = {}
+        while len(got) < 2 and time.monotonic() < end:
+            got.update(cf.reap() if cf.ready() else [])
+            time.sleep(0.001)
+        assert got == {1: lane_bytes, 2: lane_bytes}
+        assert fill(4, lane_bytes, lane_bytes, 1) == lane_bytes        # the readers idle again: here
+        for lane, (off, n) in enumerate([(0, lane_bytes), (lane_bytes, lane_bytes), (2 * lane_bytes, lane_bytes),
+                                         (3 * lane_bytes, FILL_INLINE_TINY), (lane_bytes, lane_bytes)]):
+            assert np.array_equal(lanes.data[lane, :n], data[off:off + n]), lane
+    finally:
+        server.close()
+        cf.close()
+        lanes.close()

@@ -264,6 +264,10 @@ class Server:
         self._hint4 = 0                     # 4 x the lane the last lone request came on
         self._many = False                  # the last sweep took several requests
         self._all_nops = False              # ... and every lane's word was a NOP (_spin_busy's case)
+        # How many requests other than NOPs the sweep now handing them out took: what an
+        # inline handler knows of the load (a cache fill is read on the polling thread only
+        # when it came alone; CacheFiles.fill_inline). Set before each dispatch.
+        self.dispatching = 0
         self._blank = abi.Request()         # what a handler sees of a word-only request
 
     # ---- configuration ----
@@ -436,6 +440,7 @@ class Server:
                     self._resp_words[o >> 2] = w   # the echo is the answer (code 0x80: 0)
                     c.nops += 1
                 else:
+                    self.dispatching = 1
                     self._dispatch(o >> 2, w)
                 return 1
             _pack(taken, o, old)             # more lanes moved: _sweep_many takes them all
@@ -465,6 +470,7 @@ class Server:
                 c.nops += 1
                 self._resp_words[lane] = w
             else:
+                self.dispatching = 1
                 self._dispatch(lane, w)
             return 1
         nop = np.less(s, _NOP_END, out=self._nop)
@@ -479,6 +485,7 @@ class Server:
         rest = np.greater(new, nop, out=new).nonzero()[0]   # new and not a NOP
         c.nops += n - len(rest)
         np.copyto(self._resp_i32, s, where=nop)
+        self.dispatching = len(rest)
         for lane in rest.tolist():
             self._dispatch(lane, _unpack(sb, 4 * lane)[0])
         return n
