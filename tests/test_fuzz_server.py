@@ -1143,6 +1143,64 @@ def test_inline_handlers_see_how_many_requests_came_together(h: Harness) -> None
                    and int(L.resp_word[i]) & abi.WORD_SEQ_MASK == w & abi.WORD_SEQ_MASK for i, w in words.items())
 
 
+def test_batch_routes_take_their_requests_together_and_decline_to_the_lane_way(h: Harness) -> None:
+    """A route's batch handler gets a sweep's requests of its opcode when there are two or
+    more (never one), beside NOPs and other opcodes; what it starts is answered when its
+    completion source reports, with the length it read; what it declines goes the per-lane
+    way; a batch handler that fails starts nothing and every request still gets an answer."""
+    op, other = 0x79, 0x7A
+    L, srv = h.lanes, h.server
+    calls: list[list[int]] = []
+    results: list[tuple[int, int]] = []
+    fail = [False]
+
+    class Source:
+        def ready(self) -> bool:
+            return bool(results)
+
+        def reap(self) -> list[tuple[int, int]]:
+            out = results[:]
+            results.clear()
+            return out
+
+    def batch(lanes: list[int]) -> list[tuple[int, int]]:
+        calls.append(lanes)
+        assert all(int(L.req_word[i]) >> abi.WORD_SHIFT == op for i in lanes)
+        if fail[0]:
+            raise RuntimeError("injected")
+        return [(i, 4096) for i in lanes if i % 2 == 0]   # odd lanes are declined
+
+    srv.register(op, lambda lane, q: 7, blocking=True, inline=lambda lane, q: 7, batch=batch)
+    srv.register(other, lambda lane, q: 5)
+    srv.add_source(Source())
+
+    def answer_of(lane: int, w: int) -> int | None:
+        r = int(L.resp_word[lane])
+        return abi.decode_resp_word(r, length=4096) if r & abi.WORD_SEQ_MASK == w & abi.WORD_SEQ_MASK else None
+
+    words = _post_words(L, [2, 3, 4, 9], op) | _post_words(L, [5], other)
+    _post_words(L, [6, 7])                                     # NOPs beside them
+    assert srv.sweep() == 7
+    assert calls == [[2, 3, 4, 9]]
+    assert [answer_of(i, words[i]) for i in (3, 9, 5)] == [7, 7, 5]   # declined and other: per lane
+    assert answer_of(2, words[2]) is None and answer_of(4, words[4]) is None   # started: not yet
+    results.extend([(4, 4096), (2, -errno.EIO)])
+    assert srv.sweep() == 2
+    assert answer_of(4, words[4]) == 4096 and answer_of(2, words[2]) == -errno.EIO
+    assert srv.counters.ops.get(op, 0) >= 4
+
+    calls.clear()                                              # one request: never batched
+    w1 = _post_words(L, [8], op)
+    assert srv.sweep() == 1 and calls == [] and answer_of(8, w1[8]) == 7
+    w1 = _post_words(L, [8], op) | _post_words(L, [5], other)  # one of its opcode among others
+    assert srv.sweep() == 2 and calls == [] and answer_of(8, w1[8]) == 7
+
+    fail[0] = True                                             # a failing batch handler
+    w2 = _post_words(L, [10, 11, 12], op)
+    assert srv.sweep() == 3 and calls == [[10, 11, 12]]
+    assert [answer_of(i, w2[i]) for i in (10, 11, 12)] == [7, 7, 7]
+
+
 def test_spin_answers_a_lone_nop_and_leaves_the_rest_to_the_sweep(h: Harness) -> None:
     """The polling thread's spin answers a NOP on the lane of the last lone request itself
     (the one-lane round trip's path), counts it, and takes it once; anything else it

@@ -64,6 +64,42 @@ def test_random_reads_give_the_files_bytes(data_file) -> None:
         assert (bufs[tag][expect.size:] == POISON).all(), "bytes written past what was read"
 
 
+def test_jobs_submitted_together_read_the_files_bytes(data_file) -> None:
+    """submit_jobs: many jobs packed with JOB, one call; it queues only what the pool has
+    room for (the rest is the caller's), and refuses pushed jobs whole."""
+    import ctypes
+    from gpuvfs.hostcall.readers import JOB
+    fd, data, st = data_file
+    rng = np.random.default_rng(5)
+    cap, k = 48, 64
+    bufs = [np.full(70000, POISON, dtype=np.uint8) for _ in range(k)]
+    jobs = bytearray(JOB.size * k)
+    want = {}
+    for tag in range(k):
+        n, off = int(rng.integers(1, 70000)), int(rng.integers(0, data.size + 5000))
+        want[tag] = (n, off)
+        JOB.pack_into(jobs, JOB.size * tag, tag, fd, bufs[tag].ctypes.data, n, off, st.st_size, st.st_mtime_ns, 0)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(jobs))
+    rp = NativeReaders(4, cap)
+    try:
+        pushed = bytearray(jobs[:JOB.size])
+        JOB.pack_into(pushed, 0, 0, fd, bufs[0].ctypes.data, 10, 0, st.st_size, st.st_mtime_ns, 12345)
+        with pytest.raises(OSError) as e:
+            rp.submit_jobs(ctypes.addressof(ctypes.c_char.from_buffer(pushed)), 1)
+        assert e.value.errno == errno.EINVAL
+        assert rp.submit_jobs(address, k) == cap               # room for cap jobs only
+        got = reap_all(rp, cap)
+        assert rp.submit_jobs(address + JOB.size * cap, k - cap) == k - cap
+        got.update(reap_all(rp, k - cap))
+    finally:
+        rp.close()
+    for tag, (n, off) in want.items():
+        expect = data[off:off + n]
+        assert got[tag] == expect.size, (tag, n, off)
+        assert np.array_equal(bufs[tag][:expect.size], expect)
+        assert (bufs[tag][expect.size:] == POISON).all(), "bytes written past what was read"
+
+
 def test_a_changed_file_reads_nothing_and_says_estale(data_file) -> None:
     fd, data, st = data_file
     buf = np.full(4096, POISON, dtype=np.uint8)
@@ -259,6 +295,68 @@ def test_fills_are_read_inline_alone_and_by_the_readers_under_load(data_root) ->
         for lane, (off, n) in enumerate([(0, lane_bytes), (lane_bytes, lane_bytes), (2 * lane_bytes, lane_bytes),
                                          (3 * lane_bytes, FILL_INLINE_TINY), (lane_bytes, lane_bytes)]):
             assert np.array_equal(lanes.data[lane, :n], data[off:off + n]), lane
+    finally:
+        server.close()
+        cf.close()
+        lanes.close()
+
+
+def test_fills_taken_together_go_to_the_readers_in_one_batch(data_root) -> None:
+    """CacheFiles.fill_batch (a sweep's FILLs, together): the fills it can start go to the
+    native readers in one call and read the right bytes; it declines, for the per-lane way,
+    a tiny fill, a length over the lane's buffer, an offset out of range, an unknown version
+    and a lane whose read is still out; every hold on a version is given back once reaped."""
+    from gpuvfs import abi, backends
+    from gpuvfs.hostcall.cache import FILL_INLINE_TINY, CacheFiles
+    from gpuvfs.hostcall.files import MAX_OFFSET
+    from gpuvfs.hostcall.paths import Confined
+    from gpuvfs.hostcall.server import Lanes, Server
+    lane_bytes = 64 << 10
+    rng = np.random.default_rng(4)
+    files = {}
+    for name in ("a.bin", "b.bin"):
+        files[name] = rng.integers(0, 256, 1 << 20, dtype=np.uint8)
+        files[name].tofile(os.path.join(data_root, name))
+    lanes = Lanes(backends.select("cpu"), 16, lane_bytes)
+    server = Server(lanes)
+    cf = CacheFiles(server, Confined(data_root), workers=3)
+    try:
+        if not cf.native:
+            pytest.skip("no native readers here")
+        fno = {}
+        for name in files:
+            p = f"/{name}\0".encode()
+            lanes.data[0, :len(p)] = np.frombuffer(p, np.uint8)
+            fno[name] = cf.lookup(0, abi.Request(opcode=abi.Op.LOOKUP, data_len=len(p)))[0]
+        lanes.data[:] = 0xEE
+        busy_q = abi.Request(opcode=abi.Op.FILL, offset=0, length=lane_bytes, arg0=fno["a.bin"])
+        assert cf.fill_inline(15, busy_q) is not None          # lane 15: a read out (or done inline)
+        # lane -> (file, offset, length, started?)
+        plan = {1: ("a.bin", 0, lane_bytes, True), 2: ("b.bin", 3 * lane_bytes + 5, lane_bytes - 5, True),
+                3: ("a.bin", 7 * lane_bytes, lane_bytes, True), 4: ("a.bin", 0, FILL_INLINE_TINY, False),
+                5: ("a.bin", 0, lane_bytes + 1, False), 6: ("a.bin", MAX_OFFSET, lane_bytes, False),
+                7: (None, 0, lane_bytes, False), 8: ("b.bin", 1 << 19, 1 << 15, True)}
+        if 15 in cf._reading:
+            plan[15] = ("a.bin", 0, lane_bytes, False)
+        for lane, (name, off, n, _) in plan.items():
+            lanes.req[lane]["offset"], lanes.req[lane]["length"] = off, n
+            lanes.req[lane]["arg"][0] = fno[name] if name else 999_999
+        started = cf.fill_batch(sorted(plan))
+        assert started == [(lane, p[2]) for lane, p in sorted(plan.items()) if p[3]]
+        want = {lane for lane, p in plan.items() if p[3]} | ({15} if 15 in cf._reading else set())
+        got: dict[int, int] = {}
+        end = time.monotonic() + 10
+        while set(got) != want and time.monotonic() < end:
+            got.update(cf.reap() if cf.ready() else [])
+            time.sleep(0.001)
+        assert set(got) == want
+        for lane, (name, off, n, go) in plan.items():
+            if go:
+                assert got[lane] == n
+                assert np.array_equal(lanes.data[lane, :n], files[name][off:off + n]), lane
+            elif lane != 15:
+                assert (lanes.data[lane] == 0xEE).all(), f"lane {lane} was declined but written"
+        assert all(v.users == 0 for v in cf._by_no.values()) and not cf._reading
     finally:
         server.close()
         cf.close()

@@ -10,16 +10,19 @@ since is answered -ESTALE rather than with bytes of the new file (docs/consisten
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
 import threading
 from dataclasses import dataclass
 
+import numpy as np
+
 from .. import abi
-from .files import CAN_READ_CACHED, INLINE_READ_MAX, io_args, read_cached, read_path
+from .files import CAN_READ_CACHED, INLINE_READ_MAX, MAX_OFFSET, io_args, read_cached, read_path
 from .paths import Confined
-from .readers import NativeReaders, native_readers_wanted
+from .readers import JOB, NativeReaders, native_readers_wanted
 from .server import STARTED, Pending, Server, Started
 
 log = logging.getLogger("gpuvfs.hostcall")
@@ -70,6 +73,11 @@ class CacheFiles:
         # polling thread queues each one and answers it when its source reports.
         self._readers: NativeReaders | None = None
         self._reading: dict[int, Version] = {}   # lane -> the version a native read holds (polling thread)
+        # fill_batch's request records (read by struct, as the server's), and the jobs it
+        # packs for the readers: one per lane at most.
+        self._req_rec = memoryview(self.lanes.req.view(np.uint8))
+        self._jobs = bytearray(JOB.size * self.lanes.count)
+        self._jobs_address = ctypes.addressof(ctypes.c_char.from_buffer(self._jobs))
         if native_readers_wanted():
             try:
                 self._readers = NativeReaders(max(1, workers), self.lanes.count)
@@ -82,7 +90,8 @@ class CacheFiles:
         # (RWF_NOWAIT) is answered at once; any other goes to the native readers, or where
         # there are none, to the pool.
         inline = self.fill_inline if (CAN_READ_CACHED or self._readers is not None) else None
-        server.register(abi.Op.FILL, self.fill, blocking=True, inline=inline)
+        server.register(abi.Op.FILL, self.fill, blocking=True, inline=inline,
+                        batch=self.fill_batch if self._readers is not None else None)
         server.register(abi.Op.FILL_PUSH, self.fill_push, blocking=True, inline=self.fill_push_inline)
         self._stage: tuple[object, int] | None = None  # (backend, device pointer)
         self._push_native = False   # FILL_PUSH runs on the native readers too (attach_stage)
@@ -184,6 +193,47 @@ class CacheFiles:
             return None
         return self._start(lane, q, 0)
 
+    def fill_batch(self, lanes: list[int]) -> list[tuple[int, int]]:
+        """The FILLs a sweep took together (Server's BatchHandler), handed to the native
+        readers in one call; returns (lane, length) of each it started. Each record is read
+        once (one struct unpack: the device may rewrite it, and what is checked is what is
+        read). Declined, for the per-lane way: tiny fills (read inline there), lengths or
+        offsets out of range and unknown versions (answered with their errors there), a lane
+        whose read is still out (-EBUSY there), and whatever the pool has no room for."""
+        readers = self._readers
+        assert readers is not None
+        unpack, rec, size = abi.REQUEST_STRUCT.unpack_from, self._req_rec, abi.REQUEST.itemsize
+        pack, jobs = JOB.pack_into, self._jobs
+        data_bytes, base = self.lanes.data_bytes, self.lanes.data_address(0)
+        reading, by_no = self._reading, self._by_no
+        started: list[tuple[int, int]] = []
+        held: list[Version] = []
+        with self._lock:
+            for lane in lanes:
+                _, _, _, _, off, n, file_no, _, _, _ = unpack(rec, lane * size)
+                if n <= FILL_INLINE_TINY or n > data_bytes or off > MAX_OFFSET - n or lane in reading:
+                    continue
+                v = by_no.get(file_no)
+                if v is None:
+                    continue
+                v.users += 1
+                pack(jobs, JOB.size * len(started), lane, v.osfd, base + lane * data_bytes, n, off, v.size,
+                     v.mtime_ns, 0)
+                started.append((lane, n))
+                held.append(v)
+        queued = 0
+        try:
+            if started:
+                queued = readers.submit_jobs(self._jobs_address, len(started))
+        finally:
+            # Queued: read by the pool, each version held until its read is reaped. The
+            # rest (no room, or a failed call): declined, their holds given back.
+            for v in held[queued:]:
+                self._release(v)
+            for (lane, _), v in zip(started[:queued], held):
+                reading[lane] = v
+        return started[:queued]
+
     def fill_push_inline(self, lane: int, q: abi.Request) -> "int | Started | None":
         """FILL_PUSH on the polling thread: handed to the native readers, which read and push
         it; None (to the pool) where they cannot push."""
@@ -225,22 +275,30 @@ class CacheFiles:
 
     def reap(self) -> list[tuple[int, int]]:
         """Every result of the readers goes back to the server, whatever its bookkeeping
-        here meets (a lost answer would leave a kernel waiting for good)."""
+        here meets (a lost answer would leave a kernel waiting for good). The versions'
+        holds are given back under one lock for the lot."""
         assert self._readers is not None
         done = self._readers.reap()
         got = 0
+        held: list[Version] = []
+        stale: list[Version] = []
         for lane, result in done:
             v = self._reading.pop(lane, None)
             if v is None:
                 continue
-            try:
-                if result == -errno.ESTALE:   # the file changed since this version was looked up
-                    with self._lock:
-                        self._retire(v)
-                elif result > 0:
-                    got += result
-            finally:
-                self._release(v)
+            held.append(v)
+            if result > 0:
+                got += result
+            elif result == -errno.ESTALE:   # the file changed since this version was looked up
+                stale.append(v)
+        if held:
+            with self._lock:
+                for v in stale:
+                    self._retire(v)
+                for v in held:
+                    v.users -= 1
+                    if v.retired and v.users == 0:
+                        _close_quietly(v.osfd)
         if got:
             self.counters.add_one("bytes_from_host", got)
         return done

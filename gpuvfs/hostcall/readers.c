@@ -321,6 +321,31 @@ int rp_submit(rp_pool *p, int64_t tag, int32_t fd, uint64_t dst, uint64_t n, uin
   return 0;
 }
 
+/* rp_submit for k jobs at once, under one lock: a sweep's fills cost the polling thread one
+ * call. `jobs` is an array of rp_job as the caller packed them (64 bytes each, the layout
+ * below; gpuvfs/hostcall/readers.py packs the same). None may push: the pool may not be set
+ * up for it (-EINVAL, nothing queued). Queues them in order while there is room and returns
+ * how many it queued (the caller keeps the rest), or -EINVAL for k < 0. */
+_Static_assert(sizeof(rp_job) == 64, "rp_job is 64 bytes: readers.py packs it as <qi4xQQQqqQ");
+int rp_submit_jobs(rp_pool *p, int k, const rp_job *jobs) {
+  if (k < 0) return -EINVAL;
+  for (int i = 0; i < k; i++)
+    if (jobs[i].dev) return -EINVAL;
+  int q = 0;
+  pthread_mutex_lock(&p->lock);
+  while (q < k && p->jlen + p->running + p->wlen + p->dlen < p->cap) {
+    p->jobs[(p->jhead + p->jlen) % p->cap] = jobs[q];
+    p->jlen++;
+    q++;
+  }
+  if (q == 1)
+    pthread_cond_signal(&p->work);
+  else if (q > 1)
+    pthread_cond_broadcast(&p->work);
+  pthread_mutex_unlock(&p->lock);
+  return q;
+}
+
 /* Moves up to `max` results out of the pool, oldest first; returns how many. */
 int rp_reap(rp_pool *p, int64_t *tags, int64_t *results, int max) {
   int k = 0;

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import struct
 import threading
 import weakref
 from pathlib import Path
@@ -14,6 +15,9 @@ from pathlib import Path
 from ..native import build_c_library
 
 _SOURCE = Path(__file__).with_name("readers.c")
+# One job as rp_submit_jobs reads it (readers.c's rp_job, 64 bytes): tag, fd, dst, n, off,
+# size, mtime_ns, dev.
+JOB = struct.Struct("<qi4xQQQqqQ")
 
 
 class _Lib:
@@ -31,6 +35,7 @@ class _Lib:
                 (lib, "rp_push_cuda", [vp], ctypes.c_int),
                 (lib, "rp_destroy", [vp], None),
                 (quick, "rp_submit", [vp, i64, i32, u64, u64, u64, i64, i64, u64], ctypes.c_int),
+                (quick, "rp_submit_jobs", [vp, ctypes.c_int, vp], ctypes.c_int),
                 (quick, "rp_reap", [vp, p64, p64, ctypes.c_int], ctypes.c_int),
                 (quick, "rp_finished_addr", [vp], vp),
                 (quick, "rp_busy_ns", [vp], u64)):
@@ -109,6 +114,15 @@ class NativeReaders:
         rc = self._lib.rp_submit(self._check(), tag, fd, dst, n, off, size, mtime_ns, dev)
         if rc:
             raise OSError(-rc, os.strerror(-rc))
+
+    def submit_jobs(self, jobs_address: int, k: int) -> int:
+        """submit() for k jobs at once, in one call: `jobs_address` holds k records packed
+        with JOB (tag, fd, dst, n, off, size, mtime_ns, dev = 0: none pushed). Queues them in
+        order while the pool has room; returns how many it queued."""
+        rc = self._lib.rp_submit_jobs(self._check(), k, jobs_address)
+        if rc < 0:
+            raise OSError(-rc, os.strerror(-rc))
+        return int(rc)
 
     def ready(self) -> bool:
         """Whether results wait to be reaped (one load, no call)."""

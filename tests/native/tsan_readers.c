@@ -7,6 +7,9 @@
  * longer written). A second thread submits jobs of its own at the same time (submit is safe
  * from any thread). Every run must end with all checks passed and no TSan report.
  *
+ * Without pushes, every other round of the main thread's submissions is one rp_submit_jobs
+ * (the server's batch of fills) instead of one rp_submit a job.
+ *
  * --push=1: every main-thread job also pushes its bytes to a second buffer (rp_push_memcpy,
  * the cpu backend's FILL_PUSH), and both buffers are compared.
  * --push=2: the same through the cuda push path (the readers' copies, the events, the waiter
@@ -135,11 +138,28 @@ int main(int argc, char **argv) {
 
   const _Atomic uint64_t *finished = rp_finished_addr(p);
   uint64_t reaped = 0;
-  int submitted = 0, done = 0, side_done = 0, ok = 1, free_n = cap;
+  int submitted = 0, done = 0, side_done = 0, ok = 1, free_n = cap, many_turn = 0;
   int *free_slots = malloc(sizeof(int) * (size_t)cap);
   for (int i = 0; i < cap; i++) free_slots[i] = i;
   int64_t tags[64], results[64];
   while (ok && (done < jobs || side_done < side_n)) {
+    if (!push && (many_turn ^= 1)) {   /* every other round without pushes: one rp_submit_jobs */
+      int k = 0;
+      rp_job batch[64];
+      while (submitted + k < jobs && k < free_n && k < 64) {
+        int i = free_slots[free_n - 1 - k];   /* the stack's top first: the q queued are popped */
+        slot *sl = &slots[i];
+        sl->n = rng(&s) % MAX_LEN;
+        sl->off = rng(&s) % (FILE_BYTES + 2000);
+        memset(sl->buf, 0xA5, sizeof sl->buf);
+        batch[k] = (rp_job){i, fd, (uint64_t)(uintptr_t)sl->buf, sl->n, sl->off, (int64_t)st.st_size, mtime, 0};
+        k++;
+      }
+      int q = rp_submit_jobs(p, k, batch);
+      if (q < 0 || q > k) { fprintf(stderr, "rp_submit_jobs returned %d of %d\n", q, k); ok = 0; break; }
+      free_n -= q;
+      submitted += q;
+    }
     while (submitted < jobs && free_n > 0) {
       int k = free_slots[free_n - 1];
       slot *sl = &slots[k];
