@@ -45,7 +45,7 @@ from hypothesis import strategies as st
 from gpuvfs import abi, backends
 from gpuvfs.hostcall.files import FIRST_FD, MAX_OFFSET, FileHandlers, FileTable
 from gpuvfs.hostcall.paths import Confined
-from gpuvfs.hostcall.server import Lanes, Pending, Server
+from gpuvfs.hostcall.server import SMALL_SWEEP, Lanes, Pending, Server
 from gpuvfs.hostcall.stdio import StdioHandlers
 
 NLANES = 64
@@ -1195,6 +1195,17 @@ def test_batch_routes_take_their_requests_together_and_decline_to_the_lane_way(h
     w1 = _post_words(L, [8], op) | _post_words(L, [5], other)  # one of its opcode among others
     assert srv.sweep() == 2 and calls == [] and answer_of(8, w1[8]) == 7
 
+    calls.clear()                                              # more than SMALL_SWEEP: the vector path
+    many = list(range(20, 20 + SMALL_SWEEP + 4))
+    w3 = _post_words(L, many, op)
+    _post_words(L, [40, 41, 42])
+    assert srv.sweep() == len(many) + 3 and calls == [many]
+    assert all(answer_of(i, w3[i]) == (None if i % 2 == 0 else 7) for i in many)
+    results.extend((i, 4096) for i in many if i % 2 == 0)
+    assert srv.sweep() == len([i for i in many if i % 2 == 0])
+    assert all(answer_of(i, w3[i]) == (4096 if i % 2 == 0 else 7) for i in many)
+
+    calls.clear()
     fail[0] = True                                             # a failing batch handler
     w2 = _post_words(L, [10, 11, 12], op)
     assert srv.sweep() == 3 and calls == [[10, 11, 12]]

@@ -52,6 +52,9 @@ SPIN_POLLS = 64
 # _spin_busy's idle checks are NumPy calls (~1-3 us each, not ~0.1): as many as spend about
 # the same few microseconds before the polling thread goes back to its naps and yields.
 BUSY_POLLS = 8
+# A sweep that took this many new lanes or fewer looks at each in Python (_sweep_few)
+# rather than making the vector path's calls over every lane.
+SMALL_SWEEP = 8
 
 
 def _align(n: int, a: int = PAGE) -> int:
@@ -489,6 +492,8 @@ class Server:
                 self.dispatching = 1
                 self._dispatch(lane, w)
             return 1
+        if n <= SMALL_SWEEP:
+            return self._sweep_few(n)
         nop = np.less(s, _NOP_END, out=self._nop)
         # The answer to a NOP is its own word. A masked copy stores the masked elements only
         # (NumPy copies each run of True), so pool threads' answers on other lanes stand.
@@ -501,13 +506,33 @@ class Server:
         rest = np.greater(new, nop, out=new).nonzero()[0]   # new and not a NOP
         c.nops += n - len(rest)
         np.copyto(self._resp_i32, s, where=nop)
-        self.dispatching = len(rest)
-        lanes = rest.tolist()
+        self._dispatch_all(rest.tolist(), sb)
+        return n
+
+    def _sweep_few(self, n: int) -> int:
+        """_sweep_many's mixed case for a few new lanes (2..SMALL_SWEEP): one NumPy call finds
+        them and each word is looked at in Python, where the vector path would make four more
+        calls over every lane (find the NOPs, mask them, the rest, the masked copy: ~2 us
+        each on the GPU host, where a cold read's sweeps take two or three fills at a time)."""
+        sb, resp, c = self._snap_b, self._resp_words, self.counters
+        rest = []
+        for lane in self._new.nonzero()[0].tolist():
+            w = _unpack(sb, 4 * lane)[0]
+            if w >> _SHIFT == _NOP:
+                resp[lane] = w               # the echo is the answer (code 0x80: 0)
+                c.nops += 1
+            else:
+                rest.append(lane)
+        self._dispatch_all(rest, sb)
+        return n
+
+    def _dispatch_all(self, lanes: list[int], sb: bytearray) -> None:
+        """Hands out a sweep's new requests other than NOPs: batch routes first, then each."""
+        self.dispatching = len(lanes)
         if self._batched and len(lanes) > 1:
             lanes = self._dispatch_batches(lanes, sb)
         for lane in lanes:
             self._dispatch(lane, _unpack(sb, 4 * lane)[0])
-        return n
 
     def _dispatch_batches(self, lanes: list[int], sb: bytearray) -> list[int]:
         """Hands each batch route its new requests at once when there are two or more, and
