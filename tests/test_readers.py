@@ -2,10 +2,12 @@
 path in a Runtime. The pool needs a C compiler, which the cpu backend's tests need anyway."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
 import time
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -41,6 +43,17 @@ def reap_all(rp: NativeReaders, n: int, timeout: float = 30.0) -> dict[int, int]
     return out
 
 
+def check_reads(data: np.ndarray, bufs: list[np.ndarray], want: dict[int, tuple[int, int]],
+                got: dict[int, int]) -> None:
+    """Each job `tag` (n bytes at off) read what the file has there, into bufs[tag], and
+    wrote nothing past it (the buffers were poisoned)."""
+    for tag, (n, off) in want.items():
+        expect = data[off:off + n]
+        assert got[tag] == expect.size, (tag, n, off)
+        assert np.array_equal(bufs[tag][:expect.size], expect)
+        assert (bufs[tag][expect.size:] == POISON).all(), "bytes written past what was read"
+
+
 def test_random_reads_give_the_files_bytes(data_file) -> None:
     fd, data, st = data_file
     rng = np.random.default_rng(3)
@@ -57,11 +70,7 @@ def test_random_reads_give_the_files_bytes(data_file) -> None:
         got = reap_all(rp, jobs)
     finally:
         rp.close()
-    for tag, (n, off) in want.items():
-        expect = data[off:off + n]
-        assert got[tag] == expect.size, (tag, n, off)
-        assert np.array_equal(bufs[tag][:expect.size], expect)
-        assert (bufs[tag][expect.size:] == POISON).all(), "bytes written past what was read"
+    check_reads(data, bufs, want, got)
 
 
 def test_jobs_submitted_together_read_the_files_bytes(data_file) -> None:
@@ -93,11 +102,7 @@ def test_jobs_submitted_together_read_the_files_bytes(data_file) -> None:
         got.update(reap_all(rp, k - cap))
     finally:
         rp.close()
-    for tag, (n, off) in want.items():
-        expect = data[off:off + n]
-        assert got[tag] == expect.size, (tag, n, off)
-        assert np.array_equal(bufs[tag][:expect.size], expect)
-        assert (bufs[tag][expect.size:] == POISON).all(), "bytes written past what was read"
+    check_reads(data, bufs, want, got)
 
 
 def test_a_changed_file_reads_nothing_and_says_estale(data_file) -> None:
@@ -215,111 +220,21 @@ def test_a_runtime_that_fails_to_start_leaves_no_reader_threads(data_root) -> No
     assert _reader_threads() == before
 
 
-def test_a_second_fill_on_a_busy_lane_is_refused_and_loses_nothing(data_root) -> None:
-    """A device that breaks the protocol (a new FILL on a lane whose fill is still out) gets
-    -EBUSY; the fill already out still answers, and the version's fd is released."""
+@contextlib.contextmanager
+def cache_files(root: str, files: dict[str, np.ndarray], count: int, lane_bytes: int,
+                workers: int) -> Iterator[tuple[Any, Any, Any, dict[str, int]]]:
+    """The cache's host side alone, on the cpu backend: `files` written under `root` and
+    looked up; yields (lanes, server, cache files, name -> file_no). The test sweeps nothing:
+    it calls the handlers itself. Skips where the native readers cannot be built."""
     from gpuvfs import abi, backends
     from gpuvfs.hostcall.cache import CacheFiles
     from gpuvfs.hostcall.paths import Confined
     from gpuvfs.hostcall.server import Lanes, Server
-    (data := np.random.default_rng(2).integers(0, 256, 1 << 20, dtype=np.uint8)).tofile(
-        os.path.join(data_root, "f.bin"))
-    lanes = Lanes(backends.select("cpu"), 4, 1 << 16)
+    for name, data in files.items():
+        data.tofile(os.path.join(root, name))
+    lanes = Lanes(backends.select("cpu"), count, lane_bytes)
     server = Server(lanes)
-    cf = CacheFiles(server, Confined(data_root), workers=2)
-    try:
-        if not cf.native:
-            pytest.skip("no native readers here")
-        lanes.data[0, :7] = np.frombuffer(b"/f.bin\0", np.uint8)
-        file_no = cf.lookup(0, abi.Request(opcode=abi.Op.LOOKUP, data_len=7))[0]
-        q = abi.Request(opcode=abi.Op.FILL, offset=0, length=1 << 16, arg0=file_no)
-        assert cf.fill_push_inline(0, q) is None                  # no stage: FILL_PUSH is the pool's
-        started = cf._start(0, q, 0)
-        with pytest.raises(OSError) as e:                         # before the first is reaped
-            cf._start(0, q, 0)
-        assert e.value.errno == errno.EBUSY
-        end = time.monotonic() + 10
-        got = []
-        while not got and time.monotonic() < end:
-            got = cf.reap() if cf.ready() else []
-            time.sleep(0.001)
-        assert started is not None and got == [(0, 1 << 16)]
-        assert np.array_equal(lanes.data[0], data[:1 << 16])
-        assert cf._by_no[file_no].users == 0
-    finally:
-        server.close()
-        cf.close()
-        lanes.close()
-
-
-def test_fills_are_read_inline_alone_and_by_the_readers_under_load(data_root) -> None:
-    """The polling thread reads a fill itself only when it is tiny, or when it came alone
-    (the sweep took no other request and no native read is out); under load every other
-    fill goes to the native readers, which read in parallel where the polling thread would
-    read one at a time. Bytes checked either way."""
-    from gpuvfs import abi, backends
-    from gpuvfs.hostcall.cache import FILL_INLINE_TINY, CacheFiles
-    from gpuvfs.hostcall.files import CAN_READ_CACHED
-    from gpuvfs.hostcall.paths import Confined
-    from gpuvfs.hostcall.server import STARTED, Lanes, Server
-    if not CAN_READ_CACHED:
-        pytest.skip("no RWF_NOWAIT here: no fill is read inline")
-    lane_bytes = 256 << 10
-    data = np.random.default_rng(3).integers(0, 256, 4 * lane_bytes, dtype=np.uint8)
-    data.tofile(os.path.join(data_root, "f.bin"))
-    lanes = Lanes(backends.select("cpu"), 5, lane_bytes)
-    server = Server(lanes)
-    cf = CacheFiles(server, Confined(data_root), workers=2)
-    try:
-        if not cf.native:
-            pytest.skip("no native readers here")
-        lanes.data[0, :7] = np.frombuffer(b"/f.bin\0", np.uint8)
-        file_no = cf.lookup(0, abi.Request(opcode=abi.Op.LOOKUP, data_len=7))[0]
-        lanes.data[:] = 0xEE
-
-        def fill(lane: int, off: int, n: int, together: int) -> object:
-            server.dispatching = together
-            return cf.fill_inline(lane, abi.Request(opcode=abi.Op.FILL, offset=off, length=n, arg0=file_no))
-
-        assert fill(0, 0, lane_bytes, 1) == lane_bytes                  # alone: read here, at once
-        assert fill(1, lane_bytes, lane_bytes, 3) is STARTED            # with others: to the readers
-        assert fill(2, 2 * lane_bytes, lane_bytes, 1) is STARTED        # alone, but a read is out
-        assert fill(3, 3 * lane_bytes, FILL_INLINE_TINY, 3) == FILL_INLINE_TINY   # tiny: read here
-        end = time.monotonic() + 10
-        got: dict[int, int] = {}
-        while len(got) < 2 and time.monotonic() < end:
-            got.update(cf.reap() if cf.ready() else [])
-            time.sleep(0.001)
-        assert got == {1: lane_bytes, 2: lane_bytes}
-        assert fill(4, lane_bytes, lane_bytes, 1) == lane_bytes        # the readers idle again: here
-        for lane, (off, n) in enumerate([(0, lane_bytes), (lane_bytes, lane_bytes), (2 * lane_bytes, lane_bytes),
-                                         (3 * lane_bytes, FILL_INLINE_TINY), (lane_bytes, lane_bytes)]):
-            assert np.array_equal(lanes.data[lane, :n], data[off:off + n]), lane
-    finally:
-        server.close()
-        cf.close()
-        lanes.close()
-
-
-def test_fills_taken_together_go_to_the_readers_in_one_batch(data_root) -> None:
-    """CacheFiles.fill_batch (a sweep's FILLs, together): the fills it can start go to the
-    native readers in one call and read the right bytes; it declines, for the per-lane way,
-    a tiny fill, a length over the lane's buffer, an offset out of range, an unknown version
-    and a lane whose read is still out; every hold on a version is given back once reaped."""
-    from gpuvfs import abi, backends
-    from gpuvfs.hostcall.cache import FILL_INLINE_TINY, CacheFiles
-    from gpuvfs.hostcall.files import MAX_OFFSET
-    from gpuvfs.hostcall.paths import Confined
-    from gpuvfs.hostcall.server import Lanes, Server
-    lane_bytes = 64 << 10
-    rng = np.random.default_rng(4)
-    files = {}
-    for name in ("a.bin", "b.bin"):
-        files[name] = rng.integers(0, 256, 1 << 20, dtype=np.uint8)
-        files[name].tofile(os.path.join(data_root, name))
-    lanes = Lanes(backends.select("cpu"), 16, lane_bytes)
-    server = Server(lanes)
-    cf = CacheFiles(server, Confined(data_root), workers=3)
+    cf = CacheFiles(server, Confined(root), workers=workers)
     try:
         if not cf.native:
             pytest.skip("no native readers here")
@@ -328,6 +243,85 @@ def test_fills_taken_together_go_to_the_readers_in_one_batch(data_root) -> None:
             p = f"/{name}\0".encode()
             lanes.data[0, :len(p)] = np.frombuffer(p, np.uint8)
             fno[name] = cf.lookup(0, abi.Request(opcode=abi.Op.LOOKUP, data_len=len(p)))[0]
+        yield lanes, server, cf, fno
+    finally:
+        server.close()
+        cf.close()
+        lanes.close()
+
+
+def reap_lanes(cf: Any, n: int, timeout: float = 10.0) -> dict[int, int]:
+    """lane -> result of the cache's native reads, once n of them came back (or the time is up)."""
+    got: dict[int, int] = {}
+    end = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < end:
+        got.update(cf.reap() if cf.ready() else [])
+        time.sleep(0.001)
+    return got
+
+
+def test_a_second_fill_on_a_busy_lane_is_refused_and_loses_nothing(data_root) -> None:
+    """A device that breaks the protocol (a new FILL on a lane whose fill is still out) gets
+    -EBUSY; the fill already out still answers, and the version's fd is released."""
+    from gpuvfs import abi
+    data = np.random.default_rng(2).integers(0, 256, 1 << 20, dtype=np.uint8)
+    with cache_files(data_root, {"f.bin": data}, 4, 1 << 16, 2) as (lanes, server, cf, fno):
+        file_no = fno["f.bin"]
+        q = abi.Request(opcode=abi.Op.FILL, offset=0, length=1 << 16, arg0=file_no)
+        assert cf.fill_push_inline(0, q) is None                  # no stage: FILL_PUSH is the pool's
+        started = cf._start(0, q, 0)
+        with pytest.raises(OSError) as e:                         # before the first is reaped
+            cf._start(0, q, 0)
+        assert e.value.errno == errno.EBUSY
+        got = reap_lanes(cf, 1)
+        assert started is not None and got == {0: 1 << 16}
+        assert np.array_equal(lanes.data[0], data[:1 << 16])
+        assert cf._by_no[file_no].users == 0
+
+
+def test_fills_are_read_inline_alone_and_by_the_readers_under_load(data_root) -> None:
+    """The polling thread reads a fill itself only when it is tiny, or when it came alone
+    (the sweep took no other request and no native read is out); under load every other
+    fill goes to the native readers, which read in parallel where the polling thread would
+    read one at a time. Bytes checked either way."""
+    from gpuvfs import abi
+    from gpuvfs.hostcall.cache import FILL_INLINE_TINY
+    from gpuvfs.hostcall.files import CAN_READ_CACHED
+    from gpuvfs.hostcall.server import STARTED
+    if not CAN_READ_CACHED:
+        pytest.skip("no RWF_NOWAIT here: no fill is read inline")
+    lane_bytes = 256 << 10
+    data = np.random.default_rng(3).integers(0, 256, 4 * lane_bytes, dtype=np.uint8)
+    with cache_files(data_root, {"f.bin": data}, 5, lane_bytes, 2) as (lanes, server, cf, fno):
+        lanes.data[:] = 0xEE
+
+        def fill(lane: int, off: int, n: int, together: int) -> object:
+            server.dispatching = together
+            return cf.fill_inline(lane, abi.Request(opcode=abi.Op.FILL, offset=off, length=n, arg0=fno["f.bin"]))
+
+        assert fill(0, 0, lane_bytes, 1) == lane_bytes                  # alone: read here, at once
+        assert fill(1, lane_bytes, lane_bytes, 3) is STARTED            # with others: to the readers
+        assert fill(2, 2 * lane_bytes, lane_bytes, 1) is STARTED        # alone, but a read is out
+        assert fill(3, 3 * lane_bytes, FILL_INLINE_TINY, 3) == FILL_INLINE_TINY   # tiny: read here
+        assert reap_lanes(cf, 2) == {1: lane_bytes, 2: lane_bytes}
+        assert fill(4, lane_bytes, lane_bytes, 1) == lane_bytes        # the readers idle again: here
+        for lane, (off, n) in enumerate([(0, lane_bytes), (lane_bytes, lane_bytes), (2 * lane_bytes, lane_bytes),
+                                         (3 * lane_bytes, FILL_INLINE_TINY), (lane_bytes, lane_bytes)]):
+            assert np.array_equal(lanes.data[lane, :n], data[off:off + n]), lane
+
+
+def test_fills_taken_together_go_to_the_readers_in_one_batch(data_root) -> None:
+    """CacheFiles.fill_batch (a sweep's FILLs, together): the fills it can start go to the
+    native readers in one call and read the right bytes; it declines, for the per-lane way,
+    a tiny fill, a length over the lane's buffer, an offset out of range, an unknown version
+    and a lane whose read is still out; every hold on a version is given back once reaped."""
+    from gpuvfs import abi
+    from gpuvfs.hostcall.cache import FILL_INLINE_TINY
+    from gpuvfs.hostcall.files import MAX_OFFSET
+    lane_bytes = 64 << 10
+    rng = np.random.default_rng(4)
+    files = {name: rng.integers(0, 256, 1 << 20, dtype=np.uint8) for name in ("a.bin", "b.bin")}
+    with cache_files(data_root, files, 16, lane_bytes, 3) as (lanes, server, cf, fno):
         lanes.data[:] = 0xEE
         busy_q = abi.Request(opcode=abi.Op.FILL, offset=0, length=lane_bytes, arg0=fno["a.bin"])
         assert cf.fill_inline(15, busy_q) is not None          # lane 15: a read out (or done inline)
@@ -344,11 +338,7 @@ def test_fills_taken_together_go_to_the_readers_in_one_batch(data_root) -> None:
         started = cf.fill_batch(sorted(plan))
         assert started == [(lane, p[2]) for lane, p in sorted(plan.items()) if p[3]]
         want = {lane for lane, p in plan.items() if p[3]} | ({15} if 15 in cf._reading else set())
-        got: dict[int, int] = {}
-        end = time.monotonic() + 10
-        while set(got) != want and time.monotonic() < end:
-            got.update(cf.reap() if cf.ready() else [])
-            time.sleep(0.001)
+        got = reap_lanes(cf, len(want))
         assert set(got) == want
         for lane, (name, off, n, go) in plan.items():
             if go:
@@ -357,7 +347,3 @@ def test_fills_taken_together_go_to_the_readers_in_one_batch(data_root) -> None:
             elif lane != 15:
                 assert (lanes.data[lane] == 0xEE).all(), f"lane {lane} was declined but written"
         assert all(v.users == 0 for v in cf._by_no.values()) and not cf._reading
-    finally:
-        server.close()
-        cf.close()
-        lanes.close()
