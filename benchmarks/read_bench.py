@@ -292,16 +292,17 @@ def log(msg: str) -> None:
 # ------------------------------------------------------------------------------ sizes
 
 # Cold-read settings (each a Runtime; the best is judged). On the H100 host (16 cores) one
-# fill a warp and 14 readers (a core each left for the polling thread and CUDA's own) read
-# fastest. Since the server hands a sweep's fills to the readers in one batch (2026-11-25),
-# 96 lanes of 512 KiB beat 64 of 1 MiB (the lanes' footprint 48 MiB against 64) in each of
-# three processes taking turns, by 2-9%; before, the polling thread's cost per fill made
-# smaller fills lose (docs/benchmarks.md).
-COLD_DEFAULT_FULL = ("page=256K,chunk=512K,lanes=96,lane=512K,workers=14;"
-                     "page=256K,chunk=512K,lanes=128,lane=512K,workers=14;"
-                     "page=256K,chunk=1M,lanes=64,lane=1M,workers=14;"
-                     "page=256K,chunk=1M,lanes=96,lane=1M,workers=14")
-COLD_DEFAULT_QUICK = ("page=256K,chunk=512K,lanes=96,lane=512K,workers=14;"
+# fill a warp read fastest. Since the server hands a sweep's fills to the readers in one
+# batch (2026-11-25), 96 lanes of 512 KiB beat 64 of 1 MiB (the lanes' footprint 48 MiB
+# against 64) in each of three processes taking turns, by 2-9%; before, the polling
+# thread's cost per fill made smaller fills lose. Since a thread waiting for a kernel
+# sleeps (the cuda backend's blocking-sync events), 15 readers beat 14 (one core each left
+# for the polling thread): docs/benchmarks.md, fifteenth session.
+COLD_DEFAULT_FULL = ("page=256K,chunk=512K,lanes=96,lane=512K,workers=15;"
+                     "page=256K,chunk=512K,lanes=128,lane=512K,workers=15;"
+                     "page=256K,chunk=512K,lanes=96,lane=512K,workers=14;"
+                     "page=256K,chunk=1M,lanes=64,lane=1M,workers=14")
+COLD_DEFAULT_QUICK = ("page=256K,chunk=512K,lanes=96,lane=512K,workers=15;"
                       "page=256K,chunk=1M,lanes=64,lane=1M,workers=14")
 COLD_DEFAULT_CPU = "page=64K,chunk=2M,lanes=16,lane=2M,workers=4"
 
