@@ -58,6 +58,7 @@ from hypothesis import strategies as st
 
 from gpuvfs import abi
 from gpuvfs.hostcall.cache import MAX_FILE_NO, CacheFiles
+import gpuvfs.hostcall.cache as cache_module
 from gpuvfs.hostcall.files import MAX_OFFSET
 from gpuvfs.hostcall.paths import Confined
 
@@ -673,10 +674,29 @@ def _fuzz_cache_batch(h: CacheHarness, sandbox: Sandbox, batch: list[tuple[tuple
     sandbox.check_untouched()
 
 
-def test_fuzz_cache(ch: CacheHarness, sandbox: Sandbox, record_property: pytest.RecordProperty) -> None:
-    """EXAMPLES batches of fuzzed LOOKUP/FILL/FILL_PUSH requests (deterministic: derandomized, no database)."""
+@pytest.mark.parametrize("fills", ["as shipped", "batched"])
+def test_fuzz_cache(ch: CacheHarness, sandbox: Sandbox, record_property: pytest.RecordProperty,
+                    monkeypatch: pytest.MonkeyPatch, fills: str) -> None:
+    """EXAMPLES batches of fuzzed LOOKUP/FILL/FILL_PUSH requests (deterministic: derandomized, no database).
+    "batched": no fill counts as tiny (the lanes here are 4 KiB, below FILL_INLINE_TINY), so a
+    sweep's FILLs go to CacheFiles.fill_batch and the native readers together."""
+    started: list[int] = []
+    if fills == "batched":
+        if not ch.cache.native:
+            pytest.skip("no native readers here: no batches")
+        monkeypatch.setattr(cache_module, "FILL_INLINE_TINY", 0)
+        batch = ch.server._batched[abi.Op.FILL]
+
+        def counted(lanes: list[int]) -> list[tuple[int, int]]:
+            out = batch(lanes)
+            started.append(len(out))
+            return out
+        ch.server._batched[abi.Op.FILL] = counted
     t0 = time.perf_counter()
     _fuzz_cache_batch(ch, sandbox)
+    if fills == "batched":
+        assert sum(started) > 0, "no fill was started in a batch"
+        print(f"fuzz cache, batched: {sum(started)} fills started in {len(started)} batches")
     record_property("requests", ch.sent)
     print(f"fuzz cache: {ch.sent} requests in {EXAMPLES} batches, {time.perf_counter() - t0:.1f} s; outcomes: "
           + ", ".join(f"{op}:{res}={n}" for (op, res), n in sorted(ch.outcomes.items()))

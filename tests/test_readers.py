@@ -96,6 +96,11 @@ def test_jobs_submitted_together_read_the_files_bytes(data_file) -> None:
         with pytest.raises(OSError) as e:
             rp.submit_jobs(ctypes.addressof(ctypes.c_char.from_buffer(pushed)), 1)
         assert e.value.errno == errno.EINVAL
+        mixed = bytearray(jobs[:3 * JOB.size]) + pushed        # a pushed job after three good ones
+        with pytest.raises(OSError) as e:
+            rp.submit_jobs(ctypes.addressof(ctypes.c_char.from_buffer(mixed)), 4)
+        assert e.value.errno == errno.EINVAL
+        assert not rp.ready() and (bufs[0] == POISON).all()    # refused whole: nothing was queued
         assert rp.submit_jobs(address, k) == cap               # room for cap jobs only
         got = reap_all(rp, cap)
         assert rp.submit_jobs(address + JOB.size * cap, k - cap) == k - cap
@@ -272,6 +277,10 @@ def test_a_second_fill_on_a_busy_lane_is_refused_and_loses_nothing(data_root) ->
         started = cf._start(0, q, 0)
         with pytest.raises(OSError) as e:                         # before the first is reaped
             cf._start(0, q, 0)
+        assert e.value.errno == errno.EBUSY
+        tiny = abi.Request(opcode=abi.Op.FILL, offset=0, length=4096, arg0=file_no)
+        with pytest.raises(OSError) as e:                         # not read inline either
+            cf.fill_inline(0, tiny)
         assert e.value.errno == errno.EBUSY
         got = reap_lanes(cf, 1)
         assert started is not None and got == {0: 1 << 16}

@@ -184,6 +184,10 @@ class CacheFiles:
         fills read a cold file at 5 GB/s on the H100 host, every fill inline (2026-11-25).
         So with native readers a fill over FILL_INLINE_TINY is read here only when the
         sweep took no other request and no native read is in flight."""
+        if lane in self._reading:
+            # The device's protocol never does this: a lane has one request out at a time.
+            # Read inline, this fill's answer would be followed by the one still out.
+            raise OSError(errno.EBUSY, "a fill is already in progress on this lane")
         if CAN_READ_CACHED and (self._readers is None or q.length <= FILL_INLINE_TINY
                                 or (not self._reading and self._server.dispatching == 1)):
             got = self._fill(lane, q, True)
@@ -208,21 +212,21 @@ class CacheFiles:
         reading, by_no = self._reading, self._by_no
         started: list[tuple[int, int]] = []
         held: list[Version] = []
-        with self._lock:
-            for lane in lanes:
-                _, _, _, _, off, n, file_no, _, _, _ = unpack(rec, lane * size)
-                if n <= FILL_INLINE_TINY or n > data_bytes or off > MAX_OFFSET - n or lane in reading:
-                    continue
-                v = by_no.get(file_no)
-                if v is None:
-                    continue
-                v.users += 1
-                pack(jobs, JOB.size * len(started), lane, v.osfd, base + lane * data_bytes, n, off, v.size,
-                     v.mtime_ns, 0)
-                started.append((lane, n))
-                held.append(v)
         queued = 0
         try:
+            with self._lock:
+                for lane in lanes:
+                    _, _, _, _, off, n, file_no, _, _, _ = unpack(rec, lane * size)
+                    if n <= FILL_INLINE_TINY or n > data_bytes or off > MAX_OFFSET - n or lane in reading:
+                        continue
+                    v = by_no.get(file_no)
+                    if v is None:
+                        continue
+                    pack(jobs, JOB.size * len(started), lane, v.osfd, base + lane * data_bytes, n, off, v.size,
+                         v.mtime_ns, 0)
+                    v.users += 1             # held from here: given back below if not queued
+                    started.append((lane, n))
+                    held.append(v)
             if started:
                 queued = readers.submit_jobs(self._jobs_address, len(started))
         finally:
@@ -293,12 +297,14 @@ class CacheFiles:
                 stale.append(v)
         if held:
             with self._lock:
-                for v in stale:
-                    self._retire(v)
-                for v in held:
-                    v.users -= 1
-                    if v.retired and v.users == 0:
-                        _close_quietly(v.osfd)
+                try:
+                    for v in stale:
+                        self._retire(v)
+                finally:                     # every hold goes back, whatever _retire met
+                    for v in held:
+                        v.users -= 1
+                        if v.retired and v.users == 0:
+                            _close_quietly(v.osfd)
         if got:
             self.counters.add_one("bytes_from_host", got)
         return done

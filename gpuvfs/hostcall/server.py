@@ -523,6 +523,7 @@ class Server:
                 c.nops += 1
             else:
                 rest.append(lane)
+        self._all_nops = not rest and n == self.lanes.count   # every lane's word a NOP (_spin_busy's case)
         self._dispatch_all(rest, sb)
         return n
 
