@@ -25,9 +25,15 @@ the least a mailbox can do (hostcall_bench.echo_pingpong / echo_sweep):
                      and answering it on the polling thread (version check, read into the
                      lane, answer in the word). Floor: its two system calls alone (fstat,
                      preadv with RWF_NOWAIT). The rest is the server's Python.
+  32 FILLs of        the polling thread's time per fill for a sweep that takes 32 FILLs of
+  256 KiB, batched   256 KiB and hands them to the native readers, plus the sweep that answers
+                     them once read (the reads themselves, on the readers, are not counted).
+                     Baseline: the same with the batch route off, each fill handed out on its
+                     own (_dispatch, fill_inline, one ctypes call each). The least of 60
+                     rounds, its median over the repeats. Needs a C compiler.
 
-Each figure is the median over repeats of (a loop of the operation - the same loop with
-only its "device" step, which moves the words, and no answer). Plain NumPy arrays on the
+Each figure but the batched FILLs' is the median over repeats of (a loop of the operation -
+the same loop with only its "device" step, which moves the words, and no answer). Plain NumPy arrays on the
 cpu backend's memory, so no figure here includes a PCIe access or a cache miss on memory
 the GPU wrote: they are the Python and NumPy overheads, which is what the server's code
 decides.
@@ -225,6 +231,7 @@ def measure(repeats: int) -> tuple[list[Figure], dict[str, float]]:
     measure_round_trip(repeats, figs, raw)
     if os.name == "posix" and hasattr(os, "RWF_NOWAIT"):
         measure_fill(repeats, figs, raw)
+    measure_fill_batch(repeats, figs, raw)
     return figs, raw
 
 
@@ -445,6 +452,78 @@ def measure_fill(repeats: int, figs: list[Figure], raw: dict[str, float]) -> Non
     figs.append(Figure("fill_4k_inline", "one 4 KiB FILL answered inline (page cache)", "us",
                        raw["fill_4k_inline"] * 1e-3, raw["floor_fill_syscalls"] * 1e-3,
                        "its two system calls alone: fstat + preadv(RWF_NOWAIT)"))
+
+
+def measure_fill_batch(repeats: int, figs: list[Figure], raw: dict[str, float]) -> None:
+    """The polling thread's own time per cache fill handed to the native readers: the sweep
+    that takes a batch of 32 FILLs of 256 KiB and the sweep that answers them, timed apart
+    from the reads (waited for, untimed). Batched (Server batch route, CacheFiles.fill_batch,
+    one rp_submit_jobs) against one at a time (the route's batch handler taken away)."""
+    k, lane_bytes, rounds = 32, 256 << 10, 60
+    with tempfile.TemporaryDirectory(prefix="gpuvfs-sweep-cost-") as d:
+        data = np.random.default_rng(4).integers(0, 256, 16 << 20, dtype=np.uint8)
+        data.tofile(os.path.join(d, "f.bin"))
+        backend = backends.select("cpu")
+        lanes = Lanes(backend, k, lane_bytes)
+        srv = Server(lanes, workers=1)
+        files = CacheFiles(srv, Confined(d), workers=4)
+        try:
+            if not files.native:
+                print("note: no native readers here (no C compiler?): no batched-FILL figure", file=sys.stderr)
+                return
+            name = b"/f.bin\0"
+            lanes.data[0, :len(name)] = np.frombuffer(name, dtype=np.uint8)
+            file_no = files.lookup(0, abi.Request(opcode=abi.Op.LOOKUP, data_len=len(name)))[0]
+            lanes.req["opcode"][:], lanes.req["length"][:], lanes.req["arg"][:, 0] = abi.Op.FILL, lane_bytes, file_no
+            words = memoryview(lanes.req_word).cast("B").cast("I")
+            fill_word, chunks = int(abi.Op.FILL) << 24, data.size // lane_bytes
+            seq = [0]
+
+            def one_round(r: int) -> int:
+                """ns of the polling thread's two sweeps for k fills (take, answer)."""
+                lanes.req["offset"][:] = (np.arange(k) + r) % chunks * lane_bytes
+                seq[0] += 1
+                for i in range(k):
+                    words[i] = fill_word | (seq[0] & 0xFFFFFF)
+                t0 = time.perf_counter_ns()
+                took = srv.sweep()
+                t1 = time.perf_counter_ns()
+                deadline = time.monotonic() + 10
+                while files._readers is not None and files._readers._finished.value - files._readers._reaped < k:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("the native readers did not finish the fills")
+                    time.sleep(0.0001)
+                t2 = time.perf_counter_ns()
+                answered = srv.sweep()
+                t3 = time.perf_counter_ns()
+                if took != k or answered != k:
+                    raise SystemExit(f"a sweep took {took} and answered {answered} of {k} fills")
+                if any(abi.decode_resp_word(int(lanes.resp_word[i]), length=lane_bytes) != lane_bytes for i in range(k)):
+                    raise SystemExit("a FILL was not answered with its length")
+                off = int(lanes.req["offset"][r % k])
+                if not np.array_equal(lanes.data[r % k], data[off:off + lane_bytes]):
+                    raise SystemExit("a FILL read the wrong bytes")
+                return (t1 - t0) + (t3 - t2)
+
+            def per_fill(batched: bool) -> float:
+                batch = srv._batched.pop(abi.Op.FILL, None) if not batched else None
+                try:
+                    one_round(0)                  # warm: the readers' threads, the pages
+                    return float(np.median([min(one_round(r) for r in range(rounds)) / k for _ in range(repeats)]))
+                finally:
+                    if batch is not None:
+                        srv._batched[abi.Op.FILL] = batch
+
+            raw["fill_256k_one_at_a_time"] = per_fill(False)
+            raw["fill_256k_batched"] = per_fill(True)
+        finally:
+            srv.close()
+            files.close()
+            lanes.close()
+            backend.close()
+    figs.append(Figure("fill_256k_batched", "polling thread's time per FILL, 32 x 256 KiB to the readers", "us",
+                       raw["fill_256k_batched"] * 1e-3, raw["fill_256k_one_at_a_time"] * 1e-3,
+                       "the same, each handed out on its own (batch route off)"))
 
 
 def main(argv: list[str] | None = None) -> int:
