@@ -1054,6 +1054,7 @@ def phase_cold_duel(S: dict[str, Any], dev: Dev, root: str, backend: str, path: 
         cr.kernel(ref, False, problems, "cold duel kernel warm-up")
         cr.rtread(ref, False, problems, "cold duel rt.read warm-up")
         turns = ("kvikio", "kernel", "rtread")
+        label = {"kernel": "cold duel kernel", "rtread": "cold duel rt.read"}
         stats: dict[str, list[dict[str, int]]] = {"kernel": [], "rtread": []}
         for i in range(S["duel_reps"]):
             for k in range(3):
@@ -1064,13 +1065,12 @@ def phase_cold_duel(S: dict[str, Any], dev: Dev, root: str, backend: str, path: 
                     if i == 0 and not dev.equal(buf, ref):
                         problems.append("cold duel: KvikIO's bytes differ from the file")
                     continue
-                what = f"cold duel {'kernel' if who == 'kernel' else 'rt.read'}"
-                secs, st = (cr.kernel if who == "kernel" else cr.rtread)(ref, i == 0, problems, what)
+                secs, st = (cr.kernel if who == "kernel" else cr.rtread)(ref, i == 0, problems, label[who])
                 out[who + "_s"].append(secs)
                 stats[who].append(st)
         for who, st in stats.items():
             if st:
-                check_cold_stats(f"cold duel {'kernel' if who == 'kernel' else 'rt.read'}", st, size, problems)
+                check_cold_stats(label[who], st, size, problems)
     finally:
         if cr is not None:
             cr.close()

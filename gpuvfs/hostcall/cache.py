@@ -184,10 +184,7 @@ class CacheFiles:
         fills read a cold file at 5 GB/s on the H100 host, every fill inline (2026-11-25).
         So with native readers a fill over FILL_INLINE_TINY is read here only when the
         sweep took no other request and no native read is in flight."""
-        if lane in self._reading:
-            # The device's protocol never does this: a lane has one request out at a time.
-            # Read inline, this fill's answer would be followed by the one still out.
-            raise OSError(errno.EBUSY, "a fill is already in progress on this lane")
+        self._refuse_busy(lane)              # (read inline, its answer would be followed by the read's)
         if CAN_READ_CACHED and (self._readers is None or q.length <= FILL_INLINE_TINY
                                 or (not self._reading and self._server.dispatching == 1)):
             got = self._fill(lane, q, True)
@@ -196,6 +193,13 @@ class CacheFiles:
         if self._readers is None:
             return None
         return self._start(lane, q, 0)
+
+    def _refuse_busy(self, lane: int) -> None:
+        """-EBUSY for a fill on a lane whose native read is still out. The device's protocol
+        never does this: a lane has one request out at a time. A device that does gets an
+        error, and the read still out keeps its lane buffer and its one answer."""
+        if lane in self._reading:
+            raise OSError(errno.EBUSY, "a fill is already in progress on this lane")
 
     def fill_batch(self, lanes: list[int]) -> list[tuple[int, int]]:
         """The FILLs a sweep took together (Server's BatchHandler), handed to the native
@@ -255,10 +259,7 @@ class CacheFiles:
         if not n:   # nothing to read, but the version is still checked: the pool's way
             return None
         assert self._readers is not None
-        if lane in self._reading:
-            # The device's protocol never does this: a lane has one request out at a time.
-            # A device that does gets an error, and the read still out keeps its lane buffer.
-            raise OSError(errno.EBUSY, "a fill is already in progress on this lane")
+        self._refuse_busy(lane)
         v = self._use(q.arg0)
         try:
             self._readers.submit(lane, v.osfd, self.lanes.data_address(lane), n, off, v.size, v.mtime_ns, dev)
@@ -302,9 +303,7 @@ class CacheFiles:
                         self._retire(v)
                 finally:                     # every hold goes back, whatever _retire met
                     for v in held:
-                        v.users -= 1
-                        if v.retired and v.users == 0:
-                            _close_quietly(v.osfd)
+                        self._drop_hold(v)
         if got:
             self.counters.add_one("bytes_from_host", got)
         return done
@@ -359,6 +358,12 @@ class CacheFiles:
 
     def _release(self, v: Version) -> None:
         with self._lock:
-            v.users -= 1
-            if v.retired and v.users == 0:
-                _close_quietly(v.osfd)
+            self._drop_hold(v)
+
+    @staticmethod
+    def _drop_hold(v: Version) -> None:
+        """Gives back one hold on `v` (the caller has the lock): the last hold on a retired
+        version closes its fd."""
+        v.users -= 1
+        if v.retired and v.users == 0:
+            _close_quietly(v.osfd)

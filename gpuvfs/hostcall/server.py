@@ -506,7 +506,7 @@ class Server:
         rest = np.greater(new, nop, out=new).nonzero()[0]   # new and not a NOP
         c.nops += n - len(rest)
         np.copyto(self._resp_i32, s, where=nop)
-        self._dispatch_all(rest.tolist(), sb)
+        self._dispatch_all([(lane, _unpack(sb, 4 * lane)[0]) for lane in rest.tolist()])
         return n
 
     def _sweep_few(self, n: int) -> int:
@@ -522,31 +522,33 @@ class Server:
                 resp[lane] = w               # the echo is the answer (code 0x80: 0)
                 c.nops += 1
             else:
-                rest.append(lane)
+                rest.append((lane, w))
         self._all_nops = not rest and n == self.lanes.count   # every lane's word a NOP (_spin_busy's case)
-        self._dispatch_all(rest, sb)
+        self._dispatch_all(rest)
         return n
 
-    def _dispatch_all(self, lanes: list[int], sb: bytearray) -> None:
-        """Hands out a sweep's new requests other than NOPs: batch routes first, then each."""
-        self.dispatching = len(lanes)
-        if self._batched and len(lanes) > 1:
-            lanes = self._dispatch_batches(lanes, sb)
-        for lane in lanes:
-            self._dispatch(lane, _unpack(sb, 4 * lane)[0])
+    def _dispatch_all(self, reqs: list[tuple[int, int]]) -> None:
+        """Hands out a sweep's new requests other than NOPs, (lane, word) each, the words
+        as the sweep's snapshot has them: batch routes first, then each."""
+        self.dispatching = len(reqs)
+        if self._batched and len(reqs) > 1:
+            reqs = self._dispatch_batches(reqs)
+        for lane, word in reqs:
+            self._dispatch(lane, word)
 
-    def _dispatch_batches(self, lanes: list[int], sb: bytearray) -> list[int]:
+    def _dispatch_batches(self, reqs: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """Hands each batch route its new requests at once when there are two or more, and
-        records what it started; returns the lanes left for _dispatch. One call into the
+        records what it started; returns the requests left for _dispatch. One call into the
         readers for a sweep's fills instead of one each, and none of _dispatch's per-request
         calls: one at a time a fill cost the polling thread ~12 us on the H100 host, which
         was then busy through most of a cold read (docs/protocol.md, the server)."""
         batched = self._batched
         groups: dict[int, list[int]] = {}
-        for lane in lanes:
-            op = sb[4 * lane + 3]            # the word's top byte (little-endian): its opcode
+        for lane, word in reqs:
+            op = word >> _SHIFT
             if op in batched:
                 groups.setdefault(op, []).append(lane)
+        words = dict(reqs)
         done: set[int] = set()
         for op, group in groups.items():
             if len(group) < 2:
@@ -557,11 +559,11 @@ class Server:
                 log.exception("hostcall batch handler for opcode %s failed", op)
                 continue
             for lane, length in started:
-                self._started[lane] = (_unpack(sb, 4 * lane)[0], length)
+                self._started[lane] = (words[lane], length)
                 done.add(lane)
             op_counts = self.counters.ops
             op_counts[op] = op_counts.get(op, 0) + len(started)
-        return [lane for lane in lanes if lane not in done] if done else lanes
+        return [r for r in reqs if r[0] not in done] if done else reqs
 
     def _dispatch(self, lane: int, word: int) -> None:
         op = word >> _SHIFT
