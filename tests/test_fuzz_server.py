@@ -45,7 +45,7 @@ from hypothesis import strategies as st
 from gpuvfs import abi, backends
 from gpuvfs.hostcall.files import FIRST_FD, MAX_OFFSET, FileHandlers, FileTable
 from gpuvfs.hostcall.paths import Confined
-from gpuvfs.hostcall.server import SMALL_SWEEP, Lanes, Pending, Server
+from gpuvfs.hostcall.server import SMALL_SWEEP, STARTED, Lanes, Pending, Server
 from gpuvfs.hostcall.stdio import StdioHandlers
 
 NLANES = 64
@@ -1151,21 +1151,22 @@ def test_batch_routes_take_their_requests_together_and_decline_to_the_lane_way(h
     op, other = 0x79, 0x7A
     L, srv = h.lanes, h.server
     calls: list[list[int]] = []
-    results: list[tuple[int, int]] = []
+    results: list[tuple[int, int | None]] = []
     fail = [False]
 
     class Source:
         def ready(self) -> bool:
             return bool(results)
 
-        def reap(self) -> list[tuple[int, int]]:
+        def reap(self) -> list[tuple[int, int | None]]:
             out = results[:]
             results.clear()
             return out
 
-    def batch(lanes: list[int]) -> list[tuple[int, int]]:
+    def batch(reqs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        lanes = [lane for lane, _ in reqs]
         calls.append(lanes)
-        assert all(int(L.req_word[i]) >> abi.WORD_SHIFT == op for i in lanes)
+        assert all(int(L.req_word[i]) == w and w >> abi.WORD_SHIFT == op for i, w in reqs)
         if fail[0]:
             raise RuntimeError("injected")
         return [(i, 4096) for i in lanes if i % 2 == 0]   # odd lanes are declined
@@ -1201,15 +1202,65 @@ def test_batch_routes_take_their_requests_together_and_decline_to_the_lane_way(h
     _post_words(L, [40, 41, 42])
     assert srv.sweep() == len(many) + 3 and calls == [many]
     assert all(answer_of(i, w3[i]) == (None if i % 2 == 0 else 7) for i in many)
-    results.extend((i, 4096) for i in many if i % 2 == 0)
-    assert srv.sweep() == len([i for i in many if i % 2 == 0])
+    # Half of them answered by the source itself (None): the server forgets them, stores
+    # nothing and does not count them as its answers.
+    for i in many[0::2]:
+        if i % 4 == 0:
+            L.resp_word[i] = abi.encode_resp_word(w3[i], 4096, length=4096)
+    results.extend((i, None if i % 4 == 0 else 4096) for i in many if i % 2 == 0)
+    assert srv.sweep() == len([i for i in many if i % 4 == 2])
     assert all(answer_of(i, w3[i]) == (4096 if i % 2 == 0 else 7) for i in many)
+    assert not srv._started
 
     calls.clear()
     fail[0] = True                                             # a failing batch handler
     w2 = _post_words(L, [10, 11, 12], op)
     assert srv.sweep() == 3 and calls == [[10, 11, 12]]
     assert [answer_of(i, w2[i]) for i in (10, 11, 12)] == [7, 7, 7]
+
+
+def test_sources_are_reaped_after_the_snapshot(h: Harness) -> None:
+    """A completion source that answers a lane itself lets the device make its next request
+    on that lane at once. The sweep snapshots the request words before it asks the source
+    for results (CompletionSource): a result that became ready after the reap would
+    otherwise meet a snapshot that already shows the lane's next request, and the handler
+    would find the lane still busy. Checked from inside the source: when the server asks,
+    its snapshot already holds every request word written before the sweep."""
+    op = 0x7B
+    L, srv = h.lanes, h.server
+    results: list[tuple[int, int | None]] = []
+    asked: list[bool] = []
+    busy_seen: list[int] = []
+
+    class Source:
+        def ready(self) -> bool:
+            asked.append(bytes(srv._snap_b) == L.req_word.tobytes())
+            return bool(results)
+
+        def reap(self) -> list[tuple[int, int | None]]:
+            out = results[:]
+            results.clear()
+            return out
+
+    def inline(lane: int, q: abi.Request) -> object:
+        if lane in srv._started:
+            busy_seen.append(lane)
+            return -errno.EBUSY
+        return STARTED
+
+    srv.register(op, lambda lane, q: 0, blocking=True, inline=inline)
+    srv.add_source(Source())
+    for round_ in range(3):
+        w = _post_words(L, [7], op)
+        assert srv.sweep() == 1 and 7 in srv._started        # started, not answered yet
+        L.resp_word[7] = abi.encode_resp_word(w[7], 0)         # the source answers it itself ...
+        results.append((7, None))                              # ... with its result ready first
+        w2 = _post_words(L, [7], op)                           # the device reuses the lane at once
+        assert srv.sweep() == 1, round_                        # taken, and not refused as busy
+        assert busy_seen == [] and srv._started[7][0] == w2[7]
+        results.append((7, 3))
+        assert srv.sweep() == 1 and abi.decode_resp_word(int(L.resp_word[7])) == 3
+    assert asked and all(asked), "a source was asked for results before the request words were snapshotted"
 
 
 def test_a_few_lanes_all_nops_hand_over_to_the_busy_spin() -> None:

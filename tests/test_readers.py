@@ -35,8 +35,9 @@ def reap_all(rp: NativeReaders, n: int, timeout: float = 30.0) -> dict[int, int]
     while len(out) < n:
         assert time.monotonic() < end, f"only {len(out)} of {n} jobs finished"
         if rp.ready():
-            for tag, result in rp.reap():
+            for tag, result, answered in rp.reap():
                 assert tag not in out, f"job {tag} reported twice"
+                assert not answered, f"job {tag} answered itself, with no answer asked for"
                 out[tag] = result
         else:
             time.sleep(0.0005)
@@ -87,12 +88,12 @@ def test_jobs_submitted_together_read_the_files_bytes(data_file) -> None:
     for tag in range(k):
         n, off = int(rng.integers(1, 70000)), int(rng.integers(0, data.size + 5000))
         want[tag] = (n, off)
-        JOB.pack_into(jobs, JOB.size * tag, tag, fd, bufs[tag].ctypes.data, n, off, st.st_size, st.st_mtime_ns, 0)
+        JOB.pack_into(jobs, JOB.size * tag, tag, fd, 0, bufs[tag].ctypes.data, n, off, st.st_size, st.st_mtime_ns, 0)
     address = ctypes.addressof(ctypes.c_char.from_buffer(jobs))
     rp = NativeReaders(4, cap)
     try:
         pushed = bytearray(jobs[:JOB.size])
-        JOB.pack_into(pushed, 0, 0, fd, bufs[0].ctypes.data, 10, 0, st.st_size, st.st_mtime_ns, 12345)
+        JOB.pack_into(pushed, 0, 0, fd, 0, bufs[0].ctypes.data, 10, 0, st.st_size, st.st_mtime_ns, 12345)
         with pytest.raises(OSError) as e:
             rp.submit_jobs(ctypes.addressof(ctypes.c_char.from_buffer(pushed)), 1)
         assert e.value.errno == errno.EINVAL
@@ -108,6 +109,71 @@ def test_jobs_submitted_together_read_the_files_bytes(data_file) -> None:
     finally:
         rp.close()
     check_reads(data, bufs, want, got)
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["submit", "submit_jobs"])
+def test_jobs_that_read_all_they_asked_for_answer_themselves(data_file, together) -> None:
+    """answer_into + a job's answer word (readers.c, R4): a job that read every byte it asked
+    for stores its word into words[tag] and comes back marked answered; a short read (the end
+    of the file), an error or a job without a word does not. A word is stored only once its
+    job's result can be reaped, and the answered counts already include it."""
+    import ctypes
+    from gpuvfs.hostcall.readers import JOB
+    fd, data, st = data_file
+    rng = np.random.default_rng(8)
+    k = 300
+    words = np.zeros(k + 1, dtype=np.uint32)          # the last word: past the pool's count
+    bufs = [np.full(70000, POISON, dtype=np.uint8) for _ in range(k)]
+    want: dict[int, tuple[int, int]] = {}
+    asked: dict[int, int] = {}
+    rp = NativeReaders(6, k)
+    try:
+        with pytest.raises(OSError):
+            rp.answer_into(0, k)
+        rp.answer_into(words.ctypes.data, k)
+        with pytest.raises(OSError) as e:
+            rp.answer_into(words.ctypes.data, k)
+        assert e.value.errno == errno.EBUSY
+        jobs = bytearray(JOB.size * k)
+        for tag in range(k):
+            n = int(rng.integers(1, 70000))
+            off = int(rng.integers(0, data.size + 5000)) if tag % 5 else data.size - n // 2   # some short
+            word = 0 if tag % 7 == 3 else 0xFF000000 | tag
+            size = st.st_size if tag % 11 != 4 else st.st_size + 1                            # some -ESTALE
+            want[tag], asked[tag] = (n, off), word
+            if together:
+                JOB.pack_into(jobs, JOB.size * tag, tag, fd, word, bufs[tag].ctypes.data, n, off, size,
+                              st.st_mtime_ns, 0)
+            else:
+                rp.submit(tag, fd, bufs[tag].ctypes.data, n, off, size, st.st_mtime_ns, answer=word)
+        if together:
+            assert rp.submit_jobs(ctypes.addressof(ctypes.c_char.from_buffer(jobs)), k) == k
+        got: dict[int, int] = {}
+        answered: set[int] = set()
+        end = time.monotonic() + 30
+        while len(got) < k:
+            assert time.monotonic() < end, f"only {len(got)} of {k} jobs finished"
+            seen = set(np.flatnonzero(words[:k]).tolist())   # words stored so far ...
+            for tag, result, self_answered in rp.reap():      # ... each reaped by now (R4)
+                assert tag not in got
+                got[tag] = result
+                if self_answered:
+                    answered.add(tag)
+            assert seen <= set(got), f"answered before its result was ready: {sorted(seen - set(got))[:5]}"
+            time.sleep(0.0005)
+        jobs_n, nbytes = rp.answered()
+    finally:
+        rp.close()
+    for tag, (n, off) in want.items():
+        full = got[tag] == n
+        should = full and asked[tag] != 0
+        assert (tag in answered) == should, (tag, got[tag], n, asked[tag])
+        assert int(words[tag]) == (asked[tag] if should else 0), tag
+    assert words[k] == 0
+    assert 0 < len(answered) < k and jobs_n == len(answered)
+    assert nbytes == sum(want[t][0] for t in answered)
+    assert {got[t] for t in want if t % 11 == 4} == {-errno.ESTALE}
+    check_reads(data, bufs, {t: w for t, w in want.items() if t % 11 != 4}, got)
 
 
 def test_a_changed_file_reads_nothing_and_says_estale(data_file) -> None:
@@ -227,11 +293,13 @@ def test_a_runtime_that_fails_to_start_leaves_no_reader_threads(data_root) -> No
 
 @contextlib.contextmanager
 def cache_files(root: str, files: dict[str, np.ndarray], count: int, lane_bytes: int,
-                workers: int) -> Iterator[tuple[Any, Any, Any, dict[str, int]]]:
+                workers: int, answers: bool = True) -> Iterator[tuple[Any, Any, Any, dict[str, int]]]:
     """The cache's host side alone, on the cpu backend: `files` written under `root` and
     looked up; yields (lanes, server, cache files, name -> file_no). The test sweeps nothing:
-    it calls the handlers itself. Skips where the native readers cannot be built."""
+    it calls the handlers itself. `answers`: whether the readers answer whole fills
+    themselves (cache.READERS_ANSWER). Skips where the native readers cannot be built."""
     from gpuvfs import abi, backends
+    from gpuvfs.hostcall import cache
     from gpuvfs.hostcall.cache import CacheFiles
     from gpuvfs.hostcall.paths import Confined
     from gpuvfs.hostcall.server import Lanes, Server
@@ -239,7 +307,11 @@ def cache_files(root: str, files: dict[str, np.ndarray], count: int, lane_bytes:
         data.tofile(os.path.join(root, name))
     lanes = Lanes(backends.select("cpu"), count, lane_bytes)
     server = Server(lanes)
-    cf = CacheFiles(server, Confined(root), workers=workers)
+    old, cache.READERS_ANSWER = cache.READERS_ANSWER, answers
+    try:
+        cf = CacheFiles(server, Confined(root), workers=workers)
+    finally:
+        cache.READERS_ANSWER = old
     try:
         if not cf.native:
             pytest.skip("no native readers here")
@@ -255,22 +327,35 @@ def cache_files(root: str, files: dict[str, np.ndarray], count: int, lane_bytes:
         lanes.close()
 
 
-def reap_lanes(cf: Any, n: int, timeout: float = 10.0) -> dict[int, int]:
-    """lane -> result of the cache's native reads, once n of them came back (or the time is up)."""
+def reap_lanes(cf: Any, asked: dict[int, int], timeout: float = 10.0) -> dict[int, int]:
+    """lane -> result of the cache's native reads of the lanes in `asked` (lane -> the length
+    its fill asked for), once all came back (or the time is up). A fill its reader answered
+    itself (reap() gives None) must have stored code 255 ("the length you asked for") with
+    the seq of the word the server took on its lane, as the device would read it: its result
+    is then the length asked, as the device decodes it."""
+    from gpuvfs import abi
     got: dict[int, int] = {}
     end = time.monotonic() + timeout
-    while len(got) < n and time.monotonic() < end:
-        got.update(cf.reap() if cf.ready() else [])
+    while len(got) < len(asked) and time.monotonic() < end:
+        for lane, result in (cf.reap() if cf.ready() else []):
+            assert lane in asked and lane not in got, f"lane {lane} reported, not asked or twice"
+            if result is None:
+                word = int(cf._server.lanes.resp_word[lane])
+                assert word == abi.CODE_LENGTH << abi.WORD_SHIFT | cf._server.taken_word(lane) & abi.WORD_SEQ_MASK, \
+                    f"lane {lane}: answered {word:#x}"
+                result = abi.decode_resp_word(word, length=asked[lane])
+            got[lane] = result
         time.sleep(0.001)
     return got
 
 
-def test_a_second_fill_on_a_busy_lane_is_refused_and_loses_nothing(data_root) -> None:
+@pytest.mark.parametrize("answers", [True, False], ids=["readers answer", "server answers"])
+def test_a_second_fill_on_a_busy_lane_is_refused_and_loses_nothing(data_root, answers) -> None:
     """A device that breaks the protocol (a new FILL on a lane whose fill is still out) gets
     -EBUSY; the fill already out still answers, and the version's fd is released."""
     from gpuvfs import abi
     data = np.random.default_rng(2).integers(0, 256, 1 << 20, dtype=np.uint8)
-    with cache_files(data_root, {"f.bin": data}, 4, 1 << 16, 2) as (lanes, server, cf, fno):
+    with cache_files(data_root, {"f.bin": data}, 4, 1 << 16, 2, answers) as (lanes, server, cf, fno):
         file_no = fno["f.bin"]
         q = abi.Request(opcode=abi.Op.FILL, offset=0, length=1 << 16, arg0=file_no)
         assert cf.fill_push_inline(0, q) is None                  # no stage: FILL_PUSH is the pool's
@@ -282,13 +367,14 @@ def test_a_second_fill_on_a_busy_lane_is_refused_and_loses_nothing(data_root) ->
         with pytest.raises(OSError) as e:                         # not read inline either
             cf.fill_inline(0, tiny)
         assert e.value.errno == errno.EBUSY
-        got = reap_lanes(cf, 1)
+        got = reap_lanes(cf, {0: 1 << 16})
         assert started is not None and got == {0: 1 << 16}
         assert np.array_equal(lanes.data[0], data[:1 << 16])
         assert cf._by_no[file_no].users == 0
 
 
-def test_fills_are_read_inline_alone_and_by_the_readers_under_load(data_root) -> None:
+@pytest.mark.parametrize("answers", [True, False], ids=["readers answer", "server answers"])
+def test_fills_are_read_inline_alone_and_by_the_readers_under_load(data_root, answers) -> None:
     """The polling thread reads a fill itself only when it is tiny, or when it came alone
     (the sweep took no other request and no native read is out); under load every other
     fill goes to the native readers, which read in parallel where the polling thread would
@@ -301,7 +387,7 @@ def test_fills_are_read_inline_alone_and_by_the_readers_under_load(data_root) ->
         pytest.skip("no RWF_NOWAIT here: no fill is read inline")
     lane_bytes = 256 << 10
     data = np.random.default_rng(3).integers(0, 256, 4 * lane_bytes, dtype=np.uint8)
-    with cache_files(data_root, {"f.bin": data}, 5, lane_bytes, 2) as (lanes, server, cf, fno):
+    with cache_files(data_root, {"f.bin": data}, 5, lane_bytes, 2, answers) as (lanes, server, cf, fno):
         lanes.data[:] = 0xEE
 
         def fill(lane: int, off: int, n: int, together: int) -> object:
@@ -312,14 +398,15 @@ def test_fills_are_read_inline_alone_and_by_the_readers_under_load(data_root) ->
         assert fill(1, lane_bytes, lane_bytes, 3) is STARTED            # with others: to the readers
         assert fill(2, 2 * lane_bytes, lane_bytes, 1) is STARTED        # alone, but a read is out
         assert fill(3, 3 * lane_bytes, FILL_INLINE_TINY, 3) == FILL_INLINE_TINY   # tiny: read here
-        assert reap_lanes(cf, 2) == {1: lane_bytes, 2: lane_bytes}
+        assert reap_lanes(cf, {1: lane_bytes, 2: lane_bytes}) == {1: lane_bytes, 2: lane_bytes}
         assert fill(4, lane_bytes, lane_bytes, 1) == lane_bytes        # the readers idle again: here
         for lane, (off, n) in enumerate([(0, lane_bytes), (lane_bytes, lane_bytes), (2 * lane_bytes, lane_bytes),
                                          (3 * lane_bytes, FILL_INLINE_TINY), (lane_bytes, lane_bytes)]):
             assert np.array_equal(lanes.data[lane, :n], data[off:off + n]), lane
 
 
-def test_fills_taken_together_go_to_the_readers_in_one_batch(data_root) -> None:
+@pytest.mark.parametrize("answers", [True, False], ids=["readers answer", "server answers"])
+def test_fills_taken_together_go_to_the_readers_in_one_batch(data_root, answers) -> None:
     """CacheFiles.fill_batch (a sweep's FILLs, together): the fills it can start go to the
     native readers in one call and read the right bytes; it declines, for the per-lane way,
     a tiny fill, a length over the lane's buffer, an offset out of range, an unknown version
@@ -330,7 +417,7 @@ def test_fills_taken_together_go_to_the_readers_in_one_batch(data_root) -> None:
     lane_bytes = 64 << 10
     rng = np.random.default_rng(4)
     files = {name: rng.integers(0, 256, 1 << 20, dtype=np.uint8) for name in ("a.bin", "b.bin")}
-    with cache_files(data_root, files, 16, lane_bytes, 3) as (lanes, server, cf, fno):
+    with cache_files(data_root, files, 16, lane_bytes, 3, answers) as (lanes, server, cf, fno):
         lanes.data[:] = 0xEE
         busy_q = abi.Request(opcode=abi.Op.FILL, offset=0, length=lane_bytes, arg0=fno["a.bin"])
         assert cf.fill_inline(15, busy_q) is not None          # lane 15: a read out (or done inline)
@@ -344,11 +431,11 @@ def test_fills_taken_together_go_to_the_readers_in_one_batch(data_root) -> None:
         for lane, (name, off, n, _) in plan.items():
             lanes.req[lane]["offset"], lanes.req[lane]["length"] = off, n
             lanes.req[lane]["arg"][0] = fno[name] if name else 999_999
-        started = cf.fill_batch(sorted(plan))
+        started = cf.fill_batch([(lane, server.taken_word(lane)) for lane in sorted(plan)])
         assert started == [(lane, p[2]) for lane, p in sorted(plan.items()) if p[3]]
-        want = {lane for lane, p in plan.items() if p[3]} | ({15} if 15 in cf._reading else set())
-        got = reap_lanes(cf, len(want))
-        assert set(got) == want
+        want = {lane: p[2] for lane, p in plan.items() if p[3]} | ({15: lane_bytes} if 15 in cf._reading else {})
+        got = reap_lanes(cf, want)
+        assert set(got) == set(want)
         for lane, (name, off, n, go) in plan.items():
             if go:
                 assert got[lane] == n

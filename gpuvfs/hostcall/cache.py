@@ -32,6 +32,10 @@ MAX_FILE_NO = (1 << (64 - abi.PAGE_BITS)) - 1
 # in the page cache): its copy costs about what handing it to a reader and answering it
 # later would cost the polling thread anyway (fill_inline).
 FILL_INLINE_TINY = 16 << 10
+# Whether a native reader stores the answer of a fill it read whole itself (readers.c, R4),
+# rather than the polling thread storing it after a reap. Read when a CacheFiles is made.
+READERS_ANSWER = True
+_ANSWER_LENGTH = abi.CODE_LENGTH << abi.WORD_SHIFT   # code 255: "the length you asked for"
 
 
 def _close_quietly(fd: int) -> None:
@@ -83,8 +87,17 @@ class CacheFiles:
                 self._readers = NativeReaders(max(1, workers), self.lanes.count)
             except OSError as e:
                 log.info("cache fills run on the Python worker pool: %s", e.strerror or e)
+        # Readers answer the fills they read whole (readers.c, R4): the answer no longer waits
+        # for the polling thread, and the server counts what they answered from the pool's
+        # own counts (stored before each answer, so a stats() after a kernel is not short).
+        self._answers = False
+        self._answered_final = (0, 0)
         if self._readers is not None:
             server.add_source(self)
+            if READERS_ANSWER:
+                self._readers.answer_into(self.lanes.resp_word.ctypes.data, self.lanes.count)
+                self._answers = True
+                server.counters.add_live(self._answered_counts)
         server.register(abi.Op.LOOKUP, self.lookup, blocking=True)
         # The polling thread's try: a small fill whose bytes are all in the host's page cache
         # (RWF_NOWAIT) is answered at once; any other goes to the native readers, or where
@@ -138,6 +151,7 @@ class CacheFiles:
 
     def close(self) -> None:
         if self._readers is not None:   # after the server stopped: no fill can start now
+            self._answered_final = self._readers.answered()   # stats() after close still counts them
             self._readers.close()
             self._readers = None
             for v in self._reading.values():
@@ -201,9 +215,11 @@ class CacheFiles:
         if lane in self._reading:
             raise OSError(errno.EBUSY, "a fill is already in progress on this lane")
 
-    def fill_batch(self, lanes: list[int]) -> list[tuple[int, int]]:
-        """The FILLs a sweep took together (Server's BatchHandler), handed to the native
-        readers in one call; returns (lane, length) of each it started. Each record is read
+    def fill_batch(self, reqs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The FILLs a sweep took together, (lane, request word) each (Server's BatchHandler),
+        handed to the native readers in one call; returns (lane, length) of each it started.
+        A reader answers a fill it read whole itself (the word: code 255 and the request's
+        seq), the rest come back through reap(). Each record is read
         once (one struct unpack: the device may rewrite it, and what is checked is what is
         read). Declined, for the per-lane way: tiny fills (read inline there), lengths or
         offsets out of range and unknown versions (answered with their errors there), a lane
@@ -214,20 +230,22 @@ class CacheFiles:
         pack, jobs = JOB.pack_into, self._jobs
         data_bytes, base = self.lanes.data_bytes, self.lanes.data_address(0)
         reading, by_no = self._reading, self._by_no
+        answer = _ANSWER_LENGTH if self._answers else 0
+        seq = abi.WORD_SEQ_MASK if self._answers else 0
         started: list[tuple[int, int]] = []
         held: list[Version] = []
         queued = 0
         try:
             with self._lock:
-                for lane in lanes:
+                for lane, word in reqs:
                     _, _, _, _, off, n, file_no, _, _, _ = unpack(rec, lane * size)
                     if n <= FILL_INLINE_TINY or n > data_bytes or off > MAX_OFFSET - n or lane in reading:
                         continue
                     v = by_no.get(file_no)
                     if v is None:
                         continue
-                    pack(jobs, JOB.size * len(started), lane, v.osfd, base + lane * data_bytes, n, off, v.size,
-                         v.mtime_ns, 0)
+                    pack(jobs, JOB.size * len(started), lane, v.osfd, answer | (word & seq), base + lane * data_bytes,
+                         n, off, v.size, v.mtime_ns, 0)
                     v.users += 1             # held from here: given back below if not queued
                     started.append((lane, n))
                     held.append(v)
@@ -260,9 +278,13 @@ class CacheFiles:
             return None
         assert self._readers is not None
         self._refuse_busy(lane)
+        # A pushed fill is answered once its copy landed (the pool's waiter), never by a reader.
+        answer = _ANSWER_LENGTH | (self._server.taken_word(lane) & abi.WORD_SEQ_MASK) \
+            if self._answers and not dev else 0
         v = self._use(q.arg0)
         try:
-            self._readers.submit(lane, v.osfd, self.lanes.data_address(lane), n, off, v.size, v.mtime_ns, dev)
+            self._readers.submit(lane, v.osfd, self.lanes.data_address(lane), n, off, v.size, v.mtime_ns, dev,
+                                 answer)
         except OSError as e:
             self._release(v)
             if e.errno == errno.EAGAIN:   # the pool is full: the Python pool serves this one
@@ -278,20 +300,25 @@ class CacheFiles:
     def ready(self) -> bool:
         return self._readers is not None and self._readers.ready()
 
-    def reap(self) -> list[tuple[int, int]]:
+    def reap(self) -> list[tuple[int, int | None]]:
         """Every result of the readers goes back to the server, whatever its bookkeeping
-        here meets (a lost answer would leave a kernel waiting for good). The versions'
-        holds are given back under one lock for the lot."""
+        here meets (a lost answer would leave a kernel waiting for good); None for a fill
+        its reader already answered (and counted: _answered_counts). The versions' holds
+        are given back under one lock for the lot."""
         assert self._readers is not None
-        done = self._readers.reap()
+        reaped = self._readers.reap()
+        done: list[tuple[int, int | None]] = []
         got = 0
         held: list[Version] = []
         stale: list[Version] = []
-        for lane, result in done:
+        for lane, result, answered in reaped:
+            done.append((lane, None if answered else result))
             v = self._reading.pop(lane, None)
             if v is None:
                 continue
             held.append(v)
+            if answered:
+                continue
             if result > 0:
                 got += result
             elif result == -errno.ESTALE:   # the file changed since this version was looked up
@@ -307,6 +334,12 @@ class CacheFiles:
         if got:
             self.counters.add_one("bytes_from_host", got)
         return done
+
+    def _answered_counts(self) -> dict[str, int]:
+        """What the readers answered themselves, for Runtime.stats() (Counters.add_live)."""
+        readers = self._readers
+        jobs, nbytes = readers.answered() if readers is not None else self._answered_final
+        return {"hostcalls_native": jobs, "bytes_from_host": nbytes}
 
     def fill_push(self, lane: int, q: abi.Request) -> "int | Pending":
         """FILL_PUSH: FILL, then the bytes read are copied (one DMA on cuda) from the lane's

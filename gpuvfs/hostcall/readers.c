@@ -48,6 +48,28 @@
  *      reaper has a job's result, nothing of the pool touches its buffers again.
  *   R3 a job whose file no longer has the expected size and mtime (the file changed since
  *      the device looked it up: docs/consistency.md) reads nothing and results in -ESTALE.
+ *
+ * A job may also answer its request itself (`answer` != 0, once the pool was told where the
+ * response words are: rp_answer_into). Without this, every fill's answer waited for the
+ * server's polling thread to reap the result and store the word: one more hop, on a thread
+ * that was busy for most of a cold read (docs/protocol.md, the server). A reader whose job
+ * read all n bytes it asked for stores `answer` (the server's word for "the length you
+ * asked for", code 255 and the request's seq) into answers[tag], in this order, under the lock:
+ *   1. adds the job to the answered counts (rp_counts_addr), so that a count read after the
+ *      device saw the word is never short;
+ *   2. appends the result, marked answered, to `done` and bumps `finished` (rp_finish);
+ *   3. stores the word with a release: the job's bytes (its pread) and steps 1-2 are visible
+ *      to whoever sees the word. (The stores travel to a GPU over PCIe in program order,
+ *      x86-TSO; the pread's stores, which may be a fast-string copy in the kernel, are fenced
+ *      from it by the syscall's return and the lock's locked instructions.)
+ * Any other result (an error, a short read at the end of the file) is not answered here:
+ * the reaper answers it, as for a job without `answer`. Pushed jobs never answer here.
+ *   R4 a job answers at most once, and only by storing after its result is in `done`: a
+ *      reaper that saw a new request on the lane (which the device can write only after it
+ *      saw the answer) and then takes the lock finds the old job's result. So the server
+ *      snapshots the request words first and reaps second, and never finds a lane busy
+ *      with a job that has already answered. The word is the job's last touch of anything
+ *      (R2 holds with "result appended" read as "result appended and word stored").
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -65,6 +87,7 @@
 typedef struct {
   int64_t tag;            /* the caller's name for the job (the server: the lane) */
   int32_t fd;
+  uint32_t answer;        /* != 0: the word to store into answers[tag] when all n bytes were read (R4) */
   uint64_t dst, n, off;   /* read n bytes at off into the host address dst */
   int64_t size, mtime_ns; /* what the file must still be (R3); size < 0: do not check */
   uint64_t dev;           /* != 0: then push the bytes read to this device address */
@@ -72,7 +95,12 @@ typedef struct {
 
 typedef struct {
   int64_t tag, result;    /* result: bytes read (short only at the end of the file), or -errno */
+  int64_t answered;       /* 1: the reader stored the job's answer itself (R4) */
 } rp_result;
+
+typedef struct {
+  _Atomic uint64_t answered, bytes;   /* jobs answered by their readers, and the bytes they read */
+} rp_counts;
 
 typedef struct {
   int64_t tag, result;
@@ -127,6 +155,9 @@ struct rp_pool {
   int have_waiter;
   int waiter_state;       /* 0 starting, 1 running, -1 could not make the context current */
   pthread_t waiter;
+  _Atomic uint32_t *answers;  /* the response words jobs answer into (rp_answer_into), or NULL */
+  uint32_t nanswers;         /* ... and how many: a tag outside [0, nanswers) never answers */
+  rp_counts counts;
   _Atomic uint64_t finished;
   _Atomic uint64_t busy_ns;  /* time the readers spent in jobs, summed (statistics only) */
 };
@@ -158,9 +189,15 @@ static int64_t rp_run(const rp_job *j) {
   return (int64_t)got;
 }
 
+/* The store order of an answer (R4). A macro so that the TSan harness's self-test can weaken
+ * it and see the race it guards against. */
+#ifndef RP_ANSWER_ORDER
+#define RP_ANSWER_ORDER memory_order_release
+#endif
+
 /* Appends a result (lock held). */
-static void rp_finish(rp_pool *p, int64_t tag, int64_t result) {
-  p->done[(p->dhead + p->dlen) % p->cap] = (rp_result){tag, result};
+static void rp_finish(rp_pool *p, int64_t tag, int64_t result, int answered) {
+  p->done[(p->dhead + p->dlen) % p->cap] = (rp_result){tag, result, answered};
   p->dlen++;
   atomic_store_explicit(&p->finished, atomic_load_explicit(&p->finished, memory_order_relaxed) + 1,
                         memory_order_release);
@@ -222,7 +259,16 @@ static void *rp_reader(void *arg) {
     pthread_mutex_lock(&p->lock);
     if (!on_its_way) {
       p->running--;
-      rp_finish(p, j.tag, result);
+      /* R4: a full read of a job that answers, into a word the pool knows (never a push:
+       * those finish on the waiter once their copy landed, and carry no answer). */
+      const int answer = j.answer && !j.dev && result == (int64_t)j.n && p->answers &&
+                         j.tag >= 0 && (uint64_t)j.tag < p->nanswers;
+      if (answer) {
+        atomic_fetch_add_explicit(&p->counts.answered, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&p->counts.bytes, (uint64_t)result, memory_order_relaxed);
+      }
+      rp_finish(p, j.tag, result, answer);
+      if (answer) atomic_store_explicit(&p->answers[j.tag], j.answer, RP_ANSWER_ORDER);
     }
   }
   pthread_mutex_unlock(&p->lock);
@@ -265,7 +311,7 @@ static void *rp_waiter(void *arg) {
     p->whead = (p->whead + 1) % p->cap;     /* dequeued only now: R1 counts it until it lands */
     p->wlen--;
     c->free_events[c->nfree++] = w.event;
-    rp_finish(p, w.tag, ok ? w.result : -EIO);
+    rp_finish(p, w.tag, ok ? w.result : -EIO, 0);
   }
   pthread_mutex_unlock(&p->lock);
   return NULL;
@@ -302,9 +348,10 @@ rp_pool *rp_create(int threads, uint32_t cap) {
   return p;
 }
 
-/* Queues one job; 0, or -EAGAIN when `cap` jobs are already in the pool (R1). */
+/* Queues one job; 0, or -EAGAIN when `cap` jobs are already in the pool (R1). `answer`: as
+ * the job's field (R4); 0 for none. */
 int rp_submit(rp_pool *p, int64_t tag, int32_t fd, uint64_t dst, uint64_t n, uint64_t off, int64_t size,
-              int64_t mtime_ns, uint64_t dev) {
+              int64_t mtime_ns, uint64_t dev, uint32_t answer) {
   pthread_mutex_lock(&p->lock);
   if (dev && p->push == RP_PUSH_NONE) {   /* nobody said how to push */
     pthread_mutex_unlock(&p->lock);
@@ -314,7 +361,7 @@ int rp_submit(rp_pool *p, int64_t tag, int32_t fd, uint64_t dst, uint64_t n, uin
     pthread_mutex_unlock(&p->lock);
     return -EAGAIN;
   }
-  p->jobs[(p->jhead + p->jlen) % p->cap] = (rp_job){tag, fd, dst, n, off, size, mtime_ns, dev};
+  p->jobs[(p->jhead + p->jlen) % p->cap] = (rp_job){tag, fd, answer, dst, n, off, size, mtime_ns, dev};
   p->jlen++;
   pthread_cond_signal(&p->work);
   pthread_mutex_unlock(&p->lock);
@@ -323,10 +370,10 @@ int rp_submit(rp_pool *p, int64_t tag, int32_t fd, uint64_t dst, uint64_t n, uin
 
 /* rp_submit for k jobs at once, under one lock: a sweep's fills cost the polling thread one
  * call. `jobs` is an array of rp_job as the caller packed them (64 bytes each, the layout
- * below; gpuvfs/hostcall/readers.py packs the same). None may push: the pool may not be set
+ * above; gpuvfs/hostcall/readers.py packs the same). None may push: the pool may not be set
  * up for it (-EINVAL, nothing queued). Queues them in order while there is room and returns
  * how many it queued (the caller keeps the rest), or -EINVAL for k < 0. */
-_Static_assert(sizeof(rp_job) == 64, "rp_job is 64 bytes: readers.py packs it as <qi4xQQQqqQ");
+_Static_assert(sizeof(rp_job) == 64, "rp_job is 64 bytes: readers.py packs it as <qiIQQQqqQ");
 int rp_submit_jobs(rp_pool *p, int k, const rp_job *jobs) {
   if (k < 0) return -EINVAL;
   for (int i = 0; i < k; i++)
@@ -346,8 +393,9 @@ int rp_submit_jobs(rp_pool *p, int k, const rp_job *jobs) {
   return q;
 }
 
-/* Moves up to `max` results out of the pool, oldest first; returns how many. */
-int rp_reap(rp_pool *p, int64_t *tags, int64_t *results, int max) {
+/* Moves up to `max` results out of the pool, oldest first; returns how many. `answered`
+ * (may be NULL) gets 1 for each job that answered itself (R4), else 0. */
+int rp_reap(rp_pool *p, int64_t *tags, int64_t *results, int64_t *answered, int max) {
   int k = 0;
   pthread_mutex_lock(&p->lock);
   while (k < max && p->dlen) {
@@ -356,6 +404,7 @@ int rp_reap(rp_pool *p, int64_t *tags, int64_t *results, int max) {
     p->dlen--;
     tags[k] = r.tag;
     results[k] = r.result;
+    if (answered) answered[k] = r.answered;
     k++;
   }
   pthread_mutex_unlock(&p->lock);
@@ -364,6 +413,25 @@ int rp_reap(rp_pool *p, int64_t *tags, int64_t *results, int max) {
 
 /* Where `finished` lives: the reaper may load it (8 bytes, aligned) without a call. */
 const _Atomic uint64_t *rp_finished_addr(rp_pool *p) { return &p->finished; }
+
+/* Where the answered counts live (rp_counts: two 8-byte words, aligned), for loads without
+ * a call. */
+const rp_counts *rp_counts_addr(rp_pool *p) { return &p->counts; }
+
+/* Jobs with an answer store it into words[tag], for tags in [0, count) (R4). Call once,
+ * before the first job that answers; the words must outlive the pool. 0, or -EBUSY if it
+ * was already called, -EINVAL for a NULL address or no words. */
+int rp_answer_into(rp_pool *p, uint64_t words, uint32_t count) {
+  if (!words || !count) return -EINVAL;
+  pthread_mutex_lock(&p->lock);
+  int rc = p->answers ? -EBUSY : 0;
+  if (!rc) {
+    p->answers = (_Atomic uint32_t *)(uintptr_t)words;
+    p->nanswers = count;
+  }
+  pthread_mutex_unlock(&p->lock);
+  return rc;
+}
 
 /* Pushes are copies in host memory (the cpu backend's device memory). Call before the
  * first job that pushes. 0, or -EBUSY if pushes were already set up. */

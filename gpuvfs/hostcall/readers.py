@@ -15,9 +15,9 @@ from pathlib import Path
 from ..native import build_c_library
 
 _SOURCE = Path(__file__).with_name("readers.c")
-# One job as rp_submit_jobs reads it (readers.c's rp_job, 64 bytes): tag, fd, dst, n, off,
-# size, mtime_ns, dev.
-JOB = struct.Struct("<qi4xQQQqqQ")
+# One job as rp_submit_jobs reads it (readers.c's rp_job, 64 bytes): tag, fd, answer, dst, n,
+# off, size, mtime_ns, dev.
+JOB = struct.Struct("<qiIQQQqqQ")
 
 
 class _Lib:
@@ -34,10 +34,12 @@ class _Lib:
                 (lib, "rp_push_memcpy", [vp], ctypes.c_int),
                 (lib, "rp_push_cuda", [vp], ctypes.c_int),
                 (lib, "rp_destroy", [vp], None),
-                (quick, "rp_submit", [vp, i64, i32, u64, u64, u64, i64, i64, u64], ctypes.c_int),
+                (lib, "rp_answer_into", [vp, u64, u32], ctypes.c_int),
+                (quick, "rp_submit", [vp, i64, i32, u64, u64, u64, i64, i64, u64, u32], ctypes.c_int),
                 (quick, "rp_submit_jobs", [vp, ctypes.c_int, vp], ctypes.c_int),
-                (quick, "rp_reap", [vp, p64, p64, ctypes.c_int], ctypes.c_int),
+                (quick, "rp_reap", [vp, p64, p64, p64, ctypes.c_int], ctypes.c_int),
                 (quick, "rp_finished_addr", [vp], vp),
+                (quick, "rp_counts_addr", [vp], vp),
                 (quick, "rp_busy_ns", [vp], u64)):
             fn = getattr(dll, name)
             fn.argtypes, fn.restype = args, res
@@ -82,9 +84,13 @@ class NativeReaders:
         # A pool its owner dropped without close() (e.g. after a failure) still stops its threads.
         self._finalizer = weakref.finalize(self, lib.rp_destroy, self._pool)
         self._finished = ctypes.c_uint64.from_address(lib.rp_finished_addr(self._pool))
+        counts = lib.rp_counts_addr(self._pool)
+        self._answered = ctypes.c_uint64.from_address(counts)
+        self._answered_bytes = ctypes.c_uint64.from_address(counts + 8)
         self._reaped = 0
         self._tags = (ctypes.c_int64 * capacity)()
         self._results = (ctypes.c_int64 * capacity)()
+        self._self_answered = (ctypes.c_int64 * capacity)()
         self._capacity = capacity
 
     def push_by_memcpy(self) -> None:
@@ -104,21 +110,33 @@ class NativeReaders:
             raise OSError(errno.EBUSY if rc == -errno.EBUSY else errno.ENOSYS,
                           f"native pushes need the CUDA driver (libcuda.so.1): error {rc}")
 
+    def answer_into(self, words_address: int, count: int) -> None:
+        """Jobs submitted with an `answer` word store it themselves into the uint32 at
+        words_address + 4 x tag (tags 0..count-1) once they have read every byte they asked
+        for (readers.c, R4): the server's response words. Call once, before such a job; the
+        words must outlive the pool."""
+        rc = self._lib.rp_answer_into(self._check(), words_address, count)
+        if rc:
+            raise OSError(-rc, "the pool already answers into other words" if rc == -errno.EBUSY
+                          else "no response words to answer into")
+
     def submit(self, tag: int, fd: int, dst: int, n: int, off: int, size: int = -1, mtime_ns: int = 0,
-               dev: int = 0) -> None:
+               dev: int = 0, answer: int = 0) -> None:
         """Queues a read of n bytes at `off` of `fd` into host address `dst`; the result
         (bytes read, or -errno: -ESTALE when the file's size or mtime_ns is no longer the
         one given) comes back from reap() under `tag`. size < 0: no check. `dev` != 0: the
         bytes read are also pushed to that device address before the result comes back
-        (push_by_memcpy or push_by_cuda first). OSError(EAGAIN) when the pool is full."""
-        rc = self._lib.rp_submit(self._check(), tag, fd, dst, n, off, size, mtime_ns, dev)
+        (push_by_memcpy or push_by_cuda first). `answer` != 0 (no push; answer_into first):
+        a read of all n bytes also stores this word as the tag's answer. OSError(EAGAIN)
+        when the pool is full."""
+        rc = self._lib.rp_submit(self._check(), tag, fd, dst, n, off, size, mtime_ns, dev, answer)
         if rc:
             raise OSError(-rc, os.strerror(-rc))
 
     def submit_jobs(self, jobs_address: int, k: int) -> int:
         """submit() for k jobs at once, in one call: `jobs_address` holds k records packed
-        with JOB (tag, fd, dst, n, off, size, mtime_ns, dev = 0: none pushed). Queues them in
-        order while the pool has room; returns how many it queued."""
+        with JOB (tag, fd, answer, dst, n, off, size, mtime_ns, dev = 0: none pushed). Queues
+        them in order while the pool has room; returns how many it queued."""
         rc = self._lib.rp_submit_jobs(self._check(), k, jobs_address)
         if rc < 0:
             raise OSError(-rc, os.strerror(-rc))
@@ -128,11 +146,17 @@ class NativeReaders:
         """Whether results wait to be reaped (one load, no call)."""
         return bool(self._pool) and self._finished.value != self._reaped
 
-    def reap(self) -> list[tuple[int, int]]:
-        """The (tag, result) of every finished job not reaped yet."""
-        k = self._lib.rp_reap(self._check(), self._tags, self._results, self._capacity)
+    def reap(self) -> list[tuple[int, int, int]]:
+        """The (tag, result, answered) of every finished job not reaped yet; answered: 1
+        when the job stored its answer itself."""
+        k = self._lib.rp_reap(self._check(), self._tags, self._results, self._self_answered, self._capacity)
         self._reaped += k
-        return list(zip(self._tags[:k], self._results[:k]))
+        return list(zip(self._tags[:k], self._results[:k], self._self_answered[:k]))
+
+    def answered(self) -> tuple[int, int]:
+        """(jobs, bytes) of the jobs that answered themselves so far (two loads, no call;
+        counted before each answer was stored)."""
+        return (int(self._answered.value), int(self._answered_bytes.value)) if self._pool else (0, 0)
 
     def busy_ns(self) -> int:
         """Nanoseconds the threads have spent in jobs, summed over threads."""

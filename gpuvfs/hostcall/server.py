@@ -130,13 +130,13 @@ Handler = Callable[[int, abi.Request], "int | tuple[int, int, int, int]"]
 # to the pool (e.g. a read whose bytes are not in the page cache).
 InlineHandler = Callable[[int, abi.Request], "int | tuple[int, int, int, int] | None"]
 
-# A handler for a sweep's requests of one opcode at once (their lanes), on the polling
-# thread: it starts what it can without blocking and returns (lane, length) for each
+# A handler for a sweep's requests of one opcode at once ((lane, request word) each), on the
+# polling thread: it starts what it can without blocking and returns (lane, length) for each
 # request it STARTED (a CompletionSource answers it later; length: the request's length
 # field as the handler read it). What it did not start goes the per-lane way (inline, then
 # the pool), so it declines anything unusual: errors are answered in one place. One that
 # raises must have started nothing.
-BatchHandler = Callable[[list[int]], list[tuple[int, int]]]
+BatchHandler = Callable[[list[tuple[int, int]]], list[tuple[int, int]]]
 
 
 @dataclass
@@ -175,10 +175,14 @@ STARTED = Started()
 class CompletionSource(Protocol):
     """Work that finishes off the server's threads (the native reader pool): `ready()` says
     without blocking whether results wait; `reap()` returns them as (lane, result), where a
-    result is a handler's: bytes or a count, or -errno."""
+    result is a handler's: bytes or a count, or -errno; or None when the source stored the
+    lane's answer itself (and counted it: Counters.add_live). A source that answers itself
+    must have its result ready to reap before it stores the answer's word: the server
+    reaps after it snapshots the request words (sweep()), so a new request on a lane
+    whose answer the device saw always finds the old one reaped."""
 
     def ready(self) -> bool: ...
-    def reap(self) -> list[tuple[int, int]]: ...
+    def reap(self) -> list[tuple[int, int | None]]: ...
 
 
 class Counters:
@@ -197,6 +201,7 @@ class Counters:
         self.native = 0                 # requests answered through a completion source
         self.ops: dict[int, int] = {}   # opcode -> requests taken (polling thread only)
         self.nops = 0                   # NOPs, counted apart on the hot path
+        self._live: list[Callable[[], dict[str, int]]] = []   # counts kept elsewhere (add_live)
 
     @property
     def by_opcode(self) -> dict[str, int]:
@@ -212,6 +217,11 @@ class Counters:
         with self._lock:
             self._v[field] += v
 
+    def add_live(self, counts: Callable[[], dict[str, int]]) -> None:
+        """Adds what `counts()` returns (snapshot()'s keys) to every snapshot: counts kept
+        by someone else, e.g. the requests a completion source answered itself."""
+        self._live.append(counts)
+
     def add(self, **kw: int) -> None:
         with self._lock:
             for k, v in kw.items():
@@ -219,8 +229,12 @@ class Counters:
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
-            return {"hostcalls": self.hostcalls, "hostcalls_pooled": self.pooled, "hostcalls_native": self.native,
-                    **self._v}
+            out = {"hostcalls": self.hostcalls, "hostcalls_pooled": self.pooled, "hostcalls_native": self.native,
+                   **self._v}
+        for counts in self._live:
+            for k, v in counts().items():
+                out[k] += v
+        return out
 
 
 class Server:
@@ -309,6 +323,12 @@ class Server:
         belong to."""
         self._sources.append(source)
 
+    def taken_word(self, lane: int) -> int:
+        """The request word last taken on `lane`. While an inline or batch handler runs, that
+        is its own request's word (I4: a word is marked taken before it is handed out): a
+        handler that starts work which answers by itself builds the answer from its seq."""
+        return _unpack(self._taken_b, 4 * lane)[0]
+
     # ---- answering ----
     def answer(self, lane: int, word: int, result: int, aux: tuple[int, int, int] | None = None,
                length: int | None = None) -> None:
@@ -394,7 +414,8 @@ class Server:
         return n
 
     def _reap_started(self) -> int:
-        """The polling thread answers every STARTED request whose source has reported."""
+        """The polling thread answers every STARTED request whose source has reported, and
+        forgets those the source answered itself; returns how many it answered."""
         n = 0
         for src in self._sources:
             if not src.ready():
@@ -403,6 +424,8 @@ class Server:
                 entry = self._started.pop(lane, None)
                 if entry is None:            # a source reporting a lane it was not given: a bug
                     log.error("a completion source reported lane %d, which has no request out", lane)
+                    continue
+                if result is None:           # answered by the source (and counted there)
                     continue
                 word, length = entry
                 self.answer(lane, word, result, None, length)
@@ -419,11 +442,28 @@ class Server:
                 self._busy_pool -= 1
 
     def sweep(self, sb: bytes | bytearray | None = None) -> int:
-        """One pass: the Pending answers whose work is done, then every lane. Returns how
-        many of both. `sb`: as for _take."""
+        """One pass: the Pending answers whose work is done, the completion sources'
+        results, then every lane. Returns how many requests it took and answered (not
+        counting those a source answered itself). `sb`: as for _take.
+
+        With requests STARTED, the request words are snapshotted before the sources are
+        reaped: a source may answer a lane itself (CompletionSource), and the device may
+        then make its next request on that lane at once. Its result is ready before its
+        answer's word is stored, so a snapshot that shows the next request is followed by
+        a reap that finds the old one: the lane is never still busy when the new request
+        is handed out (a reap before the snapshot could miss the result and the snapshot
+        still see the request)."""
         finished = self._finish_pending() if self._pending else 0
         if self._started:
+            snap = self._snap_b
+            if sb is None:
+                self._snap_mv[:] = self._req_bytes
+            elif sb is not snap:
+                self._snap_mv[:] = sb
             finished += self._reap_started()
+            if snap == self._taken_b:
+                return finished
+            sb = snap
         return finished + self._take(sb)
 
     def _take(self, sb: bytes | bytearray | None = None) -> int:
@@ -543,11 +583,11 @@ class Server:
         calls: one at a time a fill cost the polling thread ~12 us on the H100 host, which
         was then busy through most of a cold read (docs/protocol.md, the server)."""
         batched = self._batched
-        groups: dict[int, list[int]] = {}
+        groups: dict[int, list[tuple[int, int]]] = {}
         for lane, word in reqs:
             op = word >> _SHIFT
             if op in batched:
-                groups.setdefault(op, []).append(lane)
+                groups.setdefault(op, []).append((lane, word))
         words = dict(reqs)
         done: set[int] = set()
         for op, group in groups.items():

@@ -9,7 +9,8 @@
 #                                    (-DGVFS_TSAN_SELFTEST_PT; links libffi)
 # (what the two share, tests/native/tsan_common.h, is included by both), and a third for the
 # host's native reader pool:
-#   tests/native/tsan_readers.c      gpuvfs/hostcall/readers.c (-DRP_TSAN_SELFTEST; built with CC)
+#   tests/native/tsan_readers.c      gpuvfs/hostcall/readers.c (-DRP_TSAN_SELFTEST, and
+#                                    -DRP_ANSWER_ORDER=memory_order_relaxed; built with CC)
 # Then, for each harness:
 #   1. runs it over several shapes (lanes/servers; pool sets x ways, readahead, fills pushed
 #      by the host or not); every run must finish with exit 0, all checks passed and no TSan
@@ -136,6 +137,8 @@ build_c "the reader-pool harness with $CC" "$BUILD/build-readers.log" \
   tests/native/tsan_readers.c -o "$BUILD/tsan_readers"
 build_c "the reader-pool self-test harness" "$BUILD/build-readers-selftest.log" \
   -DRP_TSAN_SELFTEST tests/native/tsan_readers.c -o "$BUILD/tsan_readers_selftest"
+build_c "the reader-pool self-test harness (answers without release)" "$BUILD/build-readers-selftest-answer.log" \
+  -DRP_ANSWER_ORDER=memory_order_relaxed tests/native/tsan_readers.c -o "$BUILD/tsan_readers_selftest_answer"
 wait_builds
 
 t_build=$SECONDS
@@ -200,21 +203,27 @@ pt_caught=$((pt_caught + n_caught))
 
 # ---- the host's native reader pool: readers x capacity (1 x 1: every job waits its turn) x
 # pushed (1: the cpu backend's FILL_PUSH, each job's bytes also copied to a second buffer; 2:
-# the cuda push path with a stand-in driver) x % of copies and event records made to fail
+# the cuda push path with a stand-in driver) x % of copies and event records made to fail x
+# answers (1: the main thread's jobs answer themselves into words it polls as the device would)
 t_pt=$SECONDS
 rp_jobs=0
+rp_answered=0
 rp_run=0
-for shape in "8 24 0 0" "3 5 1 0" "1 1 0 0" "16 64 1 0" "8 24 2 0" "3 5 2 3"; do
-  read -r rthreads rcap rpush rfail <<<"$shape"
+for shape in "8 24 0 0 0" "3 5 1 0 0" "1 1 0 0 0" "16 64 1 0 0" "8 24 2 0 0" "3 5 2 3 0" "8 24 0 0 1" "2 3 0 0 1"; do
+  read -r rthreads rcap rpush rfail ranswer <<<"$shape"
   rp_run=$((rp_run + 1))
-  run_clean "readers threads=$rthreads cap=$rcap push=$rpush fail=$rfail" "$BUILD/readers-run-$rp_run.log" jobs \
+  run_clean "readers threads=$rthreads cap=$rcap push=$rpush fail=$rfail answer=$ranswer" \
+    "$BUILD/readers-run-$rp_run.log" jobs \
     "$BUILD/tsan_readers" --threads="$rthreads" --cap="$rcap" --push="$rpush" --fail="$rfail" --jobs=20000 \
-    --seed="$rp_run"
+    --answer="$ranswer" --seed="$rp_run"
   rp_jobs=$((rp_jobs + $(field jobs "$summary") + $(field side "$summary")))
+  rp_answered=$((rp_answered + $(field answered "$summary")))
 done
 caught "$BUILD/readers-selftest.log" "$BUILD/tsan_readers_selftest" --jobs=2000 ||
   { cat "$BUILD/readers-selftest.log" >&2; fail "the reader pool's self-test (reap without the lock) was NOT caught by TSan in 3 runs"; }
+caught "$BUILD/readers-selftest-answer.log" "$BUILD/tsan_readers_selftest_answer" --jobs=2000 --answer=1 ||
+  { cat "$BUILD/readers-selftest-answer.log" >&2; fail "the reader pool's self-test (an answer stored without its release) was NOT caught by TSan in 3 runs"; }
 
 echo "$hostcall_summary"
 echo "tsan: pagetable: $reads reads, $fills fills ($pushed pushed), $lookups lookups, $pt_reports reports ($pt_run pool shapes); self-test: $pt_caught/$((2 * ${#pt_modes[@]})) injected races caught ($((t_pt - t_hostcall)) s; builds $t_build s)"
-echo "tsan: readers: $rp_jobs jobs, 0 reports ($rp_run shapes); self-test: 1/1 injected race caught ($((SECONDS - t_pt)) s)"
+echo "tsan: readers: $rp_jobs jobs ($rp_answered answered by their readers), 0 reports ($rp_run shapes); self-test: 2/2 injected races caught ($((SECONDS - t_pt)) s)"

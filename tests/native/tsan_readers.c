@@ -17,9 +17,20 @@
  * is "not ready" for a random few queries. --fail=P: P% of copies, and of event records,
  * fail; such a job must come back -EIO (and nothing else may).
  *
+ * --answer=1 (no pushes): every main-thread job also answers itself (readers.c, R4) into a
+ * word of its slot (rp_answer_into), as a reader answers a fill into a lane's response word.
+ * The main thread then also plays the device: between reaps it polls the words of its jobs
+ * out (an acquire load), and on seeing one, compares the slot's buffer with the file at once,
+ * before any reap or lock: the word alone must order the reader's bytes before that read.
+ * A job's reaped result must say it answered iff it read all it asked for, and its word must
+ * be there by then (the word is stored after the result is appended, under the lock).
+ *
  * -DRP_TSAN_SELFTEST: rp_reap reads the results ring without the lock, the race TSan must
- * report (run-tsan.sh checks that it does).
- * Usage: tsan_readers [--jobs=N] [--threads=N] [--cap=N] [--seed=N] [--push=0|1|2] [--fail=P] */
+ * report (run-tsan.sh checks that it does). -DRP_ANSWER_ORDER=memory_order_relaxed with
+ * --answer=1: the answer's store without its release, so the "device"'s read of the bytes
+ * races with the reader's pread (run-tsan.sh checks that TSan reports it).
+ * Usage: tsan_readers [--jobs=N] [--threads=N] [--cap=N] [--seed=N] [--push=0|1|2] [--fail=P]
+ *                     [--answer=0|1] */
 #define _GNU_SOURCE
 #include <stdio.h>
 #ifdef RP_TSAN_SELFTEST
@@ -77,13 +88,28 @@ static int fd, push;
 
 static uint64_t rng(uint64_t *s) { *s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17; return *s; }
 
-typedef struct { uint64_t off, n; unsigned char buf[MAX_LEN], dev[MAX_LEN]; } slot;
+typedef struct { uint64_t off, n; uint32_t word; int seen; unsigned char buf[MAX_LEN], dev[MAX_LEN]; } slot;
+static int answer;                       /* --answer=1 */
+static _Atomic uint32_t *answer_words;   /* one per main-thread slot */
+static uint32_t answer_seq;
+
+/* The word a main-thread job answers with (0 without --answer): code 255 and a seq of its own. */
+static uint32_t next_word(void) { return answer ? 0xFF000000u | (++answer_seq & 0xFFFFFFu) : 0; }
 
 static int check(const slot *s, int64_t result, int64_t tag) {
   if (result == -EIO && fail_pct && tag < (1ll << 40)) return 1;   /* an injected failure */
   uint64_t want = s->off >= FILE_BYTES ? 0 : (FILE_BYTES - s->off < s->n ? FILE_BYTES - s->off : s->n);
   if (result != (int64_t)want) { fprintf(stderr, "job %lld: result %lld, want %llu\n", (long long)tag, (long long)result, (unsigned long long)want); return 0; }
   if (memcmp(s->buf, file_bytes + s->off, want)) { fprintf(stderr, "job %lld: bytes differ\n", (long long)tag); return 0; }
+  if (answer && tag < (1ll << 40) && s->seen != (want == s->n)) {
+    /* A whole read answered (its word is there once its result is reaped); nothing else did. */
+    uint32_t w = atomic_load_explicit(&answer_words[tag], memory_order_acquire);
+    if ((w == s->word) != (want == s->n)) {
+      fprintf(stderr, "job %lld: word %#x (want %#x), read %llu of %llu\n", (long long)tag, w, s->word,
+              (unsigned long long)want, (unsigned long long)s->n);
+      return 0;
+    }
+  }
   if (push && tag < (1ll << 40) && memcmp(s->dev, file_bytes + s->off, want)) {
     fprintf(stderr, "job %lld: pushed bytes differ\n", (long long)tag);
     return 0;
@@ -99,7 +125,7 @@ static void *side_submitter(void *a_) {
     slot *s = &a->slots[i];
     s->n = 1 + rng(&a->seed) % MAX_LEN;
     s->off = rng(&a->seed) % (FILE_BYTES + 2000);
-    while (rp_submit(a->p, (1ll << 40) + i, fd, (uint64_t)(uintptr_t)s->buf, s->n, s->off, -1, 0, 0) == -EAGAIN)
+    while (rp_submit(a->p, (1ll << 40) + i, fd, (uint64_t)(uintptr_t)s->buf, s->n, s->off, -1, 0, 0, 0) == -EAGAIN)
       sched_yield();
   }
   return NULL;
@@ -112,7 +138,9 @@ int main(int argc, char **argv) {
     sscanf(argv[i], "--jobs=%d", &jobs); sscanf(argv[i], "--threads=%d", &threads);
     sscanf(argv[i], "--cap=%d", &cap); sscanf(argv[i], "--seed=%llu", (unsigned long long *)&seed);
     sscanf(argv[i], "--push=%d", &push); sscanf(argv[i], "--fail=%d", &fail_pct);
+    sscanf(argv[i], "--answer=%d", &answer);
   }
+  if (answer && push) { fprintf(stderr, "--answer needs --push=0: pushed jobs never answer\n"); return 2; }
   uint64_t s = 0x9E3779B97F4A7C15ull * (seed + 1);
   for (int i = 0; i < FILE_BYTES; i++) file_bytes[i] = (unsigned char)rng(&s);
   char path[] = "/tmp/tsan_readers_XXXXXX";
@@ -132,16 +160,25 @@ int main(int argc, char **argv) {
   if (push == 1 && rp_push_memcpy(p)) { fprintf(stderr, "rp_push_memcpy failed\n"); return 2; }
   if (push == 2 && rp_push_cuda_api(p, &fake_api)) { fprintf(stderr, "rp_push_cuda_api failed\n"); return 2; }
   if (push && rp_push_memcpy(p) != -EBUSY) { fprintf(stderr, "pushes set up twice\n"); return 2; }
+  answer_words = calloc((size_t)cap, sizeof *answer_words);
+  if (!answer_words || (answer && rp_answer_into(p, (uint64_t)(uintptr_t)answer_words, (uint32_t)cap))) {
+    fprintf(stderr, "rp_answer_into failed\n");
+    return 2;
+  }
+  if (answer && rp_answer_into(p, (uint64_t)(uintptr_t)answer_words, (uint32_t)cap) != -EBUSY) {
+    fprintf(stderr, "answers set up twice\n");
+    return 2;
+  }
   side_arg sa = {p, side, side_n, NULL, seed * 7 + 3};
   pthread_t th;
   pthread_create(&th, NULL, side_submitter, &sa);
 
   const _Atomic uint64_t *finished = rp_finished_addr(p);
   uint64_t reaped = 0;
-  int submitted = 0, done = 0, side_done = 0, ok = 1, free_n = cap, many_turn = 0;
+  int submitted = 0, done = 0, side_done = 0, ok = 1, free_n = cap, many_turn = 0, answered_n = 0;
   int *free_slots = malloc(sizeof(int) * (size_t)cap);
   for (int i = 0; i < cap; i++) free_slots[i] = i;
-  int64_t tags[64], results[64];
+  int64_t tags[64], results[64], self_answered[64];
   while (ok && (done < jobs || side_done < side_n)) {
     if (!push && (many_turn ^= 1)) {   /* every other round without pushes: one rp_submit_jobs */
       int k = 0;
@@ -152,7 +189,10 @@ int main(int argc, char **argv) {
         sl->n = rng(&s) % MAX_LEN;
         sl->off = rng(&s) % (FILE_BYTES + 2000);
         memset(sl->buf, 0xA5, sizeof sl->buf);
-        batch[k] = (rp_job){i, fd, (uint64_t)(uintptr_t)sl->buf, sl->n, sl->off, (int64_t)st.st_size, mtime, 0};
+        sl->word = next_word();
+        sl->seen = 0;
+        batch[k] = (rp_job){i, fd, sl->word, (uint64_t)(uintptr_t)sl->buf, sl->n, sl->off, (int64_t)st.st_size,
+                            mtime, 0};
         k++;
       }
       int q = rp_submit_jobs(p, k, batch);
@@ -167,24 +207,52 @@ int main(int argc, char **argv) {
       sl->off = rng(&s) % (FILE_BYTES + 2000);
       memset(sl->buf, 0xA5, sizeof sl->buf);
       memset(sl->dev, 0x5A, sizeof sl->dev);
+      sl->word = next_word();
+      sl->seen = 0;
       if (rp_submit(p, k, fd, (uint64_t)(uintptr_t)sl->buf, sl->n, sl->off, (int64_t)st.st_size, mtime,
-                    push ? (uint64_t)(uintptr_t)sl->dev : 0) == -EAGAIN)
+                    push ? (uint64_t)(uintptr_t)sl->dev : 0, sl->word) == -EAGAIN)
         break;  /* the side submitter holds the room: reap first */
       free_n--;
       submitted++;
+    }
+    if (answer) {   /* the device's side: a job's word, then its bytes, with no lock between */
+      for (int i = 0; i < cap && ok; i++) {
+        slot *sl = &slots[i];
+        if (!sl->word || sl->seen || atomic_load_explicit(&answer_words[i], memory_order_acquire) != sl->word)
+          continue;
+        sl->seen = 1;
+        if (memcmp(sl->buf, file_bytes + sl->off, sl->n)) {
+          fprintf(stderr, "slot %d: answered, but its bytes differ\n", i);
+          ok = 0;
+        }
+      }
     }
     if (atomic_load_explicit(finished, memory_order_acquire) == reaped) { sched_yield(); continue; }
 #ifdef RP_TSAN_SELFTEST
     rp_selftest_skip_lock = 1;   /* the reap alone reads the results without the lock */
 #endif
-    int n = rp_reap(p, tags, results, 64);
+    int n = rp_reap(p, tags, results, self_answered, 64);
 #ifdef RP_TSAN_SELFTEST
     rp_selftest_skip_lock = 0;
 #endif
     reaped += (uint64_t)n;
     for (int i = 0; i < n && ok; i++) {
-      if (tags[i] >= (1ll << 40)) { ok = check(&side[tags[i] - (1ll << 40)], results[i], tags[i]); side_done++; }
-      else { ok = check(&slots[tags[i]], results[i], tags[i]); free_slots[free_n++] = (int)tags[i]; done++; }
+      if (tags[i] >= (1ll << 40)) {
+        ok = !self_answered[i] && check(&side[tags[i] - (1ll << 40)], results[i], tags[i]);
+        side_done++;
+      }
+      else {
+        slot *sl = &slots[tags[i]];
+        if (self_answered[i] != (answer && results[i] == (int64_t)sl->n)) {
+          fprintf(stderr, "job %lld: answered %lld, result %lld of %llu\n", (long long)tags[i],
+                  (long long)self_answered[i], (long long)results[i], (unsigned long long)sl->n);
+          ok = 0;
+        }
+        ok = ok && check(sl, results[i], tags[i]);
+        if (self_answered[i]) answered_n++;
+        free_slots[free_n++] = (int)tags[i];
+        done++;
+      }
     }
   }
   pthread_join(th, NULL);
@@ -193,8 +261,15 @@ int main(int argc, char **argv) {
     if (p->cuda.nfree != (uint32_t)cap) { fprintf(stderr, "events free %u of %d\n", p->cuda.nfree, cap); ok = 0; }
     pthread_mutex_unlock(&p->lock);
   }
+  if (answer && atomic_load(&rp_counts_addr(p)->answered) != (uint64_t)answered_n) {
+    fprintf(stderr, "answered count %llu, reaped %d answered\n",
+            (unsigned long long)atomic_load(&rp_counts_addr(p)->answered), answered_n);
+    ok = 0;
+  }
+  if (answer && answered_n == 0) { fprintf(stderr, "no job answered itself\n"); ok = 0; }
   rp_destroy(p);
-  printf("jobs=%d side=%d threads=%d cap=%d push=%d fail=%d %s\n", done, side_done, threads, cap, push, fail_pct,
-         ok ? "all checks passed" : "CHECK FAILED");
+  free(answer_words);
+  printf("jobs=%d side=%d threads=%d cap=%d push=%d fail=%d answered=%d %s\n", done, side_done, threads, cap, push,
+         fail_pct, answered_n, ok ? "all checks passed" : "CHECK FAILED");
   return ok ? 0 : 1;
 }
