@@ -88,12 +88,12 @@ def test_jobs_submitted_together_read_the_files_bytes(data_file) -> None:
     for tag in range(k):
         n, off = int(rng.integers(1, 70000)), int(rng.integers(0, data.size + 5000))
         want[tag] = (n, off)
-        JOB.pack_into(jobs, JOB.size * tag, tag, fd, 0, bufs[tag].ctypes.data, n, off, st.st_size, st.st_mtime_ns, 0)
+        JOB.pack_into(jobs, JOB.size * tag, tag, fd, 0, bufs[tag].ctypes.data, n, off, st.st_size, st.st_mtime_ns, 0, 0)
     address = ctypes.addressof(ctypes.c_char.from_buffer(jobs))
     rp = NativeReaders(4, cap)
     try:
         pushed = bytearray(jobs[:JOB.size])
-        JOB.pack_into(pushed, 0, 0, fd, 0, bufs[0].ctypes.data, 10, 0, st.st_size, st.st_mtime_ns, 12345)
+        JOB.pack_into(pushed, 0, 0, fd, 0, bufs[0].ctypes.data, 10, 0, st.st_size, st.st_mtime_ns, 12345, 0)
         with pytest.raises(OSError) as e:
             rp.submit_jobs(ctypes.addressof(ctypes.c_char.from_buffer(pushed)), 1)
         assert e.value.errno == errno.EINVAL
@@ -143,7 +143,7 @@ def test_jobs_that_read_all_they_asked_for_answer_themselves(data_file, together
             want[tag], asked[tag] = (n, off), word
             if together:
                 JOB.pack_into(jobs, JOB.size * tag, tag, fd, word, bufs[tag].ctypes.data, n, off, size,
-                              st.st_mtime_ns, 0)
+                              st.st_mtime_ns, 0, 0)
             else:
                 rp.submit(tag, fd, bufs[tag].ctypes.data, n, off, size, st.st_mtime_ns, answer=word)
         if together:
@@ -174,6 +174,45 @@ def test_jobs_that_read_all_they_asked_for_answer_themselves(data_file, together
     assert nbytes == sum(want[t][0] for t in answered)
     assert {got[t] for t in want if t % 11 == 4} == {-errno.ESTALE}
     check_reads(data, bufs, {t: w for t, w in want.items() if t % 11 != 4}, got)
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["submit", "submit_jobs"])
+def test_jobs_copy_from_a_mapped_file(data_file, together) -> None:
+    """map_file + a job's src: the bytes are copied from the mapping, up to the size the job
+    checked (short at the end of the file, nothing past it); a job whose file changed reads
+    nothing (-ESTALE), mapped or not."""
+    import ctypes
+    from gpuvfs.hostcall.readers import JOB
+    fd, data, st = data_file
+    rng = np.random.default_rng(9)
+    k = 200
+    bufs = [np.full(70000, POISON, dtype=np.uint8) for _ in range(k)]
+    want: dict[int, tuple[int, int]] = {}
+    rp = NativeReaders(4, k)
+    try:
+        assert rp.map_file(fd, 0) == 0
+        src = rp.map_file(fd, st.st_size)
+        assert src
+        jobs = bytearray(JOB.size * k)
+        for tag in range(k):
+            n = int(rng.integers(1, 70000))
+            off = int(rng.integers(0, data.size + 5000)) if tag % 4 else data.size - n // 3   # some short, past the end
+            size = st.st_size if tag % 9 != 5 else st.st_size - 1                           # some -ESTALE
+            want[tag] = (n, off)
+            if together:
+                JOB.pack_into(jobs, JOB.size * tag, tag, fd, 0, bufs[tag].ctypes.data, n, off, size, st.st_mtime_ns,
+                              0, src)
+            else:
+                rp.submit(tag, fd, bufs[tag].ctypes.data, n, off, size, st.st_mtime_ns, src=src)
+        if together:
+            assert rp.submit_jobs(ctypes.addressof(ctypes.c_char.from_buffer(jobs)), k) == k
+        got = reap_all(rp, k)
+        rp.unmap_file(src, st.st_size)
+    finally:
+        rp.close()
+    assert {got[t] for t in want if t % 9 == 5} == {-errno.ESTALE}
+    assert all((bufs[t] == POISON).all() for t in want if t % 9 == 5)
+    check_reads(data, bufs, {t: w for t, w in want.items() if t % 9 != 5}, got)
 
 
 def test_a_changed_file_reads_nothing_and_says_estale(data_file) -> None:

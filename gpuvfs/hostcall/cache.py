@@ -35,6 +35,12 @@ FILL_INLINE_TINY = 16 << 10
 # Whether a native reader stores the answer of a fill it read whole itself (readers.c, R4),
 # rather than the polling thread storing it after a reap. Read when a CacheFiles is made.
 READERS_ANSWER = True
+# Whether the native readers copy a file version's bytes from a mapping of it (readers.c:
+# mapped files) rather than pread them, and up to how many bytes of versions are mapped at
+# once (the page tables of what was touched cost ~2 MiB a GiB; past the budget, versions are
+# read). Read when a CacheFiles is made.
+MAP_FILES = True
+MAP_BYTES_MAX = 64 << 30
 _ANSWER_LENGTH = abi.CODE_LENGTH << abi.WORD_SHIFT   # code 255: "the length you asked for"
 
 
@@ -59,6 +65,7 @@ class Version:
     mode: int
     users: int = 0
     retired: bool = False
+    mapped: int = 0     # where the native readers copy it from (CacheFiles._src); 0: not mapped, -1: never
 
 
 class CacheFiles:
@@ -92,6 +99,10 @@ class CacheFiles:
         # own counts (stored before each answer, so a stats() after a kernel is not short).
         self._answers = False
         self._answered_final = (0, 0)
+        self._map_files = MAP_FILES
+        self._mapped_bytes = 0       # of the versions mapped now (under _lock)
+        # (kept past close(): the versions are unmapped once the readers are gone)
+        self._unmap = self._readers.unmap_file if self._readers is not None else None
         if self._readers is not None:
             server.add_source(self)
             if READERS_ANSWER:
@@ -133,7 +144,33 @@ class CacheFiles:
             if self._current.get((v.dev, v.ino)) is v:
                 del self._current[(v.dev, v.ino)]
             if v.users == 0:
-                _close_quietly(v.osfd)
+                self._dispose(v)
+
+    def _dispose(self, v: Version) -> None:
+        """Called with the lock held, once a retired version has no holds: its mapping and
+        its fd go."""
+        if v.mapped > 0 and self._unmap is not None:   # no job copies from it: it holds no version
+            try:
+                self._unmap(v.mapped, v.size)
+            except OSError as e:
+                log.warning("unmapping a cached file failed: %s", e)
+            self._mapped_bytes -= v.size
+        v.mapped = -1
+        _close_quietly(v.osfd)
+
+    def _src(self, v: Version) -> int:
+        """Called with the lock held: where the native readers copy version `v` from, mapped
+        at its first fill; 0 (they pread it) when mapping is off, over MAP_BYTES_MAX, or the
+        file cannot be mapped."""
+        if v.mapped:
+            return max(v.mapped, 0)
+        v.mapped = -1
+        if self._map_files and self._readers is not None and 0 < v.size <= MAP_BYTES_MAX - self._mapped_bytes:
+            addr = self._readers.map_file(v.osfd, v.size)
+            if addr:
+                v.mapped = addr
+                self._mapped_bytes += v.size
+        return max(v.mapped, 0)
 
     def versions_of(self, path: bytes) -> list[int]:
         """file_nos of every live version whose file was looked up by `path`."""
@@ -245,7 +282,7 @@ class CacheFiles:
                     if v is None:
                         continue
                     pack(jobs, JOB.size * len(started), lane, v.osfd, answer | (word & seq), base + lane * data_bytes,
-                         n, off, v.size, v.mtime_ns, 0)
+                         n, off, v.size, v.mtime_ns, 0, v.mapped if v.mapped > 0 else self._src(v))
                     v.users += 1             # held from here: given back below if not queued
                     started.append((lane, n))
                     held.append(v)
@@ -283,8 +320,10 @@ class CacheFiles:
             if self._answers and not dev else 0
         v = self._use(q.arg0)
         try:
+            with self._lock:
+                src = self._src(v) if not v.retired else 0
             self._readers.submit(lane, v.osfd, self.lanes.data_address(lane), n, off, v.size, v.mtime_ns, dev,
-                                 answer)
+                                 answer, src)
         except OSError as e:
             self._release(v)
             if e.errno == errno.EAGAIN:   # the pool is full: the Python pool serves this one
@@ -393,10 +432,9 @@ class CacheFiles:
         with self._lock:
             self._drop_hold(v)
 
-    @staticmethod
-    def _drop_hold(v: Version) -> None:
+    def _drop_hold(self, v: Version) -> None:
         """Gives back one hold on `v` (the caller has the lock): the last hold on a retired
-        version closes its fd."""
+        version closes its fd and unmaps it."""
         v.users -= 1
         if v.retired and v.users == 0:
-            _close_quietly(v.osfd)
+            self._dispose(v)

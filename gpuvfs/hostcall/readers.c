@@ -64,6 +64,16 @@
  *      from it by the syscall's return and the lock's locked instructions.)
  * Any other result (an error, a short read at the end of the file) is not answered here:
  * the reaper answers it, as for a job without `answer`. Pushed jobs never answer here.
+ * A job may copy its bytes from a mapping of its file (`src` != 0: rp_map) instead of a
+ * pread: memcpy from the page cache through page-table entries that stay in place from one
+ * read of the file to the next, with no system call and none of the kernel's per-page work
+ * (on the H100 host 15 threads copied a page-cached file at 107 GB/s that way, against 82 with
+ * pread, 2026-11-25; the first touch of each page costs about what a pread would). The
+ * copy stops at the size the job was checked against (R3), and a file truncated between
+ * the check and the copy raises SIGBUS in the reader: a handler installed with the first
+ * mapping jumps back out of that copy alone and the job results in -ESTALE, as for any file
+ * that changed under a read (R3); a SIGBUS anywhere else goes on to the handler that was there
+ * before.
  *   R4 a job answers at most once, and only by storing after its result is in `done`: a
  *      reaper that saw a new request on the lane (which the device can write only after it
  *      saw the answer) and then takes the lock finds the old job's result. So the server
@@ -75,10 +85,13 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -91,6 +104,7 @@ typedef struct {
   uint64_t dst, n, off;   /* read n bytes at off into the host address dst */
   int64_t size, mtime_ns; /* what the file must still be (R3); size < 0: do not check */
   uint64_t dev;           /* != 0: then push the bytes read to this device address */
+  uint64_t src;           /* != 0 (and size >= 0): the file is mapped here (rp_map): copy, do not pread */
 } rp_job;
 
 typedef struct {
@@ -169,6 +183,69 @@ static uint64_t rp_now_ns(void) {
   return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
+/* ---- mapped files: the SIGBUS guard ---- */
+static __thread sigjmp_buf *volatile rp_guard;   /* set while this thread copies from a mapping */
+static struct sigaction rp_old_bus;     /* the SIGBUS action before ours */
+static pthread_once_t rp_bus_once = PTHREAD_ONCE_INIT;
+static int rp_bus_installed;
+
+static void rp_on_sigbus(int sig, siginfo_t *info, void *uc) {
+  sigjmp_buf *guard = rp_guard;
+  if (guard) {                 /* a reader's copy from a truncated file: that copy alone fails */
+    rp_guard = NULL;
+    siglongjmp(*guard, 1);
+  }
+  /* Not ours: what was there before gets it. A default or ignored action is put back and the
+   * faulting access runs again (a fault, not a sent signal: it raises SIGBUS once more). */
+  if (rp_old_bus.sa_flags & SA_SIGINFO) {
+    if (rp_old_bus.sa_sigaction) {
+      rp_old_bus.sa_sigaction(sig, info, uc);
+      return;
+    }
+  } else if (rp_old_bus.sa_handler != SIG_DFL && rp_old_bus.sa_handler != SIG_IGN) {
+    rp_old_bus.sa_handler(sig);
+    return;
+  }
+  sigaction(SIGBUS, &rp_old_bus, NULL);
+}
+
+static void rp_install_sigbus(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = rp_on_sigbus;
+  sa.sa_flags = SA_SIGINFO | SA_NODEFER;   /* NODEFER: a jump out of the handler leaves SIGBUS unblocked */
+  sigemptyset(&sa.sa_mask);
+  rp_bus_installed = sigaction(SIGBUS, &sa, &rp_old_bus) == 0;
+}
+
+/* Copies n bytes from a mapping; 0, or -ESTALE if the file shrank under the copy (SIGBUS). */
+static int rp_copy_mapped(void *dst, const void *src, size_t n) {
+  sigjmp_buf guard;
+  if (sigsetjmp(guard, 0)) return -ESTALE;
+  rp_guard = &guard;
+  /* The compiler knows memcpy touches nothing but its arguments, and would sink the stores
+   * of the guard past it (or drop the first): the signal fences keep them on either side. */
+  atomic_signal_fence(memory_order_seq_cst);
+  memcpy(dst, src, n);
+  atomic_signal_fence(memory_order_seq_cst);
+  rp_guard = NULL;
+  return 0;
+}
+
+/* Maps `size` bytes of `fd` read-only for jobs to copy from (their `src`); 0 if it cannot
+ * be mapped (the jobs then pread) or the SIGBUS guard could not be installed. */
+uint64_t rp_map(int32_t fd, uint64_t size) {
+  pthread_once(&rp_bus_once, rp_install_sigbus);
+  if (!rp_bus_installed || size == 0) return 0;
+  void *m = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+  return m == MAP_FAILED ? 0 : (uint64_t)(uintptr_t)m;
+}
+
+/* Undoes rp_map, once no job copies from it. */
+int rp_unmap(uint64_t addr, uint64_t size) {
+  return munmap((void *)(uintptr_t)addr, (size_t)size) == 0 ? 0 : -errno;
+}
+
 /* One job, with no lock held. */
 static int64_t rp_run(const rp_job *j) {
   if (j->size >= 0) {
@@ -176,6 +253,13 @@ static int64_t rp_run(const rp_job *j) {
     if (fstat(j->fd, &st) != 0) return -errno;
     int64_t mtime = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
     if ((int64_t)st.st_size != j->size || mtime != j->mtime_ns) return -ESTALE;
+    if (j->src) {               /* mapped: up to the size just checked (a short read at the end) */
+      uint64_t size = (uint64_t)j->size;
+      uint64_t n = j->off >= size ? 0 : (size - j->off < j->n ? size - j->off : j->n);
+      if (n && rp_copy_mapped((void *)(uintptr_t)j->dst, (const char *)(uintptr_t)j->src + j->off, (size_t)n))
+        return -ESTALE;
+      return (int64_t)n;
+    }
   }
   uint64_t got = 0;
   while (got < j->n) {
@@ -361,10 +445,10 @@ rp_pool *rp_create(int threads, uint32_t cap) {
   return p;
 }
 
-/* Queues one job; 0, or -EAGAIN when `cap` jobs are already in the pool (R1). `answer`: as
- * the job's field (R4); 0 for none. */
+/* Queues one job; 0, or -EAGAIN when `cap` jobs are already in the pool (R1). `answer` and
+ * `src`: as the job's fields (R4; a mapping from rp_map); 0 for none. */
 int rp_submit(rp_pool *p, int64_t tag, int32_t fd, uint64_t dst, uint64_t n, uint64_t off, int64_t size,
-              int64_t mtime_ns, uint64_t dev, uint32_t answer) {
+              int64_t mtime_ns, uint64_t dev, uint32_t answer, uint64_t src) {
   pthread_mutex_lock(&p->lock);
   if (dev && p->push == RP_PUSH_NONE) {   /* nobody said how to push */
     pthread_mutex_unlock(&p->lock);
@@ -374,7 +458,7 @@ int rp_submit(rp_pool *p, int64_t tag, int32_t fd, uint64_t dst, uint64_t n, uin
     pthread_mutex_unlock(&p->lock);
     return -EAGAIN;
   }
-  p->jobs[(p->jhead + p->jlen) % p->cap] = (rp_job){tag, fd, answer, dst, n, off, size, mtime_ns, dev};
+  p->jobs[(p->jhead + p->jlen) % p->cap] = (rp_job){tag, fd, answer, dst, n, off, size, mtime_ns, dev, src};
   p->jlen++;
   const int wake = p->idle > 0;            /* none asleep: a busy reader takes it next */
   pthread_mutex_unlock(&p->lock);
@@ -383,11 +467,11 @@ int rp_submit(rp_pool *p, int64_t tag, int32_t fd, uint64_t dst, uint64_t n, uin
 }
 
 /* rp_submit for k jobs at once, under one lock: a sweep's fills cost the polling thread one
- * call. `jobs` is an array of rp_job as the caller packed them (64 bytes each, the layout
+ * call. `jobs` is an array of rp_job as the caller packed them (72 bytes each, the layout
  * above; gpuvfs/hostcall/readers.py packs the same). None may push: the pool may not be set
  * up for it (-EINVAL, nothing queued). Queues them in order while there is room and returns
  * how many it queued (the caller keeps the rest), or -EINVAL for k < 0. */
-_Static_assert(sizeof(rp_job) == 64, "rp_job is 64 bytes: readers.py packs it as <qiIQQQqqQ");
+_Static_assert(sizeof(rp_job) == 72, "rp_job is 72 bytes: readers.py packs it as <qiIQQQqqQQ");
 int rp_submit_jobs(rp_pool *p, int k, const rp_job *jobs) {
   if (k < 0) return -EINVAL;
   for (int i = 0; i < k; i++)

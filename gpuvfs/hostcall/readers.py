@@ -15,9 +15,9 @@ from pathlib import Path
 from ..native import build_c_library
 
 _SOURCE = Path(__file__).with_name("readers.c")
-# One job as rp_submit_jobs reads it (readers.c's rp_job, 64 bytes): tag, fd, answer, dst, n,
-# off, size, mtime_ns, dev.
-JOB = struct.Struct("<qiIQQQqqQ")
+# One job as rp_submit_jobs reads it (readers.c's rp_job, 72 bytes): tag, fd, answer, dst, n,
+# off, size, mtime_ns, dev, src.
+JOB = struct.Struct("<qiIQQQqqQQ")
 
 
 class _Lib:
@@ -35,7 +35,9 @@ class _Lib:
                 (lib, "rp_push_cuda", [vp], ctypes.c_int),
                 (lib, "rp_destroy", [vp], None),
                 (lib, "rp_answer_into", [vp, u64, u32], ctypes.c_int),
-                (quick, "rp_submit", [vp, i64, i32, u64, u64, u64, i64, i64, u64, u32], ctypes.c_int),
+                (lib, "rp_map", [i32, u64], u64),
+                (lib, "rp_unmap", [u64, u64], ctypes.c_int),
+                (quick, "rp_submit", [vp, i64, i32, u64, u64, u64, i64, i64, u64, u32, u64], ctypes.c_int),
                 (quick, "rp_submit_jobs", [vp, ctypes.c_int, vp], ctypes.c_int),
                 (quick, "rp_reap", [vp, p64, p64, p64, ctypes.c_int], ctypes.c_int),
                 (quick, "rp_finished_addr", [vp], vp),
@@ -120,23 +122,35 @@ class NativeReaders:
             raise OSError(-rc, "the pool already answers into other words" if rc == -errno.EBUSY
                           else "no response words to answer into")
 
+    def map_file(self, fd: int, size: int) -> int:
+        """Maps the first `size` bytes of `fd` read-only for jobs to copy from instead of
+        reading (their `src`; readers.c: mapped files). Returns the address, or 0 where the
+        file cannot be mapped (jobs then read it). unmap_file() once no job copies from it."""
+        return int(self._lib.rp_map(fd, size)) if size > 0 else 0
+
+    def unmap_file(self, address: int, size: int) -> None:
+        rc = self._lib.rp_unmap(address, size)
+        if rc:
+            raise OSError(-rc, os.strerror(-rc))
+
     def submit(self, tag: int, fd: int, dst: int, n: int, off: int, size: int = -1, mtime_ns: int = 0,
-               dev: int = 0, answer: int = 0) -> None:
+               dev: int = 0, answer: int = 0, src: int = 0) -> None:
         """Queues a read of n bytes at `off` of `fd` into host address `dst`; the result
         (bytes read, or -errno: -ESTALE when the file's size or mtime_ns is no longer the
         one given) comes back from reap() under `tag`. size < 0: no check. `dev` != 0: the
         bytes read are also pushed to that device address before the result comes back
         (push_by_memcpy or push_by_cuda first). `answer` != 0 (no push; answer_into first):
-        a read of all n bytes also stores this word as the tag's answer. OSError(EAGAIN)
-        when the pool is full."""
-        rc = self._lib.rp_submit(self._check(), tag, fd, dst, n, off, size, mtime_ns, dev, answer)
+        a read of all n bytes also stores this word as the tag's answer. `src` != 0 (with
+        size >= 0): the file is mapped there (map_file()), and the job copies from the mapping,
+        up to `size`. OSError(EAGAIN) when the pool is full."""
+        rc = self._lib.rp_submit(self._check(), tag, fd, dst, n, off, size, mtime_ns, dev, answer, src)
         if rc:
             raise OSError(-rc, os.strerror(-rc))
 
     def submit_jobs(self, jobs_address: int, k: int) -> int:
         """submit() for k jobs at once, in one call: `jobs_address` holds k records packed
-        with JOB (tag, fd, answer, dst, n, off, size, mtime_ns, dev = 0: none pushed). Queues
-        them in order while the pool has room; returns how many it queued."""
+        with JOB (tag, fd, answer, dst, n, off, size, mtime_ns, dev = 0: none pushed, src).
+        Queues them in order while the pool has room; returns how many it queued."""
         rc = self._lib.rp_submit_jobs(self._check(), k, jobs_address)
         if rc < 0:
             raise OSError(-rc, os.strerror(-rc))

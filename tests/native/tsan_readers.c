@@ -25,6 +25,10 @@
  * A job's reaped result must say it answered iff it read all it asked for, and its word must
  * be there by then (the word is stored after the result is appended, under the lock).
  *
+ * Every other job of the main thread copies from a mapping of the file (rp_map, a job's src)
+ * instead of reading it; and before the jobs, a copy from a file truncated under its mapping
+ * must come back -ESTALE through the SIGBUS guard, the process going on.
+ *
  * -DRP_TSAN_SELFTEST: rp_reap reads the results ring without the lock, the race TSan must
  * report (run-tsan.sh checks that it does). -DRP_ANSWER_ORDER=memory_order_relaxed with
  * --answer=1: the answer's store without its release, so the "device"'s read of the bytes
@@ -125,10 +129,30 @@ static void *side_submitter(void *a_) {
     slot *s = &a->slots[i];
     s->n = 1 + rng(&a->seed) % MAX_LEN;
     s->off = rng(&a->seed) % (FILE_BYTES + 2000);
-    while (rp_submit(a->p, (1ll << 40) + i, fd, (uint64_t)(uintptr_t)s->buf, s->n, s->off, -1, 0, 0, 0) == -EAGAIN)
+    while (rp_submit(a->p, (1ll << 40) + i, fd, (uint64_t)(uintptr_t)s->buf, s->n, s->off, -1, 0, 0, 0, 0) == -EAGAIN)
       sched_yield();
   }
   return NULL;
+}
+
+/* A copy from a mapping of a file that was truncated under it faults (SIGBUS): the guard
+ * turns that copy alone into -ESTALE, and the copy of what is still there works. */
+static int check_sigbus_guard(void) {
+  char path[] = "/tmp/tsan_readers_bus_XXXXXX";
+  int f = mkstemp(path);
+  if (f < 0) return 0;
+  unlink(path);
+  static unsigned char page[4 * 4096], out[4 * 4096];
+  memset(page, 0x3C, sizeof page);
+  int ok = write(f, page, sizeof page) == (ssize_t)sizeof page;
+  uint64_t m = ok ? rp_map(f, sizeof page) : 0;
+  ok = m && ftruncate(f, 4096) == 0;
+  ok = ok && rp_copy_mapped(out, (const void *)(uintptr_t)m, 4096) == 0 && out[4095] == 0x3C;
+  ok = ok && rp_copy_mapped(out, (const void *)(uintptr_t)(m + 8192), 4096) == -ESTALE;
+  ok = ok && rp_copy_mapped(out, (const void *)(uintptr_t)m, 2048) == 0;   /* and again after a fault */
+  if (m) rp_unmap(m, sizeof page);
+  close(f);
+  return ok;
 }
 
 int main(int argc, char **argv) {
@@ -152,6 +176,9 @@ int main(int argc, char **argv) {
   struct stat st;
   fstat(fd, &st);
   int64_t mtime = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+  /* Every other main-thread job copies from a mapping of the file instead of reading it. */
+  uint64_t mapped = rp_map(fd, (uint64_t)st.st_size);
+  if (!mapped || !check_sigbus_guard()) { fprintf(stderr, "mapped copies: setup or SIGBUS guard failed\n"); return 2; }
 
   int side_n = jobs / 8;
   rp_pool *p = rp_create(threads, (uint32_t)cap);
@@ -192,7 +219,7 @@ int main(int argc, char **argv) {
         sl->word = next_word();
         sl->seen = 0;
         batch[k] = (rp_job){i, fd, sl->word, (uint64_t)(uintptr_t)sl->buf, sl->n, sl->off, (int64_t)st.st_size,
-                            mtime, 0};
+                            mtime, 0, (k & 1) ? mapped : 0};
         k++;
       }
       int q = rp_submit_jobs(p, k, batch);
@@ -210,7 +237,7 @@ int main(int argc, char **argv) {
       sl->word = next_word();
       sl->seen = 0;
       if (rp_submit(p, k, fd, (uint64_t)(uintptr_t)sl->buf, sl->n, sl->off, (int64_t)st.st_size, mtime,
-                    push ? (uint64_t)(uintptr_t)sl->dev : 0, sl->word) == -EAGAIN)
+                    push ? (uint64_t)(uintptr_t)sl->dev : 0, sl->word, (k & 1) ? mapped : 0) == -EAGAIN)
         break;  /* the side submitter holds the room: reap first */
       free_n--;
       submitted++;
@@ -268,6 +295,7 @@ int main(int argc, char **argv) {
   }
   if (answer && answered_n == 0) { fprintf(stderr, "no job answered itself\n"); ok = 0; }
   rp_destroy(p);
+  rp_unmap(mapped, (uint64_t)st.st_size);
   free(answer_words);
   printf("jobs=%d side=%d threads=%d cap=%d push=%d fail=%d answered=%d %s\n", done, side_done, threads, cap, push,
          fail_pct, answered_n, ok ? "all checks passed" : "CHECK FAILED");
