@@ -57,7 +57,6 @@ from common import Figure, machine_info, print_table, write_json  # noqa: E402
 from hostcall_bench import echo_sweep_once  # noqa: E402
 
 from gpuvfs import abi, backends  # noqa: E402
-import gpuvfs.hostcall.cache as cache_module  # noqa: E402
 from gpuvfs.hostcall.cache import CacheFiles  # noqa: E402
 from gpuvfs.hostcall.paths import Confined  # noqa: E402
 from gpuvfs.hostcall.server import Lanes, Server  # noqa: E402
@@ -457,44 +456,33 @@ def measure_fill(repeats: int, figs: list[Figure], raw: dict[str, float]) -> Non
 
 def measure_fill_batch(repeats: int, figs: list[Figure], raw: dict[str, float]) -> None:
     """The polling thread's own time per cache fill handed to the native readers: the sweep
-    that takes a batch of 32 FILLs of 256 KiB and the sweep that reaps them (and answers
-    those the readers did not answer themselves), timed apart from the reads (waited for,
-    untimed). As shipped (batched: Server batch route, CacheFiles.fill_batch, one
-    rp_submit_jobs; the readers answer: cache.READERS_ANSWER) against one at a time with the
-    polling thread answering (the route's batch handler taken away, READERS_ANSWER off), and
-    batched with the polling thread answering."""
+    that takes a batch of 32 FILLs of 256 KiB and the next sweep (the readers answer the
+    fills themselves: it has nothing left to do for them), timed apart from the reads
+    (waited for, untimed). Batched (Server batch route, CacheFiles.fill_batch, one
+    rp_submit_jobs) against one at a time (the route's batch handler taken away)."""
     k, lane_bytes, rounds = 32, 256 << 10, 60
     with tempfile.TemporaryDirectory(prefix="gpuvfs-sweep-cost-") as d:
         data = np.random.default_rng(4).integers(0, 256, 16 << 20, dtype=np.uint8)
         data.tofile(os.path.join(d, "f.bin"))
-        for key, batched, answers in (("fill_256k_one_at_a_time", False, False),
-                                      ("fill_256k_batched_server_answers", True, False),
-                                      ("fill_256k_batched", True, True)):
-            got = _fill_batch_rig(d, data, k, lane_bytes, rounds, repeats, batched, answers)
+        for key, batched in (("fill_256k_one_at_a_time", False), ("fill_256k_batched", True)):
+            got = _fill_batch_rig(d, data, k, lane_bytes, rounds, repeats, batched)
             if got is None:
                 print("note: no native readers here (no C compiler?): no batched-FILL figure", file=sys.stderr)
                 return
             raw[key] = got
     figs.append(Figure("fill_256k_batched", "polling thread's time per FILL, 32 x 256 KiB to the readers", "us",
                        raw["fill_256k_batched"] * 1e-3, raw["fill_256k_one_at_a_time"] * 1e-3,
-                       "the same, each handed out on its own and answered by the polling thread"))
-    figs.append(Figure("fill_256k_batched_server_answers", "the same, batched, answered by the polling thread",
-                       "us", raw["fill_256k_batched_server_answers"] * 1e-3, raw["fill_256k_one_at_a_time"] * 1e-3,
-                       "the same, each handed out on its own and answered by the polling thread"))
+                       "the same, each handed out on its own"))
 
 
-def _fill_batch_rig(d: str, data: np.ndarray, k: int, lane_bytes: int, rounds: int, repeats: int, batched: bool,
-                    answers: bool) -> float | None:
+def _fill_batch_rig(d: str, data: np.ndarray, k: int, lane_bytes: int, rounds: int, repeats: int,
+                    batched: bool) -> float | None:
     """measure_fill_batch's one arm, on a server of its own: ns per fill, or None without
     native readers."""
     backend = backends.select("cpu")
     lanes = Lanes(backend, k, lane_bytes)
     srv = Server(lanes, workers=1)
-    old, cache_module.READERS_ANSWER = cache_module.READERS_ANSWER, answers
-    try:
-        files = CacheFiles(srv, Confined(d), workers=4)
-    finally:
-        cache_module.READERS_ANSWER = old
+    files = CacheFiles(srv, Confined(d), workers=4)
     try:
         if not files.native:
             return None
@@ -509,7 +497,7 @@ def _fill_batch_rig(d: str, data: np.ndarray, k: int, lane_bytes: int, rounds: i
         seq = [0]
 
         def one_round(r: int) -> int:
-            """ns of the polling thread's two sweeps for k fills (take, reap and answer)."""
+            """ns of the polling thread's two sweeps for k fills (the one that takes them, the next)."""
             lanes.req["offset"][:] = (np.arange(k) + r) % chunks * lane_bytes
             seq[0] += 1
             for i in range(k):
@@ -518,16 +506,17 @@ def _fill_batch_rig(d: str, data: np.ndarray, k: int, lane_bytes: int, rounds: i
             took = srv.sweep()
             t1 = time.perf_counter_ns()
             deadline = time.monotonic() + 10
-            while files._readers is not None and files._readers._finished.value - files._readers._reaped < k:
+            while files.busy():
                 if time.monotonic() > deadline:
                     raise SystemExit("the native readers did not finish the fills")
                 time.sleep(0.0001)
             t2 = time.perf_counter_ns()
             answered = srv.sweep()
             t3 = time.perf_counter_ns()
-            if took != k or answered != (0 if answers else k) or srv._started:
-                raise SystemExit(f"a sweep took {took} and answered {answered} of {k} fills")
-            if any(abi.decode_resp_word(int(lanes.resp_word[i]), length=lane_bytes) != lane_bytes for i in range(k)):
+            if took != k or answered or srv._started:
+                raise SystemExit(f"a sweep took {took} of {k} fills, and the next answered {answered}")
+            if any(int(lanes.resp_word[i]) & 0xFFFFFF != seq[0] & 0xFFFFFF
+                   or abi.decode_resp_word(int(lanes.resp_word[i]), length=lane_bytes) != lane_bytes for i in range(k)):
                 raise SystemExit("a FILL was not answered with its length")
             off = int(lanes.req["offset"][r % k])
             if not np.array_equal(lanes.data[r % k], data[off:off + lane_bytes]):

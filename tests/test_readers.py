@@ -35,9 +35,8 @@ def reap_all(rp: NativeReaders, n: int, timeout: float = 30.0) -> dict[int, int]
     while len(out) < n:
         assert time.monotonic() < end, f"only {len(out)} of {n} jobs finished"
         if rp.ready():
-            for tag, result, answered in rp.reap():
+            for tag, result in rp.reap():
                 assert tag not in out, f"job {tag} reported twice"
-                assert not answered, f"job {tag} answered itself, with no answer asked for"
                 out[tag] = result
         else:
             time.sleep(0.0005)
@@ -88,12 +87,12 @@ def test_jobs_submitted_together_read_the_files_bytes(data_file) -> None:
     for tag in range(k):
         n, off = int(rng.integers(1, 70000)), int(rng.integers(0, data.size + 5000))
         want[tag] = (n, off)
-        JOB.pack_into(jobs, JOB.size * tag, tag, fd, 0, bufs[tag].ctypes.data, n, off, st.st_size, st.st_mtime_ns, 0, 0)
+        JOB.pack_into(jobs, JOB.size * tag, tag, fd, 0, bufs[tag].ctypes.data, n, off, st.st_size, st.st_mtime_ns, 0, 0, 0)
     address = ctypes.addressof(ctypes.c_char.from_buffer(jobs))
     rp = NativeReaders(4, cap)
     try:
         pushed = bytearray(jobs[:JOB.size])
-        JOB.pack_into(pushed, 0, 0, fd, 0, bufs[0].ctypes.data, 10, 0, st.st_size, st.st_mtime_ns, 12345, 0)
+        JOB.pack_into(pushed, 0, 0, fd, 0, bufs[0].ctypes.data, 10, 0, st.st_size, st.st_mtime_ns, 12345, 0, 0)
         with pytest.raises(OSError) as e:
             rp.submit_jobs(ctypes.addressof(ctypes.c_char.from_buffer(pushed)), 1)
         assert e.value.errno == errno.EINVAL
@@ -112,67 +111,87 @@ def test_jobs_submitted_together_read_the_files_bytes(data_file) -> None:
 
 
 @pytest.mark.parametrize("together", [False, True], ids=["submit", "submit_jobs"])
-def test_jobs_that_read_all_they_asked_for_answer_themselves(data_file, together) -> None:
-    """answer_into + a job's answer word (readers.c, R4): a job that read every byte it asked
-    for stores its word into words[tag] and comes back marked answered; a short read (the end
-    of the file), an error or a job without a word does not. A word is stored only once its
-    job's result can be reaped, and the answered counts already include it."""
+def test_jobs_with_an_answer_answer_themselves(data_file, together) -> None:
+    """answer_into + a job's answer word (readers.c, R4): the job answers its own request as
+    Server.answer would, into words[tag] (and the record at records[tag] when due): code 255
+    for all the bytes it asked for, the code alone for -127..126 (errors, tiny short reads),
+    else the record then code 0; nothing comes back through reap(). The lane's busy flag is
+    set while the job is out and clear once its word is there; its hold counter goes up while
+    it is queued and back to 0 after (R5); the counts add up. Jobs without a word reap as
+    before."""
     import ctypes
+    from gpuvfs import abi
     from gpuvfs.hostcall.readers import JOB
     fd, data, st = data_file
     rng = np.random.default_rng(8)
     k = 300
-    words = np.zeros(k + 1, dtype=np.uint32)          # the last word: past the pool's count
+    words = np.zeros(k, dtype=np.uint32)
+    records = np.zeros((k, 4), dtype=np.int64)
+    records[:] = -7                                   # poison: a record left unwritten shows
+    hold = np.zeros(1, dtype=np.int32)
     bufs = [np.full(70000, POISON, dtype=np.uint8) for _ in range(k)]
     want: dict[int, tuple[int, int]] = {}
-    asked: dict[int, int] = {}
+    seqs: dict[int, int] = {}
     rp = NativeReaders(6, k)
     try:
         with pytest.raises(OSError):
-            rp.answer_into(0, k)
-        rp.answer_into(words.ctypes.data, k)
+            rp.answer_into(0, records.ctypes.data, k)
+        rp.answer_into(words.ctypes.data, records.ctypes.data, k)
         with pytest.raises(OSError) as e:
-            rp.answer_into(words.ctypes.data, k)
+            rp.answer_into(words.ctypes.data, records.ctypes.data, k)
         assert e.value.errno == errno.EBUSY
+        busy = rp.busy
+        assert busy is not None and busy.shape == (k,) and not busy.any()
         jobs = bytearray(JOB.size * k)
         for tag in range(k):
             n = int(rng.integers(1, 70000))
             off = int(rng.integers(0, data.size + 5000)) if tag % 5 else data.size - n // 2   # some short
-            word = 0 if tag % 7 == 3 else 0xFF000000 | tag
+            if tag % 13 == 6:
+                off = data.size - 50                                                          # short, tiny
+            seq = (tag * 7919 + 1) & abi.WORD_SEQ_MASK
+            word = 0 if tag % 7 == 3 else abi.CODE_LENGTH << abi.WORD_SHIFT | seq
             size = st.st_size if tag % 11 != 4 else st.st_size + 1                            # some -ESTALE
-            want[tag], asked[tag] = (n, off), word
+            want[tag] = (n, off)
+            if word:
+                seqs[tag] = seq
             if together:
                 JOB.pack_into(jobs, JOB.size * tag, tag, fd, word, bufs[tag].ctypes.data, n, off, size,
-                              st.st_mtime_ns, 0, 0)
+                              st.st_mtime_ns, 0, 0, hold.ctypes.data)
             else:
-                rp.submit(tag, fd, bufs[tag].ctypes.data, n, off, size, st.st_mtime_ns, answer=word)
+                rp.submit(tag, fd, bufs[tag].ctypes.data, n, off, size, st.st_mtime_ns, answer=word,
+                          users=hold.ctypes.data)
         if together:
             assert rp.submit_jobs(ctypes.addressof(ctypes.c_char.from_buffer(jobs)), k) == k
-        got: dict[int, int] = {}
-        answered: set[int] = set()
+        got = reap_all(rp, k - len(seqs))               # the jobs without a word
         end = time.monotonic() + 30
-        while len(got) < k:
-            assert time.monotonic() < end, f"only {len(got)} of {k} jobs finished"
-            seen = set(np.flatnonzero(words[:k]).tolist())   # words stored so far ...
-            for tag, result, self_answered in rp.reap():      # ... each reaped by now (R4)
-                assert tag not in got
-                got[tag] = result
-                if self_answered:
-                    answered.add(tag)
-            assert seen <= set(got), f"answered before its result was ready: {sorted(seen - set(got))[:5]}"
+        while True:
+            done = [t for t in seqs if int(words[t]) & abi.WORD_SEQ_MASK == seqs[t]]
+            assert not busy[done].any(), "a lane still busy after its answer"
+            if len(done) == len(seqs):
+                break
+            assert time.monotonic() < end, f"only {len(done)} of {len(seqs)} jobs answered"
             time.sleep(0.0005)
-        jobs_n, nbytes = rp.answered()
+        answered, nbytes, errors = rp.counts()
+        assert rp.in_flight() == 0 and int(hold[0]) == 0 and not busy.any()
+        assert not rp.ready() and rp.reap() == []
     finally:
         rp.close()
-    for tag, (n, off) in want.items():
-        full = got[tag] == n
-        should = full and asked[tag] != 0
-        assert (tag in answered) == should, (tag, got[tag], n, asked[tag])
-        assert int(words[tag]) == (asked[tag] if should else 0), tag
-    assert words[k] == 0
-    assert 0 < len(answered) < k and jobs_n == len(answered)
-    assert nbytes == sum(want[t][0] for t in answered)
+    assert answered == len(seqs)
+    for tag, seq in seqs.items():                       # decode as the device would
+        n, _ = want[tag]
+        w = int(words[tag])
+        res = abi.decode_resp_word(w, length=n)
+        if res is None:
+            res = int(records[tag, 0])
+            assert res != -7 and records[tag, 1:].tolist() == [0, 0, 0], tag
+        else:
+            assert records[tag].tolist() == [-7] * 4, f"job {tag}: answered in the word, record written too"
+        got[tag] = res
+    assert errors == sum(1 for t in seqs if got[t] < 0)
     assert {got[t] for t in want if t % 11 == 4} == {-errno.ESTALE}
+    assert any(-127 <= got[t] <= 126 and got[t] >= 0 for t in seqs), "no tiny short read was answered"
+    assert any(got[t] > 126 and got[t] != want[t][0] for t in seqs), "no answer went through the record"
+    assert nbytes == sum(r for r in got.values() if r > 0)
     check_reads(data, bufs, {t: w for t, w in want.items() if t % 11 != 4}, got)
 
 
@@ -201,7 +220,7 @@ def test_jobs_copy_from_a_mapped_file(data_file, together) -> None:
             want[tag] = (n, off)
             if together:
                 JOB.pack_into(jobs, JOB.size * tag, tag, fd, 0, bufs[tag].ctypes.data, n, off, size, st.st_mtime_ns,
-                              0, src)
+                              0, src, 0)
             else:
                 rp.submit(tag, fd, bufs[tag].ctypes.data, n, off, size, st.st_mtime_ns, src=src)
         if together:
@@ -332,13 +351,11 @@ def test_a_runtime_that_fails_to_start_leaves_no_reader_threads(data_root) -> No
 
 @contextlib.contextmanager
 def cache_files(root: str, files: dict[str, np.ndarray], count: int, lane_bytes: int,
-                workers: int, answers: bool = True) -> Iterator[tuple[Any, Any, Any, dict[str, int]]]:
+                workers: int) -> Iterator[tuple[Any, Any, Any, dict[str, int]]]:
     """The cache's host side alone, on the cpu backend: `files` written under `root` and
     looked up; yields (lanes, server, cache files, name -> file_no). The test sweeps nothing:
-    it calls the handlers itself. `answers`: whether the readers answer whole fills
-    themselves (cache.READERS_ANSWER). Skips where the native readers cannot be built."""
+    it calls the handlers itself. Skips where the native readers cannot be built."""
     from gpuvfs import abi, backends
-    from gpuvfs.hostcall import cache
     from gpuvfs.hostcall.cache import CacheFiles
     from gpuvfs.hostcall.paths import Confined
     from gpuvfs.hostcall.server import Lanes, Server
@@ -346,11 +363,7 @@ def cache_files(root: str, files: dict[str, np.ndarray], count: int, lane_bytes:
         data.tofile(os.path.join(root, name))
     lanes = Lanes(backends.select("cpu"), count, lane_bytes)
     server = Server(lanes)
-    old, cache.READERS_ANSWER = cache.READERS_ANSWER, answers
-    try:
-        cf = CacheFiles(server, Confined(root), workers=workers)
-    finally:
-        cache.READERS_ANSWER = old
+    cf = CacheFiles(server, Confined(root), workers=workers)
     try:
         if not cf.native:
             pytest.skip("no native readers here")
@@ -366,54 +379,78 @@ def cache_files(root: str, files: dict[str, np.ndarray], count: int, lane_bytes:
         lanes.close()
 
 
-def reap_lanes(cf: Any, asked: dict[int, int], timeout: float = 10.0) -> dict[int, int]:
-    """lane -> result of the cache's native reads of the lanes in `asked` (lane -> the length
-    its fill asked for), once all came back (or the time is up). A fill its reader answered
-    itself (reap() gives None) must have stored code 255 ("the length you asked for") with
-    the seq of the word the server took on its lane, as the device would read it: its result
-    is then the length asked, as the device decodes it."""
+def take(server: Any, lane: int, seq: int) -> None:
+    """Marks a FILL with `seq` taken on `lane`, as a sweep does before it hands the request
+    out (the readers answer with the seq of the word taken: Server.taken_word)."""
     from gpuvfs import abi
-    got: dict[int, int] = {}
+    server._taken[lane] = np.uint32(abi.encode_req_word(abi.Op.FILL, seq)).view(np.int32)
+
+
+def answers_of(cf: Any, asked: dict[int, int], timeout: float = 10.0) -> dict[int, int]:
+    """lane -> result of the fills the native readers took on the lanes in `asked` (lane ->
+    the length asked for), as the device decodes them from the response words (readers.c,
+    R4), once every one was answered with the seq of the word the server took on its lane
+    (or the time is up). Nothing may come back through reap()."""
+    from gpuvfs import abi
+    L = cf._server.lanes
     end = time.monotonic() + timeout
-    while len(got) < len(asked) and time.monotonic() < end:
-        for lane, result in (cf.reap() if cf.ready() else []):
-            assert lane in asked and lane not in got, f"lane {lane} reported, not asked or twice"
-            if result is None:
-                word = int(cf._server.lanes.resp_word[lane])
-                assert word == abi.CODE_LENGTH << abi.WORD_SHIFT | cf._server.taken_word(lane) & abi.WORD_SEQ_MASK, \
-                    f"lane {lane}: answered {word:#x}"
-                result = abi.decode_resp_word(word, length=asked[lane])
-            got[lane] = result
+    while time.monotonic() < end:
+        seq = {lane: cf._server.taken_word(lane) & abi.WORD_SEQ_MASK for lane in asked}
+        if all(int(L.resp_word[lane]) & abi.WORD_SEQ_MASK == seq[lane] for lane in asked):
+            break
         time.sleep(0.001)
-    return got
+    assert not cf.ready(), "a fill the readers answered came back through reap() too"
+    out = {}
+    for lane, n in asked.items():
+        w = int(L.resp_word[lane])
+        if w & abi.WORD_SEQ_MASK == cf._server.taken_word(lane) & abi.WORD_SEQ_MASK:
+            r = abi.decode_resp_word(w, length=n)
+            out[lane] = int(L.resp[lane]["result"]) if r is None else r
+    return out
 
 
-@pytest.mark.parametrize("answers", [True, False], ids=["readers answer", "server answers"])
-def test_a_second_fill_on_a_busy_lane_is_refused_and_loses_nothing(data_root, answers) -> None:
+def test_a_second_fill_on_a_busy_lane_is_refused_and_loses_nothing(data_root) -> None:
     """A device that breaks the protocol (a new FILL on a lane whose fill is still out) gets
-    -EBUSY; the fill already out still answers, and the version's fd is released."""
+    -EBUSY, from the readers' busy flag or, for a pushed fill, the server's record; the fill
+    already out still answers, and the version's holds come back to 0. (A read out is shown
+    by setting the lane's flag: a real one may finish before the second call.)"""
     from gpuvfs import abi
+    from gpuvfs.hostcall.server import DELEGATED
     data = np.random.default_rng(2).integers(0, 256, 1 << 20, dtype=np.uint8)
-    with cache_files(data_root, {"f.bin": data}, 4, 1 << 16, 2, answers) as (lanes, server, cf, fno):
+    with cache_files(data_root, {"f.bin": data}, 4, 1 << 16, 2) as (lanes, server, cf, fno):
         file_no = fno["f.bin"]
         q = abi.Request(opcode=abi.Op.FILL, offset=0, length=1 << 16, arg0=file_no)
-        assert cf.fill_push_inline(0, q) is None                  # no stage: FILL_PUSH is the pool's
-        started = cf._start(0, q, 0)
-        with pytest.raises(OSError) as e:                         # before the first is reaped
-            cf._start(0, q, 0)
-        assert e.value.errno == errno.EBUSY
         tiny = abi.Request(opcode=abi.Op.FILL, offset=0, length=4096, arg0=file_no)
-        with pytest.raises(OSError) as e:                         # not read inline either
-            cf.fill_inline(0, tiny)
-        assert e.value.errno == errno.EBUSY
-        got = reap_lanes(cf, {0: 1 << 16})
-        assert started is not None and got == {0: 1 << 16}
+        assert cf.fill_push_inline(0, q) is None                  # no stage: FILL_PUSH is the pool's
+        take(server, 0, 5)
+        started = cf._start(0, q, 0)
+        got = answers_of(cf, {0: 1 << 16})
+        for lane in (0, 1):
+            lanes.req[lane]["length"], lanes.req[lane]["arg"][0] = 1 << 16, file_no
+        for busy_how in ("readers", "server"):
+            take(server, 1, 9 if busy_how == "readers" else 10)
+            if busy_how == "readers":
+                cf._busy[0] = 1
+            else:
+                server._started[0] = (0, 0)
+            for call in (lambda: cf._start(0, q, 0), lambda: cf.fill_inline(0, tiny),   # not inline either
+                         lambda: cf.fill_batch([(0, 0), (1, server.taken_word(1))])):
+                try:
+                    out = call()
+                except OSError as e:
+                    assert e.errno == errno.EBUSY
+                else:
+                    assert out == [1], f"fill_batch took a busy lane: {out}"   # declined: the per-lane way
+            cf._busy[0] = 0
+            server._started.pop(0, None)
+            assert answers_of(cf, {1: 1 << 16}) == {1: 1 << 16}
+        assert started is DELEGATED and got == {0: 1 << 16}
         assert np.array_equal(lanes.data[0], data[:1 << 16])
-        assert cf._by_no[file_no].users == 0
+        v = cf._by_no[file_no]
+        assert v.users == 0 and cf._holds.count(v.hold[0]) == 0 and not cf._busy.any()
 
 
-@pytest.mark.parametrize("answers", [True, False], ids=["readers answer", "server answers"])
-def test_fills_are_read_inline_alone_and_by_the_readers_under_load(data_root, answers) -> None:
+def test_fills_are_read_inline_alone_and_by_the_readers_under_load(data_root) -> None:
     """The polling thread reads a fill itself only when it is tiny, or when it came alone
     (the sweep took no other request and no native read is out); under load every other
     fill goes to the native readers, which read in parallel where the polling thread would
@@ -421,64 +458,71 @@ def test_fills_are_read_inline_alone_and_by_the_readers_under_load(data_root, an
     from gpuvfs import abi
     from gpuvfs.hostcall.cache import FILL_INLINE_TINY
     from gpuvfs.hostcall.files import CAN_READ_CACHED
-    from gpuvfs.hostcall.server import STARTED
+    from gpuvfs.hostcall.server import DELEGATED
     if not CAN_READ_CACHED:
         pytest.skip("no RWF_NOWAIT here: no fill is read inline")
     lane_bytes = 256 << 10
     data = np.random.default_rng(3).integers(0, 256, 4 * lane_bytes, dtype=np.uint8)
-    with cache_files(data_root, {"f.bin": data}, 5, lane_bytes, 2, answers) as (lanes, server, cf, fno):
+    with cache_files(data_root, {"f.bin": data}, 5, lane_bytes, 2) as (lanes, server, cf, fno):
         lanes.data[:] = 0xEE
 
         def fill(lane: int, off: int, n: int, together: int) -> object:
             server.dispatching = together
+            take(server, lane, 40 + lane)
             return cf.fill_inline(lane, abi.Request(opcode=abi.Op.FILL, offset=off, length=n, arg0=fno["f.bin"]))
 
         assert fill(0, 0, lane_bytes, 1) == lane_bytes                  # alone: read here, at once
-        assert fill(1, lane_bytes, lane_bytes, 3) is STARTED            # with others: to the readers
-        assert fill(2, 2 * lane_bytes, lane_bytes, 1) is STARTED        # alone, but a read is out
+        assert fill(1, lane_bytes, lane_bytes, 3) is DELEGATED          # with others: to the readers
+        readers = cf._readers
+        readers.in_flight = lambda: 1                                   # (one may finish before the next call)
+        assert fill(2, 2 * lane_bytes, lane_bytes, 1) is DELEGATED      # alone, but a read is out
+        del readers.in_flight
         assert fill(3, 3 * lane_bytes, FILL_INLINE_TINY, 3) == FILL_INLINE_TINY   # tiny: read here
-        assert reap_lanes(cf, {1: lane_bytes, 2: lane_bytes}) == {1: lane_bytes, 2: lane_bytes}
+        assert answers_of(cf, {1: lane_bytes, 2: lane_bytes}) == {1: lane_bytes, 2: lane_bytes}
         assert fill(4, lane_bytes, lane_bytes, 1) == lane_bytes        # the readers idle again: here
         for lane, (off, n) in enumerate([(0, lane_bytes), (lane_bytes, lane_bytes), (2 * lane_bytes, lane_bytes),
                                          (3 * lane_bytes, FILL_INLINE_TINY), (lane_bytes, lane_bytes)]):
             assert np.array_equal(lanes.data[lane, :n], data[off:off + n]), lane
 
 
-@pytest.mark.parametrize("answers", [True, False], ids=["readers answer", "server answers"])
-def test_fills_taken_together_go_to_the_readers_in_one_batch(data_root, answers) -> None:
-    """CacheFiles.fill_batch (a sweep's FILLs, together): the fills it can start go to the
-    native readers in one call and read the right bytes; it declines, for the per-lane way,
-    a tiny fill, a length over the lane's buffer, an offset out of range, an unknown version
-    and a lane whose read is still out; every hold on a version is given back once reaped."""
+def test_fills_taken_together_go_to_the_readers_in_one_batch(data_root) -> None:
+    """CacheFiles.fill_batch (a sweep's FILLs, together): the fills it can take go to the
+    native readers in one call, read the right bytes and answer themselves with the seq of
+    their own request word; it declines, for the per-lane way, a tiny fill, a length over the
+    lane's buffer, an offset out of range, an unknown version and a lane whose read is still
+    out; every hold on a version is given back."""
     from gpuvfs import abi
     from gpuvfs.hostcall.cache import FILL_INLINE_TINY
     from gpuvfs.hostcall.files import MAX_OFFSET
     lane_bytes = 64 << 10
     rng = np.random.default_rng(4)
     files = {name: rng.integers(0, 256, 1 << 20, dtype=np.uint8) for name in ("a.bin", "b.bin")}
-    with cache_files(data_root, files, 16, lane_bytes, 3, answers) as (lanes, server, cf, fno):
+    with cache_files(data_root, files, 16, lane_bytes, 3) as (lanes, server, cf, fno):
         lanes.data[:] = 0xEE
-        busy_q = abi.Request(opcode=abi.Op.FILL, offset=0, length=lane_bytes, arg0=fno["a.bin"])
-        assert cf.fill_inline(15, busy_q) is not None          # lane 15: a read out (or done inline)
-        # lane -> (file, offset, length, started?)
+        # lane -> (file, offset, length, taken?)
         plan = {1: ("a.bin", 0, lane_bytes, True), 2: ("b.bin", 3 * lane_bytes + 5, lane_bytes - 5, True),
                 3: ("a.bin", 7 * lane_bytes, lane_bytes, True), 4: ("a.bin", 0, FILL_INLINE_TINY, False),
                 5: ("a.bin", 0, lane_bytes + 1, False), 6: ("a.bin", MAX_OFFSET, lane_bytes, False),
-                7: (None, 0, lane_bytes, False), 8: ("b.bin", 1 << 19, 1 << 15, True)}
-        if 15 in cf._reading:
-            plan[15] = ("a.bin", 0, lane_bytes, False)
+                7: (None, 0, lane_bytes, False), 8: ("b.bin", 1 << 19, 1 << 15, True),
+                15: ("a.bin", 0, lane_bytes, False)}
+        cf._busy[15] = 1                                        # lane 15: a read out
         for lane, (name, off, n, _) in plan.items():
             lanes.req[lane]["offset"], lanes.req[lane]["length"] = off, n
             lanes.req[lane]["arg"][0] = fno[name] if name else 999_999
-        started = cf.fill_batch([(lane, server.taken_word(lane)) for lane in sorted(plan)])
-        assert started == [(lane, p[2]) for lane, p in sorted(plan.items()) if p[3]]
-        want = {lane: p[2] for lane, p in plan.items() if p[3]} | ({15: lane_bytes} if 15 in cf._reading else {})
-        got = reap_lanes(cf, want)
-        assert set(got) == set(want)
+        words = {lane: abi.encode_req_word(abi.Op.FILL, 100 + 3 * lane) for lane in plan}
+        for lane, w in words.items():                           # as the sweep took them
+            server._taken[lane] = np.int32(np.uint32(w).view(np.int32))
+        started = cf.fill_batch(sorted(words.items()))
+        cf._busy[15] = 0
+        assert started == [lane for lane, p in sorted(plan.items()) if p[3]]
+        want = {lane: p[2] for lane, p in plan.items() if p[3]}
+        got = answers_of(cf, want)
+        assert got == want
         for lane, (name, off, n, go) in plan.items():
             if go:
-                assert got[lane] == n
+                assert int(lanes.resp_word[lane]) & abi.WORD_SEQ_MASK == words[lane] & abi.WORD_SEQ_MASK
                 assert np.array_equal(lanes.data[lane, :n], files[name][off:off + n]), lane
-            elif lane != 15:
+            else:
                 assert (lanes.data[lane] == 0xEE).all(), f"lane {lane} was declined but written"
-        assert all(v.users == 0 for v in cf._by_no.values()) and not cf._reading
+        assert all(v.users == 0 and cf._holds.count(v.hold[0]) == 0 for v in cf._by_no.values())
+        assert not cf._busy.any()

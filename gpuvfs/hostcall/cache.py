@@ -23,7 +23,7 @@ from .. import abi
 from .files import CAN_READ_CACHED, INLINE_READ_MAX, MAX_OFFSET, io_args, read_cached, read_path
 from .paths import Confined
 from .readers import JOB, NativeReaders, native_readers_wanted
-from .server import STARTED, Pending, Server, Started
+from .server import DELEGATED, STARTED, Delegated, Pending, Server, Started
 
 log = logging.getLogger("gpuvfs.hostcall")
 
@@ -32,9 +32,6 @@ MAX_FILE_NO = (1 << (64 - abi.PAGE_BITS)) - 1
 # in the page cache): its copy costs about what handing it to a reader and answering it
 # later would cost the polling thread anyway (fill_inline).
 FILL_INLINE_TINY = 16 << 10
-# Whether a native reader stores the answer of a fill it read whole itself (readers.c, R4),
-# rather than the polling thread storing it after a reap. Read when a CacheFiles is made.
-READERS_ANSWER = True
 # Whether the native readers copy a file version's bytes from a mapping of it (readers.c:
 # mapped files) rather than pread them, and up to how many bytes of versions are mapped at
 # once (the page tables of what was touched cost ~2 MiB a GiB; past the budget, versions are
@@ -63,9 +60,39 @@ class Version:
     size: int
     mtime_ns: int
     mode: int
-    users: int = 0
+    users: int = 0      # holds of the Python side (_use/_release)
     retired: bool = False
     mapped: int = 0     # where the native readers copy it from (CacheFiles._src); 0: not mapped, -1: never
+    hold: tuple[int, int] = (-1, 0)   # its counter of the native readers' holds (_Holds): (slot, address)
+    closed: bool = False
+
+
+class _Holds:
+    """int32 counters of the native readers' holds on versions (readers.c, R5: a job adds one
+    when queued and takes it back when it no longer touches the file), one per version, in
+    blocks that never move (the readers have their addresses)."""
+
+    BLOCK = 1024
+
+    def __init__(self) -> None:
+        self._blocks: list[np.ndarray] = []
+        self._free: list[int] = []
+
+    def take(self) -> tuple[int, int]:
+        """A counter at 0: (slot, address)."""
+        if not self._free:
+            self._blocks.append(np.zeros(self.BLOCK, dtype=np.int32))
+            base = (len(self._blocks) - 1) * self.BLOCK
+            self._free.extend(range(base + self.BLOCK - 1, base - 1, -1))
+        slot = self._free.pop()
+        return slot, self._blocks[slot // self.BLOCK].ctypes.data + 4 * (slot % self.BLOCK)
+
+    def count(self, slot: int) -> int:
+        return int(self._blocks[slot // self.BLOCK][slot % self.BLOCK])
+
+    def give(self, slot: int) -> None:
+        """Gives back a counter that is at 0."""
+        self._free.append(slot)
 
 
 class CacheFiles:
@@ -81,9 +108,11 @@ class CacheFiles:
         self._by_no: dict[int, Version] = {}
         self._next_no = 1
         # Fills run on native reader threads where they can be built (readers.py): the
-        # polling thread queues each one and answers it when its source reports.
+        # polling thread queues them, and each reader answers its fill itself (readers.c, R4);
+        # a pushed fill comes back through reap(), and the polling thread answers it.
         self._readers: NativeReaders | None = None
-        self._reading: dict[int, Version] = {}   # lane -> the version a native read holds (polling thread)
+        self._holds = _Holds()
+        self._closing: list[Version] = []   # retired, but still held by a native read (under _lock)
         # fill_batch's request records (read by struct, as the server's), and the jobs it
         # packs for the readers: one per lane at most.
         self._req_rec = memoryview(self.lanes.req.view(np.uint8))
@@ -94,21 +123,20 @@ class CacheFiles:
                 self._readers = NativeReaders(max(1, workers), self.lanes.count)
             except OSError as e:
                 log.info("cache fills run on the Python worker pool: %s", e.strerror or e)
-        # Readers answer the fills they read whole (readers.c, R4): the answer no longer waits
-        # for the polling thread, and the server counts what they answered from the pool's
-        # own counts (stored before each answer, so a stats() after a kernel is not short).
-        self._answers = False
-        self._answered_final = (0, 0)
+        # The server counts what the readers answered from the pool's own counts (each
+        # stored before its answer, so a stats() after a kernel is not short).
+        self._counts_final = (0, 0, 0)
         self._map_files = MAP_FILES
         self._mapped_bytes = 0       # of the versions mapped now (under _lock)
         # (kept past close(): the versions are unmapped once the readers are gone)
         self._unmap = self._readers.unmap_file if self._readers is not None else None
+        self._busy = np.zeros(self.lanes.count, dtype=np.uint8)   # the readers' busy flag per lane
         if self._readers is not None:
             server.add_source(self)
-            if READERS_ANSWER:
-                self._readers.answer_into(self.lanes.resp_word.ctypes.data, self.lanes.count)
-                self._answers = True
-                server.counters.add_live(self._answered_counts)
+            self._readers.answer_into(self.lanes.resp_word.ctypes.data, self.lanes.resp.ctypes.data, self.lanes.count)
+            assert self._readers.busy is not None
+            self._busy = self._readers.busy
+            server.counters.add_live(self._reader_counts)
         server.register(abi.Op.LOOKUP, self.lookup, blocking=True)
         # The polling thread's try: a small fill whose bytes are all in the host's page cache
         # (RWF_NOWAIT) is answered at once; any other goes to the native readers, or where
@@ -143,12 +171,31 @@ class CacheFiles:
             self._by_no.pop(v.file_no, None)
             if self._current.get((v.dev, v.ino)) is v:
                 del self._current[(v.dev, v.ino)]
-            if v.users == 0:
-                self._dispose(v)
+            self._close_if_free(v)
+
+    def _close_if_free(self, v: Version) -> None:
+        """Called with the lock held, for a retired version: closes it once nothing holds it
+        (neither the Python side nor a native read), else keeps it for a later look."""
+        if v.closed:
+            return
+        if v.users == 0 and (v.hold[0] < 0 or self._holds.count(v.hold[0]) == 0):
+            self._dispose(v)
+        elif v not in self._closing:
+            self._closing.append(v)
+
+    def _look_at_closing(self) -> None:
+        """Called with the lock held: closes the retired versions no read holds any more."""
+        waiting, self._closing = self._closing, []
+        for v in waiting:
+            self._close_if_free(v)
 
     def _dispose(self, v: Version) -> None:
-        """Called with the lock held, once a retired version has no holds: its mapping and
-        its fd go."""
+        """Called with the lock held, once a retired version has no holds: its mapping, its
+        hold counter and its fd go."""
+        v.closed = True
+        if v.hold[0] >= 0:
+            self._holds.give(v.hold[0])
+            v.hold = (-1, 0)
         if v.mapped > 0 and self._unmap is not None:   # no job copies from it: it holds no version
             try:
                 self._unmap(v.mapped, v.size)
@@ -188,15 +235,13 @@ class CacheFiles:
 
     def close(self) -> None:
         if self._readers is not None:   # after the server stopped: no fill can start now
-            self._answered_final = self._readers.answered()   # stats() after close still counts them
-            self._readers.close()
+            self._readers.close()       # every queued job has run (readers.c, R2): no holds left
+            self._counts_final = self._readers.counts()   # stats() after close still counts them
             self._readers = None
-            for v in self._reading.values():
-                self._release(v)
-            self._reading.clear()
         with self._lock:
             for v in list(self._by_no.values()):
                 self._retire(v)
+            self._look_at_closing()
 
     # ---- handlers ----
     def lookup(self, lane: int, q: abi.Request) -> tuple[int, int, int, int]:
@@ -211,10 +256,13 @@ class CacheFiles:
                 return cur.file_no, cur.size, cur.mtime_ns, cur.mode
             if cur is not None:
                 self._retire(cur)
+            if self._closing:
+                self._look_at_closing()
             if self._next_no > MAX_FILE_NO:
                 os.close(osfd)
                 raise OSError(errno.ENFILE, "file versions exhausted")
-            v = Version(self._next_no, path, osfd, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
+            v = Version(self._next_no, path, osfd, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode,
+                        hold=self._holds.take())
             self._next_no += 1
             self._current[key] = v
             self._by_no[v.file_no] = v
@@ -223,10 +271,10 @@ class CacheFiles:
     def fill(self, lane: int, q: abi.Request) -> int:
         return self._fill(lane, q, False)  # type: ignore[return-value]
 
-    def fill_inline(self, lane: int, q: abi.Request) -> "int | Started | None":
+    def fill_inline(self, lane: int, q: abi.Request) -> "int | Delegated | None":
         """FILL on the polling thread: from the page cache at once when it is small and all
-        cached, and either tiny or alone (below), else handed to the native readers; None:
-        to the pool (see __init__).
+        cached, and either tiny or alone (below), else handed to the native readers, which
+        answer it; None: to the pool (see __init__).
 
         A fill read here holds up every other lane for as long as its copy takes: ~50 us
         for 256 KiB on the GPU host, one thread's ~5 GB/s. That is the fastest answer for a
@@ -236,65 +284,54 @@ class CacheFiles:
         So with native readers a fill over FILL_INLINE_TINY is read here only when the
         sweep took no other request and no native read is in flight."""
         self._refuse_busy(lane)              # (read inline, its answer would be followed by the read's)
-        if CAN_READ_CACHED and (self._readers is None or q.length <= FILL_INLINE_TINY
-                                or (not self._reading and self._server.dispatching == 1)):
+        readers = self._readers
+        if CAN_READ_CACHED and (readers is None or q.length <= FILL_INLINE_TINY
+                                or (self._server.dispatching == 1 and not readers.in_flight())):
             got = self._fill(lane, q, True)
             if got is not None:
                 return got
-        if self._readers is None:
+        if readers is None:
             return None
         return self._start(lane, q, 0)
 
     def _refuse_busy(self, lane: int) -> None:
-        """-EBUSY for a fill on a lane whose native read is still out. The device's protocol
-        never does this: a lane has one request out at a time. A device that does gets an
-        error, and the read still out keeps its lane buffer and its one answer."""
-        if lane in self._reading:
+        """-EBUSY for a fill on a lane whose native read is still out (or whose pushed fill
+        the server has yet to answer). The device's protocol never does this: a lane has one
+        request out at a time. A device that does gets an error, and the read still out keeps
+        its lane buffer and its one answer."""
+        if self._busy[lane] or lane in self._server._started:
             raise OSError(errno.EBUSY, "a fill is already in progress on this lane")
 
-    def fill_batch(self, reqs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    def fill_batch(self, reqs: list[tuple[int, int]]) -> list[int]:
         """The FILLs a sweep took together, (lane, request word) each (Server's BatchHandler),
-        handed to the native readers in one call; returns (lane, length) of each it started.
-        A reader answers a fill it read whole itself (the word: code 255 and the request's
-        seq), the rest come back through reap(). Each record is read
-        once (one struct unpack: the device may rewrite it, and what is checked is what is
-        read). Declined, for the per-lane way: tiny fills (read inline there), lengths or
-        offsets out of range and unknown versions (answered with their errors there), a lane
-        whose read is still out (-EBUSY there), and whatever the pool has no room for."""
+        handed to the native readers in one call; returns the lanes it handed over. Each
+        reader answers its fill itself (readers.c, R4: the word is built from the request's
+        seq), so the server does nothing more for them. Each record is read once (one struct
+        unpack: the device may rewrite it, and what is checked is what is read). Declined,
+        for the per-lane way: tiny fills (read inline there), lengths or offsets out of range
+        and unknown versions (answered with their errors there), a lane whose read is still
+        out (-EBUSY there), and whatever the pool has no room for."""
         readers = self._readers
         assert readers is not None
         unpack, rec, size = abi.REQUEST_STRUCT.unpack_from, self._req_rec, abi.REQUEST.itemsize
         pack, jobs = JOB.pack_into, self._jobs
         data_bytes, base = self.lanes.data_bytes, self.lanes.data_address(0)
-        reading, by_no = self._reading, self._by_no
-        answer = _ANSWER_LENGTH if self._answers else 0
-        seq = abi.WORD_SEQ_MASK if self._answers else 0
-        started: list[tuple[int, int]] = []
-        held: list[Version] = []
-        queued = 0
-        try:
-            with self._lock:
-                for lane, word in reqs:
-                    _, _, _, _, off, n, file_no, _, _, _ = unpack(rec, lane * size)
-                    if n <= FILL_INLINE_TINY or n > data_bytes or off > MAX_OFFSET - n or lane in reading:
-                        continue
-                    v = by_no.get(file_no)
-                    if v is None:
-                        continue
-                    pack(jobs, JOB.size * len(started), lane, v.osfd, answer | (word & seq), base + lane * data_bytes,
-                         n, off, v.size, v.mtime_ns, 0, v.mapped if v.mapped > 0 else self._src(v))
-                    v.users += 1             # held from here: given back below if not queued
-                    started.append((lane, n))
-                    held.append(v)
-            if started:
-                queued = readers.submit_jobs(self._jobs_address, len(started))
-        finally:
-            # Queued: read by the pool, each version held until its read is reaped. The
-            # rest (no room, or a failed call): declined, their holds given back.
-            for v in held[queued:]:
-                self._release(v)
-            for (lane, _), v in zip(started[:queued], held):
-                reading[lane] = v
+        busy, out, by_no, seq = self._busy, self._server._started, self._by_no, abi.WORD_SEQ_MASK
+        started: list[int] = []
+        with self._lock:
+            for lane, word in reqs:
+                _, _, _, _, off, n, file_no, _, _, _ = unpack(rec, lane * size)
+                if n <= FILL_INLINE_TINY or n > data_bytes or off > MAX_OFFSET - n or busy[lane] or lane in out:
+                    continue
+                v = by_no.get(file_no)
+                if v is None:
+                    continue
+                pack(jobs, JOB.size * len(started), lane, v.osfd, _ANSWER_LENGTH | (word & seq),
+                     base + lane * data_bytes, n, off, v.size, v.mtime_ns, 0,
+                     v.mapped if v.mapped > 0 else self._src(v), v.hold[1])
+                started.append(lane)
+            # Queued under the lock: a version retired meanwhile (lookup) sees the jobs' holds.
+            queued = readers.submit_jobs(self._jobs_address, len(started)) if started else 0
         return started[:queued]
 
     def fill_push_inline(self, lane: int, q: abi.Request) -> "int | Started | None":
@@ -309,76 +346,50 @@ class CacheFiles:
         assert self._stage is not None
         return self._stage[1] + lane * self.lanes.data_bytes
 
-    def _start(self, lane: int, q: abi.Request, dev: int) -> "Started | None":
+    def _start(self, lane: int, q: abi.Request, dev: int) -> "Started | Delegated | None":
+        """Hands one fill to the native readers: a FILL (dev 0), which its reader answers
+        (DELEGATED), or a FILL_PUSH, which the server answers once reap() has its result
+        (STARTED). None: the pool's way (nothing to read, or no room)."""
         n, off = io_args(self.lanes, q)
         if not n:   # nothing to read, but the version is still checked: the pool's way
             return None
         assert self._readers is not None
         self._refuse_busy(lane)
-        # A pushed fill is answered once its copy landed (the pool's waiter), never by a reader.
-        answer = _ANSWER_LENGTH | (self._server.taken_word(lane) & abi.WORD_SEQ_MASK) \
-            if self._answers and not dev else 0
-        v = self._use(q.arg0)
-        try:
-            with self._lock:
-                src = self._src(v) if not v.retired else 0
-            self._readers.submit(lane, v.osfd, self.lanes.data_address(lane), n, off, v.size, v.mtime_ns, dev,
-                                 answer, src)
-        except OSError as e:
-            self._release(v)
-            if e.errno == errno.EAGAIN:   # the pool is full: the Python pool serves this one
-                return None
-            raise
-        except BaseException:
-            self._release(v)
-            raise
-        self._reading[lane] = v
-        return STARTED
+        # A pushed fill is answered once its copy landed, by the server.
+        answer = 0 if dev else _ANSWER_LENGTH | (self._server.taken_word(lane) & abi.WORD_SEQ_MASK)
+        with self._lock:
+            v = self._by_no.get(q.arg0)
+            if v is None:
+                raise OSError(errno.ESTALE, "unknown or retired file version")
+            try:
+                self._readers.submit(lane, v.osfd, self.lanes.data_address(lane), n, off, v.size, v.mtime_ns, dev,
+                                     answer, self._src(v), v.hold[1])
+            except OSError as e:
+                if e.errno == errno.EAGAIN:   # the pool is full: the Python pool serves this one
+                    return None
+                raise
+        return STARTED if dev else DELEGATED
 
-    # CompletionSource (server.add_source): the native readers' results.
+    # CompletionSource (server.add_source): the native readers' pushed fills.
     def ready(self) -> bool:
         return self._readers is not None and self._readers.ready()
 
-    def reap(self) -> list[tuple[int, int | None]]:
-        """Every result of the readers goes back to the server, whatever its bookkeeping
-        here meets (a lost answer would leave a kernel waiting for good); None for a fill
-        its reader already answered (and counted: _answered_counts). The versions' holds
-        are given back under one lock for the lot."""
-        assert self._readers is not None
-        reaped = self._readers.reap()
-        done: list[tuple[int, int | None]] = []
-        got = 0
-        held: list[Version] = []
-        stale: list[Version] = []
-        for lane, result, answered in reaped:
-            done.append((lane, None if answered else result))
-            v = self._reading.pop(lane, None)
-            if v is None:
-                continue
-            held.append(v)
-            if answered:
-                continue
-            if result > 0:
-                got += result
-            elif result == -errno.ESTALE:   # the file changed since this version was looked up
-                stale.append(v)
-        if held:
-            with self._lock:
-                try:
-                    for v in stale:
-                        self._retire(v)
-                finally:                     # every hold goes back, whatever _retire met
-                    for v in held:
-                        self._drop_hold(v)
-        if got:
-            self.counters.add_one("bytes_from_host", got)
-        return done
+    def busy(self) -> bool:
+        return self._readers is not None and self._readers.in_flight() > 0
 
-    def _answered_counts(self) -> dict[str, int]:
-        """What the readers answered themselves, for Runtime.stats() (Counters.add_live)."""
+    def reap(self) -> list[tuple[int, int]]:
+        """The results of the pushed fills (the others answered themselves); every one goes
+        back to the server (a lost answer would leave a kernel waiting for good). Their bytes
+        and holds were counted and given back by the readers."""
+        assert self._readers is not None
+        return self._readers.reap()
+
+    def _reader_counts(self) -> dict[str, int]:
+        """What the readers did, for Runtime.stats() (Counters.add_live): the fills they
+        answered (and of those, the errors), and the bytes every one of them read."""
         readers = self._readers
-        jobs, nbytes = readers.answered() if readers is not None else self._answered_final
-        return {"hostcalls_native": jobs, "bytes_from_host": nbytes}
+        answered, nbytes, errors = readers.counts() if readers is not None else self._counts_final
+        return {"hostcalls_native": answered, "bytes_from_host": nbytes, "errors": errors}
 
     def fill_push(self, lane: int, q: abi.Request) -> "int | Pending":
         """FILL_PUSH: FILL, then the bytes read are copied (one DMA on cuda) from the lane's
@@ -433,8 +444,8 @@ class CacheFiles:
             self._drop_hold(v)
 
     def _drop_hold(self, v: Version) -> None:
-        """Gives back one hold on `v` (the caller has the lock): the last hold on a retired
-        version closes its fd and unmaps it."""
+        """Gives back one hold on `v` (the caller has the lock): a retired version is closed
+        once nothing holds it."""
         v.users -= 1
-        if v.retired and v.users == 0:
-            self._dispose(v)
+        if v.retired:
+            self._close_if_free(v)

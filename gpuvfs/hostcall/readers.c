@@ -50,20 +50,34 @@
  *      the device looked it up: docs/consistency.md) reads nothing and results in -ESTALE.
  *
  * A job may also answer its request itself (`answer` != 0, once the pool was told where the
- * response words are: rp_answer_into). Without this, every fill's answer waited for the
- * server's polling thread to reap the result and store the word: one more hop, on a thread
- * that was busy for most of a cold read (docs/protocol.md, the server). A reader whose job
- * read all n bytes it asked for stores `answer` (the server's word for "the length you
- * asked for", code 255 and the request's seq) into answers[tag], in this order, under the lock:
- *   1. adds the job to the answered counts (rp_counts_addr), so that a count read after the
- *      device saw the word is never short;
- *   2. appends the result, marked answered, to `done` and bumps `finished` (rp_finish);
- *   3. stores the word with a release: the job's bytes (its pread) and steps 1-2 are visible
- *      to whoever sees the word. (The stores travel to a GPU over PCIe in program order,
- *      x86-TSO; the pread's stores, which may be a fast-string copy in the kernel, are fenced
- *      from it by the syscall's return and the lock's locked instructions.)
- * Any other result (an error, a short read at the end of the file) is not answered here:
- * the reaper answers it, as for a job without `answer`. Pushed jobs never answer here.
+ * lanes' response words and records are: rp_answer_into). Then nothing of it goes back
+ * through `done`: the server's polling thread neither reaps nor answers it, and the job
+ * costs that thread only its share of one rp_submit_jobs call (its Python bookkeeping per
+ * fill had made it the bound of cold reads on slower machines: docs/protocol.md, the
+ * server). `answer` is the server's word for "the length you asked for" (code 255 and the
+ * request's seq); the reader encodes the result as the server would (Server.answer): the
+ * code alone for -127..126, code 255 for all n bytes, else the record then code 0. At the
+ * end of such a job, in this order:
+ *   1. the job's hold on its file is given back (below), and its result added to the
+ *      answered counts (rp_counts_addr), so that a count read after the device saw the
+ *      answer is never short;
+ *   2. the lane's busy flag is cleared (rp_busy_addr), and the record written if one is due;
+ *   3. the word is stored with a release: the job's bytes and steps 1-2 are visible to
+ *      whoever sees it. (The stores travel to a GPU over PCIe in program order, x86-TSO; the
+ *      copy's stores, which may be a fast-string copy in the kernel, are fenced from it by
+ *      the syscall's return or the signal fence after the memcpy, and the counts' locked
+ *      instructions.)
+ *   4. `completed` is bumped (rp_in_flight's count).
+ * Pushed jobs never answer here: they finish on the waiter once their copy landed, through
+ * `done`, as jobs without `answer` do.
+ *   R4 a job with `answer` answers exactly once (R2's "exactly one result", delivered as an
+ *      answer instead of through `done`), and the word is its last touch of the lane: the
+ *      device may write the lane's next request as soon as it sees the word, and the server,
+ *      which sees that request only after the word, then finds the lane's busy flag clear.
+ *   R5 a job with a hold (`users` != 0: the address of the caller's counter for the job's
+ *      file) adds one to it when it is queued and takes it back once it no longer touches
+ *      the file (its fd, its mapping): the caller closes a file no job holds, never one a
+ *      queued or running job will still read.
  * A job may copy its bytes from a mapping of its file (`src` != 0: rp_map) instead of a
  * pread: memcpy from the page cache through page-table entries that stay in place from one
  * read of the file to the next, with no system call and none of the kernel's per-page work
@@ -74,12 +88,6 @@
  * mapping jumps back out of that copy alone and the job results in -ESTALE, as for any file
  * that changed under a read (R3); a SIGBUS anywhere else goes on to the handler that was there
  * before.
- *   R4 a job answers at most once, and only by storing after its result is in `done`: a
- *      reaper that saw a new request on the lane (which the device can write only after it
- *      saw the answer) and then takes the lock finds the old job's result. So the server
- *      snapshots the request words first and reaps second, and never finds a lane busy
- *      with a job that has already answered. The word is the job's last touch of anything
- *      (R2 holds with "result appended" read as "result appended and word stored").
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -105,15 +113,18 @@ typedef struct {
   int64_t size, mtime_ns; /* what the file must still be (R3); size < 0: do not check */
   uint64_t dev;           /* != 0: then push the bytes read to this device address */
   uint64_t src;           /* != 0 (and size >= 0): the file is mapped here (rp_map): copy, do not pread */
+  uint64_t users;         /* != 0: the address of the caller's hold counter for the file (R5) */
 } rp_job;
 
 typedef struct {
   int64_t tag, result;    /* result: bytes read (short only at the end of the file), or -errno */
-  int64_t answered;       /* 1: the reader stored the job's answer itself (R4) */
 } rp_result;
 
 typedef struct {
-  _Atomic uint64_t answered, bytes;   /* jobs answered by their readers, and the bytes they read */
+  _Atomic uint64_t answered;   /* jobs that answered themselves (R4) */
+  _Atomic uint64_t bytes;      /* bytes read by every job */
+  _Atomic uint64_t errors;     /* of the jobs that answered themselves, those that failed */
+  _Atomic uint64_t submitted, completed;   /* jobs queued, and jobs answered or appended to `done` */
 } rp_counts;
 
 typedef struct {
@@ -171,7 +182,9 @@ struct rp_pool {
   int waiter_state;       /* 0 starting, 1 running, -1 could not make the context current */
   pthread_t waiter;
   _Atomic uint32_t *answers;  /* the response words jobs answer into (rp_answer_into), or NULL */
+  char *records;             /* ... the response records (32 bytes each: result, aux[3]) */
   uint32_t nanswers;         /* ... and how many: a tag outside [0, nanswers) never answers */
+  _Atomic uint8_t *busy;     /* per tag < nanswers: 1 while a job of that tag is queued or running */
   rp_counts counts;
   _Atomic uint64_t finished;
   _Atomic uint64_t busy_ns;  /* time the readers spent in jobs, summed (statistics only) */
@@ -280,9 +293,14 @@ static int64_t rp_run(const rp_job *j) {
 #define RP_ANSWER_ORDER memory_order_release
 #endif
 
+/* Whether a tag names a lane the pool knows (rp_answer_into). */
+static int rp_known(const rp_pool *p, int64_t tag) { return p->busy && tag >= 0 && (uint64_t)tag < p->nanswers; }
+
 /* Appends a result (lock held). */
-static void rp_finish(rp_pool *p, int64_t tag, int64_t result, int answered) {
-  p->done[(p->dhead + p->dlen) % p->cap] = (rp_result){tag, result, answered};
+static void rp_finish(rp_pool *p, int64_t tag, int64_t result) {
+  if (rp_known(p, tag)) atomic_store_explicit(&p->busy[tag], 0, memory_order_relaxed);
+  atomic_fetch_add_explicit(&p->counts.completed, 1, memory_order_relaxed);
+  p->done[(p->dhead + p->dlen) % p->cap] = (rp_result){tag, result};
   p->dlen++;
   atomic_store_explicit(&p->finished, atomic_load_explicit(&p->finished, memory_order_relaxed) + 1,
                         memory_order_release);
@@ -316,6 +334,27 @@ static int rp_push_start(rp_pool *p, int reader, const rp_job *j, int64_t *resul
   return 0;
 }
 
+/* R4: answers job `j` with its result, as Server.answer would encode it (no lock held). */
+static void rp_answer(rp_pool *p, const rp_job *j, int64_t result) {
+  const uint32_t seq = j->answer & 0xFFFFFFu;
+  uint32_t word;
+  atomic_fetch_add_explicit(&p->counts.answered, 1, memory_order_relaxed);
+  if (result < 0) atomic_fetch_add_explicit(&p->counts.errors, 1, memory_order_relaxed);
+  atomic_store_explicit(&p->busy[j->tag], 0, memory_order_relaxed);
+  if (result >= -127 && result <= 126) {
+    word = (uint32_t)(result + 128) << 24 | seq;
+  } else if (result == (int64_t)j->n) {
+    word = j->answer;                                  /* code 255: the length asked for */
+  } else {                                             /* the record, then code 0 */
+    int64_t *rec = (int64_t *)(void *)(p->records + (size_t)j->tag * 32);
+    rec[0] = result;
+    rec[1] = rec[2] = rec[3] = 0;
+    word = seq;
+  }
+  atomic_store_explicit(&p->answers[j->tag], word, RP_ANSWER_ORDER);
+  atomic_fetch_add_explicit(&p->counts.completed, 1, memory_order_relaxed);
+}
+
 static void *rp_reader(void *arg) {
   rp_pool *p = ((rp_reader_arg *)arg)->pool;
   const int index = ((rp_reader_arg *)arg)->index;
@@ -345,6 +384,8 @@ static void *rp_reader(void *arg) {
     if (wake_next) pthread_cond_signal(&p->work);
     uint64_t t0 = rp_now_ns();
     int64_t result = rp_run(&j);
+    if (j.users) atomic_fetch_sub_explicit((_Atomic int32_t *)(uintptr_t)j.users, 1, memory_order_release);  /* R5 */
+    if (result > 0) atomic_fetch_add_explicit(&p->counts.bytes, (uint64_t)result, memory_order_relaxed);
     if (result > 0 && push == RP_PUSH_MEMCPY) memcpy((void *)(uintptr_t)j.dev, (const void *)(uintptr_t)j.dst, (size_t)result);
     int on_its_way = 0;
     if (result > 0 && push == RP_PUSH_CUDA) {
@@ -353,19 +394,14 @@ static void *rp_reader(void *arg) {
       else result = -EIO;
     }
     atomic_fetch_add_explicit(&p->busy_ns, rp_now_ns() - t0, memory_order_relaxed);
+    /* R4: a job that answers (never a push: those finish on the waiter once their copy
+     * landed, and carry no answer) answers here, with no lock: nothing of it goes to `done`. */
+    const int answer = j.answer && !j.dev && p->answers && rp_known(p, j.tag);
+    if (answer) rp_answer(p, &j, result);
     pthread_mutex_lock(&p->lock);
     if (!on_its_way) {
       p->running--;
-      /* R4: a full read of a job that answers, into a word the pool knows (never a push:
-       * those finish on the waiter once their copy landed, and carry no answer). */
-      const int answer = j.answer && !j.dev && result == (int64_t)j.n && p->answers &&
-                         j.tag >= 0 && (uint64_t)j.tag < p->nanswers;
-      if (answer) {
-        atomic_fetch_add_explicit(&p->counts.answered, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&p->counts.bytes, (uint64_t)result, memory_order_relaxed);
-      }
-      rp_finish(p, j.tag, result, answer);
-      if (answer) atomic_store_explicit(&p->answers[j.tag], j.answer, RP_ANSWER_ORDER);
+      if (!answer) rp_finish(p, j.tag, result);
     }
   }
   pthread_mutex_unlock(&p->lock);
@@ -408,13 +444,14 @@ static void *rp_waiter(void *arg) {
     p->whead = (p->whead + 1) % p->cap;     /* dequeued only now: R1 counts it until it lands */
     p->wlen--;
     c->free_events[c->nfree++] = w.event;
-    rp_finish(p, w.tag, ok ? w.result : -EIO, 0);
+    rp_finish(p, w.tag, ok ? w.result : -EIO);
   }
   pthread_mutex_unlock(&p->lock);
   return NULL;
 }
 
 void rp_destroy(rp_pool *p);
+void rp_stop(rp_pool *p);
 
 /* A pool of `threads` readers holding at most `cap` jobs (R1); NULL if out of memory or
  * threads. */
@@ -445,10 +482,19 @@ rp_pool *rp_create(int threads, uint32_t cap) {
   return p;
 }
 
-/* Queues one job; 0, or -EAGAIN when `cap` jobs are already in the pool (R1). `answer` and
- * `src`: as the job's fields (R4; a mapping from rp_map); 0 for none. */
+/* Queues one job; 0, or -EAGAIN when `cap` jobs are already in the pool (R1). `answer`,
+ * `src` and `users`: as the job's fields (R4; a mapping from rp_map; R5); 0 for none. */
+/* Queues a job (lock held, room checked): its hold (R5), its lane's busy flag, the count. */
+static void rp_enqueue(rp_pool *p, const rp_job *j) {
+  if (j->users) atomic_fetch_add_explicit((_Atomic int32_t *)(uintptr_t)j->users, 1, memory_order_relaxed);
+  if (rp_known(p, j->tag)) atomic_store_explicit(&p->busy[j->tag], 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&p->counts.submitted, 1, memory_order_relaxed);
+  p->jobs[(p->jhead + p->jlen) % p->cap] = *j;
+  p->jlen++;
+}
+
 int rp_submit(rp_pool *p, int64_t tag, int32_t fd, uint64_t dst, uint64_t n, uint64_t off, int64_t size,
-              int64_t mtime_ns, uint64_t dev, uint32_t answer, uint64_t src) {
+              int64_t mtime_ns, uint64_t dev, uint32_t answer, uint64_t src, uint64_t users) {
   pthread_mutex_lock(&p->lock);
   if (dev && p->push == RP_PUSH_NONE) {   /* nobody said how to push */
     pthread_mutex_unlock(&p->lock);
@@ -458,8 +504,7 @@ int rp_submit(rp_pool *p, int64_t tag, int32_t fd, uint64_t dst, uint64_t n, uin
     pthread_mutex_unlock(&p->lock);
     return -EAGAIN;
   }
-  p->jobs[(p->jhead + p->jlen) % p->cap] = (rp_job){tag, fd, answer, dst, n, off, size, mtime_ns, dev, src};
-  p->jlen++;
+  rp_enqueue(p, &(rp_job){tag, fd, answer, dst, n, off, size, mtime_ns, dev, src, users});
   const int wake = p->idle > 0;            /* none asleep: a busy reader takes it next */
   pthread_mutex_unlock(&p->lock);
   if (wake) pthread_cond_signal(&p->work);
@@ -467,11 +512,11 @@ int rp_submit(rp_pool *p, int64_t tag, int32_t fd, uint64_t dst, uint64_t n, uin
 }
 
 /* rp_submit for k jobs at once, under one lock: a sweep's fills cost the polling thread one
- * call. `jobs` is an array of rp_job as the caller packed them (72 bytes each, the layout
+ * call. `jobs` is an array of rp_job as the caller packed them (80 bytes each, the layout
  * above; gpuvfs/hostcall/readers.py packs the same). None may push: the pool may not be set
  * up for it (-EINVAL, nothing queued). Queues them in order while there is room and returns
  * how many it queued (the caller keeps the rest), or -EINVAL for k < 0. */
-_Static_assert(sizeof(rp_job) == 72, "rp_job is 72 bytes: readers.py packs it as <qiIQQQqqQQ");
+_Static_assert(sizeof(rp_job) == 80, "rp_job is 80 bytes: readers.py packs it as <qiIQQQqqQQQ");
 int rp_submit_jobs(rp_pool *p, int k, const rp_job *jobs) {
   if (k < 0) return -EINVAL;
   for (int i = 0; i < k; i++)
@@ -479,8 +524,7 @@ int rp_submit_jobs(rp_pool *p, int k, const rp_job *jobs) {
   int q = 0;
   pthread_mutex_lock(&p->lock);
   while (q < k && p->jlen + p->running + p->wlen + p->dlen < p->cap) {
-    p->jobs[(p->jhead + p->jlen) % p->cap] = jobs[q];
-    p->jlen++;
+    rp_enqueue(p, &jobs[q]);
     q++;
   }
   const int wake = q > 0 && p->idle > 0;   /* one: the readers wake each other (rp_reader) */
@@ -489,9 +533,9 @@ int rp_submit_jobs(rp_pool *p, int k, const rp_job *jobs) {
   return q;
 }
 
-/* Moves up to `max` results out of the pool, oldest first; returns how many. `answered`
- * (may be NULL) gets 1 for each job that answered itself (R4), else 0. */
-int rp_reap(rp_pool *p, int64_t *tags, int64_t *results, int64_t *answered, int max) {
+/* Moves up to `max` results out of the pool, oldest first; returns how many. (Jobs that
+ * answered themselves have none: R4.) */
+int rp_reap(rp_pool *p, int64_t *tags, int64_t *results, int max) {
   int k = 0;
   pthread_mutex_lock(&p->lock);
   while (k < max && p->dlen) {
@@ -500,7 +544,6 @@ int rp_reap(rp_pool *p, int64_t *tags, int64_t *results, int64_t *answered, int 
     p->dlen--;
     tags[k] = r.tag;
     results[k] = r.result;
-    if (answered) answered[k] = r.answered;
     k++;
   }
   pthread_mutex_unlock(&p->lock);
@@ -510,22 +553,32 @@ int rp_reap(rp_pool *p, int64_t *tags, int64_t *results, int64_t *answered, int 
 /* Where `finished` lives: the reaper may load it (8 bytes, aligned) without a call. */
 const _Atomic uint64_t *rp_finished_addr(rp_pool *p) { return &p->finished; }
 
-/* Where the answered counts live (rp_counts: two 8-byte words, aligned), for loads without
- * a call. */
+/* Where the counts live (rp_counts: five 8-byte words, aligned), for loads without a call. */
 const rp_counts *rp_counts_addr(rp_pool *p) { return &p->counts; }
 
-/* Jobs with an answer store it into words[tag], for tags in [0, count) (R4). Call once,
- * before the first job that answers; the words must outlive the pool. 0, or -EBUSY if it
- * was already called, -EINVAL for a NULL address or no words. */
-int rp_answer_into(rp_pool *p, uint64_t words, uint32_t count) {
-  if (!words || !count) return -EINVAL;
+/* Where the busy flags live (rp_answer_into's `count` bytes), for loads without a call; NULL
+ * before rp_answer_into. */
+const _Atomic uint8_t *rp_busy_addr(rp_pool *p) { return p->busy; }
+
+/* Jobs with an answer store it into words[tag] (and, when the result needs one, the record
+ * at records + 32 x tag), for tags in [0, count) (R4); the busy flags of those tags start.
+ * Call once, before the first job that answers; the words and records must outlive the
+ * pool. 0, or -EBUSY if it was already called, -EINVAL for a NULL address or no words,
+ * -ENOMEM. */
+int rp_answer_into(rp_pool *p, uint64_t words, uint64_t records, uint32_t count) {
+  if (!words || !records || !count) return -EINVAL;
+  _Atomic uint8_t *busy = calloc(count, 1);
+  if (!busy) return -ENOMEM;
   pthread_mutex_lock(&p->lock);
   int rc = p->answers ? -EBUSY : 0;
   if (!rc) {
     p->answers = (_Atomic uint32_t *)(uintptr_t)words;
+    p->records = (char *)(uintptr_t)records;
+    p->busy = busy;
     p->nanswers = count;
   }
   pthread_mutex_unlock(&p->lock);
+  if (rc) free(busy);
   return rc;
 }
 
@@ -602,14 +655,15 @@ int rp_push_cuda(rp_pool *p) {
 /* Nanoseconds the readers have spent running jobs, summed over readers. */
 uint64_t rp_busy_ns(rp_pool *p) { return atomic_load_explicit(&p->busy_ns, memory_order_relaxed); }
 
-/* Stops the readers once every queued job has run (R2), and frees the pool. Results not yet
- * reaped are dropped. */
-void rp_destroy(rp_pool *p) {
-  if (!p) return;
+/* Stops the readers (and the pushes' waiter) once every queued job has run (R2); the pool
+ * still holds its results and counts until rp_destroy. Safe to call more than once. */
+void rp_stop(rp_pool *p) {
   pthread_mutex_lock(&p->lock);
+  const int stopped = p->stop;
   p->stop = 1;
   pthread_cond_broadcast(&p->work);
   pthread_mutex_unlock(&p->lock);
+  if (stopped) return;
   for (int i = 0; i < p->nthreads; i++) pthread_join(p->threads[i], NULL);
   if (p->have_waiter) {   /* the readers are gone: no push can start now */
     pthread_mutex_lock(&p->lock);
@@ -618,6 +672,12 @@ void rp_destroy(rp_pool *p) {
     pthread_mutex_unlock(&p->lock);
     pthread_join(p->waiter, NULL);
   }
+}
+
+/* rp_stop, then frees the pool. Results not yet reaped are dropped. */
+void rp_destroy(rp_pool *p) {
+  if (!p) return;
+  rp_stop(p);
   rp_cuda *c = &p->cuda;
   for (uint32_t i = 0; c->events && i < p->cap; i++)
     if (c->events[i]) c->api.event_destroy(c->events[i]);
@@ -627,6 +687,7 @@ void rp_destroy(rp_pool *p) {
   pthread_cond_destroy(&p->work);
   pthread_cond_destroy(&p->pushed);
   pthread_mutex_destroy(&p->lock);
+  free((void *)p->busy);
   free(p->jobs);
   free(p->waits);
   free(p->done);

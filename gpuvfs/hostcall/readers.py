@@ -12,12 +12,14 @@ import threading
 import weakref
 from pathlib import Path
 
+import numpy as np
+
 from ..native import build_c_library
 
 _SOURCE = Path(__file__).with_name("readers.c")
-# One job as rp_submit_jobs reads it (readers.c's rp_job, 72 bytes): tag, fd, answer, dst, n,
-# off, size, mtime_ns, dev, src.
-JOB = struct.Struct("<qiIQQQqqQQ")
+# One job as rp_submit_jobs reads it (readers.c's rp_job, 80 bytes): tag, fd, answer, dst, n,
+# off, size, mtime_ns, dev, src, users.
+JOB = struct.Struct("<qiIQQQqqQQQ")
 
 
 class _Lib:
@@ -34,14 +36,16 @@ class _Lib:
                 (lib, "rp_push_memcpy", [vp], ctypes.c_int),
                 (lib, "rp_push_cuda", [vp], ctypes.c_int),
                 (lib, "rp_destroy", [vp], None),
-                (lib, "rp_answer_into", [vp, u64, u32], ctypes.c_int),
+                (lib, "rp_stop", [vp], None),
+                (lib, "rp_answer_into", [vp, u64, u64, u32], ctypes.c_int),
                 (lib, "rp_map", [i32, u64], u64),
                 (lib, "rp_unmap", [u64, u64], ctypes.c_int),
-                (quick, "rp_submit", [vp, i64, i32, u64, u64, u64, i64, i64, u64, u32, u64], ctypes.c_int),
+                (quick, "rp_submit", [vp, i64, i32, u64, u64, u64, i64, i64, u64, u32, u64, u64], ctypes.c_int),
                 (quick, "rp_submit_jobs", [vp, ctypes.c_int, vp], ctypes.c_int),
-                (quick, "rp_reap", [vp, p64, p64, p64, ctypes.c_int], ctypes.c_int),
+                (quick, "rp_reap", [vp, p64, p64, ctypes.c_int], ctypes.c_int),
                 (quick, "rp_finished_addr", [vp], vp),
                 (quick, "rp_counts_addr", [vp], vp),
+                (quick, "rp_busy_addr", [vp], vp),
                 (quick, "rp_busy_ns", [vp], u64)):
             fn = getattr(dll, name)
             fn.argtypes, fn.restype = args, res
@@ -86,13 +90,13 @@ class NativeReaders:
         # A pool its owner dropped without close() (e.g. after a failure) still stops its threads.
         self._finalizer = weakref.finalize(self, lib.rp_destroy, self._pool)
         self._finished = ctypes.c_uint64.from_address(lib.rp_finished_addr(self._pool))
-        counts = lib.rp_counts_addr(self._pool)
-        self._answered = ctypes.c_uint64.from_address(counts)
-        self._answered_bytes = ctypes.c_uint64.from_address(counts + 8)
+        # rp_counts: answered, bytes, errors, submitted, completed (loads, no call)
+        self._counts = (ctypes.c_uint64 * 5).from_address(lib.rp_counts_addr(self._pool))
         self._reaped = 0
         self._tags = (ctypes.c_int64 * capacity)()
         self._results = (ctypes.c_int64 * capacity)()
-        self._self_answered = (ctypes.c_int64 * capacity)()
+        self.busy: np.ndarray | None = None   # per lane, once answer_into was called
+        self._final_counts = (0, 0, 0)
         self._capacity = capacity
 
     def push_by_memcpy(self) -> None:
@@ -112,15 +116,18 @@ class NativeReaders:
             raise OSError(errno.EBUSY if rc == -errno.EBUSY else errno.ENOSYS,
                           f"native pushes need the CUDA driver (libcuda.so.1): error {rc}")
 
-    def answer_into(self, words_address: int, count: int) -> None:
-        """Jobs submitted with an `answer` word store it themselves into the uint32 at
-        words_address + 4 x tag (tags 0..count-1) once they have read every byte they asked
-        for (readers.c, R4): the server's response words. Call once, before such a job; the
-        words must outlive the pool."""
-        rc = self._lib.rp_answer_into(self._check(), words_address, count)
+    def answer_into(self, words_address: int, records_address: int, count: int) -> None:
+        """Jobs submitted with an `answer` word answer their requests themselves (readers.c,
+        R4): into the uint32 at words_address + 4 x tag and, when the result needs one, the
+        32-byte record at records_address + 32 x tag (tags 0..count-1): the server's response
+        words and records. Their results never come back through reap(). Makes `busy` (one
+        flag per tag: a job of that tag is queued or running). Call once, before such a job;
+        the words and records must outlive the pool."""
+        rc = self._lib.rp_answer_into(self._check(), words_address, records_address, count)
         if rc:
             raise OSError(-rc, "the pool already answers into other words" if rc == -errno.EBUSY
                           else "no response words to answer into")
+        self.busy = np.ctypeslib.as_array((ctypes.c_uint8 * count).from_address(self._lib.rp_busy_addr(self._pool)))
 
     def map_file(self, fd: int, size: int) -> int:
         """Maps the first `size` bytes of `fd` read-only for jobs to copy from instead of
@@ -134,7 +141,7 @@ class NativeReaders:
             raise OSError(-rc, os.strerror(-rc))
 
     def submit(self, tag: int, fd: int, dst: int, n: int, off: int, size: int = -1, mtime_ns: int = 0,
-               dev: int = 0, answer: int = 0, src: int = 0) -> None:
+               dev: int = 0, answer: int = 0, src: int = 0, users: int = 0) -> None:
         """Queues a read of n bytes at `off` of `fd` into host address `dst`; the result
         (bytes read, or -errno: -ESTALE when the file's size or mtime_ns is no longer the
         one given) comes back from reap() under `tag`. size < 0: no check. `dev` != 0: the
@@ -142,14 +149,15 @@ class NativeReaders:
         (push_by_memcpy or push_by_cuda first). `answer` != 0 (no push; answer_into first):
         a read of all n bytes also stores this word as the tag's answer. `src` != 0 (with
         size >= 0): the file is mapped there (map_file()), and the job copies from the mapping,
-        up to `size`. OSError(EAGAIN) when the pool is full."""
-        rc = self._lib.rp_submit(self._check(), tag, fd, dst, n, off, size, mtime_ns, dev, answer, src)
+        up to `size`. `users` != 0: the address of an int32 hold counter for the file, one
+        up while the job may still touch it (R5). OSError(EAGAIN) when the pool is full."""
+        rc = self._lib.rp_submit(self._check(), tag, fd, dst, n, off, size, mtime_ns, dev, answer, src, users)
         if rc:
             raise OSError(-rc, os.strerror(-rc))
 
     def submit_jobs(self, jobs_address: int, k: int) -> int:
         """submit() for k jobs at once, in one call: `jobs_address` holds k records packed
-        with JOB (tag, fd, answer, dst, n, off, size, mtime_ns, dev = 0: none pushed, src).
+        with JOB (tag, fd, answer, dst, n, off, size, mtime_ns, dev = 0: none pushed, src, users).
         Queues them in order while the pool has room; returns how many it queued."""
         rc = self._lib.rp_submit_jobs(self._check(), k, jobs_address)
         if rc < 0:
@@ -160,17 +168,26 @@ class NativeReaders:
         """Whether results wait to be reaped (one load, no call)."""
         return bool(self._pool) and self._finished.value != self._reaped
 
-    def reap(self) -> list[tuple[int, int, int]]:
-        """The (tag, result, answered) of every finished job not reaped yet; answered: 1
-        when the job stored its answer itself."""
-        k = self._lib.rp_reap(self._check(), self._tags, self._results, self._self_answered, self._capacity)
+    def reap(self) -> list[tuple[int, int]]:
+        """The (tag, result) of every finished job not reaped yet (none for jobs that
+        answered themselves)."""
+        k = self._lib.rp_reap(self._check(), self._tags, self._results, self._capacity)
         self._reaped += k
-        return list(zip(self._tags[:k], self._results[:k], self._self_answered[:k]))
+        return list(zip(self._tags[:k], self._results[:k]))
 
-    def answered(self) -> tuple[int, int]:
-        """(jobs, bytes) of the jobs that answered themselves so far (two loads, no call;
-        counted before each answer was stored)."""
-        return (int(self._answered.value), int(self._answered_bytes.value)) if self._pool else (0, 0)
+    def counts(self) -> tuple[int, int, int]:
+        """(jobs answered by themselves, bytes read by all jobs, errors among the jobs
+        answered by themselves) so far: loads, no call; each counted before its answer."""
+        c = self._counts
+        return (int(c[0]), int(c[1]), int(c[2])) if self._pool else self._final_counts
+
+    def in_flight(self) -> int:
+        """Jobs queued or running, not yet answered or reaped-ready (two loads, no call)."""
+        c = self._counts
+        if not self._pool:
+            return 0
+        completed = int(c[4])                # first: a completion after it only lowers the count
+        return int(c[3]) - completed
 
     def busy_ns(self) -> int:
         """Nanoseconds the threads have spent in jobs, summed over threads."""
@@ -179,7 +196,10 @@ class NativeReaders:
     def close(self) -> None:
         """Waits for queued jobs to run, stops the threads. Results not reaped are dropped."""
         if self._pool:
-            self._pool = None
+            pool, self._pool = self._pool, None
+            self._lib.rp_stop(pool)  # every queued job runs first (R2)
+            c = self._counts
+            self._final_counts = (int(c[0]), int(c[1]), int(c[2]))
             self._finalizer()        # rp_destroy, once
 
     def _check(self) -> int:

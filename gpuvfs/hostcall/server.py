@@ -131,12 +131,11 @@ Handler = Callable[[int, abi.Request], "int | tuple[int, int, int, int]"]
 InlineHandler = Callable[[int, abi.Request], "int | tuple[int, int, int, int] | None"]
 
 # A handler for a sweep's requests of one opcode at once ((lane, request word) each), on the
-# polling thread: it starts what it can without blocking and returns (lane, length) for each
-# request it STARTED (a CompletionSource answers it later; length: the request's length
-# field as the handler read it). What it did not start goes the per-lane way (inline, then
-# the pool), so it declines anything unusual: errors are answered in one place. One that
-# raises must have started nothing.
-BatchHandler = Callable[[list[tuple[int, int]]], list[tuple[int, int]]]
+# polling thread: it hands what it can to work that answers by itself, without blocking,
+# and returns those lanes (DELEGATED, each: the server does nothing more for them). What it
+# did not take goes the per-lane way (inline, then the pool), so it declines anything
+# unusual: errors are answered in one place. One that raises must have taken nothing.
+BatchHandler = Callable[[list[tuple[int, int]]], list[int]]
 
 
 @dataclass
@@ -172,17 +171,28 @@ class Started:
 STARTED = Started()
 
 
+class Delegated:
+    """What a handler returns when it handed the request to work that answers it by itself
+    (the native readers answer the fills they take: readers.c, R4): the server neither
+    tracks nor answers it. Only the polling thread may return it (inline and batch handlers),
+    and the work's owner registers a CompletionSource whose busy() is true while any such
+    request is out, so that the polling thread keeps polling for the requests that follow."""
+
+    __slots__ = ()
+
+
+DELEGATED = Delegated()
+
+
 class CompletionSource(Protocol):
     """Work that finishes off the server's threads (the native reader pool): `ready()` says
     without blocking whether results wait; `reap()` returns them as (lane, result), where a
-    result is a handler's: bytes or a count, or -errno; or None when the source stored the
-    lane's answer itself (and counted it: Counters.add_live). A source that answers itself
-    must have its result ready to reap before it stores the answer's word: the server
-    reaps after it snapshots the request words (sweep()), so a new request on a lane
-    whose answer the device saw always finds the old one reaped."""
+    result is a handler's: bytes or a count, or -errno; `busy()`, whether any request it was
+    handed (STARTED or DELEGATED) is still out."""
 
     def ready(self) -> bool: ...
-    def reap(self) -> list[tuple[int, int | None]]: ...
+    def busy(self) -> bool: ...
+    def reap(self) -> list[tuple[int, int]]: ...
 
 
 class Counters:
@@ -365,6 +375,8 @@ class Server:
             if out is STARTED:                 # answered by the polling thread once a source reports it
                 self._started[lane] = (word, q.length)
                 return True
+            if out is DELEGATED:               # answered by whoever took it
+                return True
             if isinstance(out, Pending):    # answered by the polling thread once it is done
                 with self._busy_lock:
                     self._busy_pool += 1
@@ -414,8 +426,7 @@ class Server:
         return n
 
     def _reap_started(self) -> int:
-        """The polling thread answers every STARTED request whose source has reported, and
-        forgets those the source answered itself; returns how many it answered."""
+        """The polling thread answers every STARTED request whose source has reported."""
         n = 0
         for src in self._sources:
             if not src.ready():
@@ -424,8 +435,6 @@ class Server:
                 entry = self._started.pop(lane, None)
                 if entry is None:            # a source reporting a lane it was not given: a bug
                     log.error("a completion source reported lane %d, which has no request out", lane)
-                    continue
-                if result is None:           # answered by the source (and counted there)
                     continue
                 word, length = entry
                 self.answer(lane, word, result, None, length)
@@ -442,28 +451,11 @@ class Server:
                 self._busy_pool -= 1
 
     def sweep(self, sb: bytes | bytearray | None = None) -> int:
-        """One pass: the Pending answers whose work is done, the completion sources'
-        results, then every lane. Returns how many requests it took and answered (not
-        counting those a source answered itself). `sb`: as for _take.
-
-        With requests STARTED, the request words are snapshotted before the sources are
-        reaped: a source may answer a lane itself (CompletionSource), and the device may
-        then make its next request on that lane at once. Its result is ready before its
-        answer's word is stored, so a snapshot that shows the next request is followed by
-        a reap that finds the old one: the lane is never still busy when the new request
-        is handed out (a reap before the snapshot could miss the result and the snapshot
-        still see the request)."""
+        """One pass: the Pending answers whose work is done, then every lane. Returns how
+        many of both. `sb`: as for _take."""
         finished = self._finish_pending() if self._pending else 0
         if self._started:
-            snap = self._snap_b
-            if sb is None:
-                self._snap_mv[:] = self._req_bytes
-            elif sb is not snap:
-                self._snap_mv[:] = sb
             finished += self._reap_started()
-            if snap == self._taken_b:
-                return finished
-            sb = snap
         return finished + self._take(sb)
 
     def _take(self, sb: bytes | bytearray | None = None) -> int:
@@ -577,8 +569,8 @@ class Server:
             self._dispatch(lane, word)
 
     def _dispatch_batches(self, reqs: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        """Hands each batch route its new requests at once when there are two or more, and
-        records what it started; returns the requests left for _dispatch. One call into the
+        """Hands each batch route its new requests at once when there are two or more (what
+        it takes, it has delegated: DELEGATED); returns the requests left for _dispatch. One call into the
         readers for a sweep's fills instead of one each, and none of _dispatch's per-request
         calls: one at a time a fill cost the polling thread ~12 us on the H100 host, which
         was then busy through most of a cold read (docs/protocol.md, the server)."""
@@ -588,7 +580,6 @@ class Server:
             op = word >> _SHIFT
             if op in batched:
                 groups.setdefault(op, []).append((lane, word))
-        words = dict(reqs)
         done: set[int] = set()
         for op, group in groups.items():
             if len(group) < 2:
@@ -598,9 +589,7 @@ class Server:
             except Exception:   # a bug in the handler (which then started nothing): per lane
                 log.exception("hostcall batch handler for opcode %s failed", op)
                 continue
-            for lane, length in started:
-                self._started[lane] = (words[lane], length)
-                done.add(lane)
+            done.update(started)
             op_counts = self.counters.ops
             op_counts[op] = op_counts.get(op, 0) + len(started)
         return [r for r in reqs if r[0] not in done] if done else reqs
@@ -754,7 +743,8 @@ class Server:
                 last_check = now
                 with self._busy_lock:
                     busy = self._busy_pool > 0
-                active = busy or bool(self._started) or self._in_flight()
+                active = (busy or bool(self._started) or self._in_flight()
+                          or any(src.busy() for src in self._sources))
             if not active:
                 # Nothing in flight: sleep until a launch wakes us. The timeout only bounds
                 # how long a request written without a launch (tests) waits.

@@ -17,13 +17,16 @@
  * is "not ready" for a random few queries. --fail=P: P% of copies, and of event records,
  * fail; such a job must come back -EIO (and nothing else may).
  *
- * --answer=1 (no pushes): every main-thread job also answers itself (readers.c, R4) into a
- * word of its slot (rp_answer_into), as a reader answers a fill into a lane's response word.
- * The main thread then also plays the device: between reaps it polls the words of its jobs
- * out (an acquire load), and on seeing one, compares the slot's buffer with the file at once,
- * before any reap or lock: the word alone must order the reader's bytes before that read.
- * A job's reaped result must say it answered iff it read all it asked for, and its word must
- * be there by then (the word is stored after the result is appended, under the lock).
+ * Every job holds the file (R5: one counter for all of them), which must be back at 0 at the
+ * end; the main thread's slots are the pool's tags (rp_answer_into), so their busy flags run.
+ *
+ * --answer=1 (no pushes): every main-thread job answers itself (readers.c, R4) into its
+ * slot's word (and record), as a reader answers a fill into a lane's response word and
+ * record, and never comes back through rp_reap. The main thread plays the device: it polls
+ * the words of its jobs out (an acquire load), and on seeing one decodes the result (code
+ * 255: the length; 1..254: code - 128; 0: the record), finds the slot's busy flag clear, and
+ * compares the slot's buffer with the file at once, with no lock: the word alone must order
+ * the reader's bytes, record and flag before those reads.
  *
  * Every other job of the main thread copies from a mapping of the file (rp_map, a job's src)
  * instead of reading it; and before the jobs, a copy from a file truncated under its mapping
@@ -95,25 +98,26 @@ static uint64_t rng(uint64_t *s) { *s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17
 typedef struct { uint64_t off, n; uint32_t word; int seen; unsigned char buf[MAX_LEN], dev[MAX_LEN]; } slot;
 static int answer;                       /* --answer=1 */
 static _Atomic uint32_t *answer_words;   /* one per main-thread slot */
+static int64_t (*answer_records)[4];     /* ... and its record */
 static uint32_t answer_seq;
+static _Atomic int32_t file_hold;        /* every job's hold on the file (R5) */
 
 /* The word a main-thread job answers with (0 without --answer): code 255 and a seq of its own. */
 static uint32_t next_word(void) { return answer ? 0xFF000000u | (++answer_seq & 0xFFFFFFu) : 0; }
+
+/* The result an answered word says, as the device decodes it (the record for code 0). */
+static int64_t decode(uint32_t w, uint64_t n, int slot) {
+  uint32_t code = w >> 24;
+  if (code == 255) return (int64_t)n;
+  if (code) return (int64_t)code - 128;
+  return answer_records[slot][0];
+}
 
 static int check(const slot *s, int64_t result, int64_t tag) {
   if (result == -EIO && fail_pct && tag < (1ll << 40)) return 1;   /* an injected failure */
   uint64_t want = s->off >= FILE_BYTES ? 0 : (FILE_BYTES - s->off < s->n ? FILE_BYTES - s->off : s->n);
   if (result != (int64_t)want) { fprintf(stderr, "job %lld: result %lld, want %llu\n", (long long)tag, (long long)result, (unsigned long long)want); return 0; }
   if (memcmp(s->buf, file_bytes + s->off, want)) { fprintf(stderr, "job %lld: bytes differ\n", (long long)tag); return 0; }
-  if (answer && tag < (1ll << 40) && s->seen != (want == s->n)) {
-    /* A whole read answered (its word is there once its result is reaped); nothing else did. */
-    uint32_t w = atomic_load_explicit(&answer_words[tag], memory_order_acquire);
-    if ((w == s->word) != (want == s->n)) {
-      fprintf(stderr, "job %lld: word %#x (want %#x), read %llu of %llu\n", (long long)tag, w, s->word,
-              (unsigned long long)want, (unsigned long long)s->n);
-      return 0;
-    }
-  }
   if (push && tag < (1ll << 40) && memcmp(s->dev, file_bytes + s->off, want)) {
     fprintf(stderr, "job %lld: pushed bytes differ\n", (long long)tag);
     return 0;
@@ -129,7 +133,8 @@ static void *side_submitter(void *a_) {
     slot *s = &a->slots[i];
     s->n = 1 + rng(&a->seed) % MAX_LEN;
     s->off = rng(&a->seed) % (FILE_BYTES + 2000);
-    while (rp_submit(a->p, (1ll << 40) + i, fd, (uint64_t)(uintptr_t)s->buf, s->n, s->off, -1, 0, 0, 0, 0) == -EAGAIN)
+    while (rp_submit(a->p, (1ll << 40) + i, fd, (uint64_t)(uintptr_t)s->buf, s->n, s->off, -1, 0, 0, 0, 0,
+                     (uint64_t)(uintptr_t)&file_hold) == -EAGAIN)
       sched_yield();
   }
   return NULL;
@@ -188,24 +193,29 @@ int main(int argc, char **argv) {
   if (push == 2 && rp_push_cuda_api(p, &fake_api)) { fprintf(stderr, "rp_push_cuda_api failed\n"); return 2; }
   if (push && rp_push_memcpy(p) != -EBUSY) { fprintf(stderr, "pushes set up twice\n"); return 2; }
   answer_words = calloc((size_t)cap, sizeof *answer_words);
-  if (!answer_words || (answer && rp_answer_into(p, (uint64_t)(uintptr_t)answer_words, (uint32_t)cap))) {
+  answer_records = calloc((size_t)cap, sizeof *answer_records);
+  if (!answer_words || !answer_records ||
+      rp_answer_into(p, (uint64_t)(uintptr_t)answer_words, (uint64_t)(uintptr_t)answer_records, (uint32_t)cap)) {
     fprintf(stderr, "rp_answer_into failed\n");
     return 2;
   }
-  if (answer && rp_answer_into(p, (uint64_t)(uintptr_t)answer_words, (uint32_t)cap) != -EBUSY) {
+  if (rp_answer_into(p, (uint64_t)(uintptr_t)answer_words, (uint64_t)(uintptr_t)answer_records, (uint32_t)cap) !=
+      -EBUSY) {
     fprintf(stderr, "answers set up twice\n");
     return 2;
   }
+  const _Atomic uint8_t *busy = rp_busy_addr(p);
+  const uint64_t hold = (uint64_t)(uintptr_t)&file_hold;
   side_arg sa = {p, side, side_n, NULL, seed * 7 + 3};
   pthread_t th;
   pthread_create(&th, NULL, side_submitter, &sa);
 
   const _Atomic uint64_t *finished = rp_finished_addr(p);
   uint64_t reaped = 0;
-  int submitted = 0, done = 0, side_done = 0, ok = 1, free_n = cap, many_turn = 0, answered_n = 0;
+  int submitted = 0, done = 0, side_done = 0, ok = 1, free_n = cap, many_turn = 0, answered_n = 0, errors_n = 0;
   int *free_slots = malloc(sizeof(int) * (size_t)cap);
   for (int i = 0; i < cap; i++) free_slots[i] = i;
-  int64_t tags[64], results[64], self_answered[64];
+  int64_t tags[64], results[64];
   while (ok && (done < jobs || side_done < side_n)) {
     if (!push && (many_turn ^= 1)) {   /* every other round without pushes: one rp_submit_jobs */
       int k = 0;
@@ -219,7 +229,7 @@ int main(int argc, char **argv) {
         sl->word = next_word();
         sl->seen = 0;
         batch[k] = (rp_job){i, fd, sl->word, (uint64_t)(uintptr_t)sl->buf, sl->n, sl->off, (int64_t)st.st_size,
-                            mtime, 0, (k & 1) ? mapped : 0};
+                            mtime, 0, (k & 1) ? mapped : 0, hold};
         k++;
       }
       int q = rp_submit_jobs(p, k, batch);
@@ -237,46 +247,55 @@ int main(int argc, char **argv) {
       sl->word = next_word();
       sl->seen = 0;
       if (rp_submit(p, k, fd, (uint64_t)(uintptr_t)sl->buf, sl->n, sl->off, (int64_t)st.st_size, mtime,
-                    push ? (uint64_t)(uintptr_t)sl->dev : 0, sl->word, (k & 1) ? mapped : 0) == -EAGAIN)
+                    push ? (uint64_t)(uintptr_t)sl->dev : 0, sl->word, (k & 1) ? mapped : 0, hold) == -EAGAIN)
         break;  /* the side submitter holds the room: reap first */
       free_n--;
       submitted++;
     }
-    if (answer) {   /* the device's side: a job's word, then its bytes, with no lock between */
+    if (answer) {   /* the device's side: a job's word, then its result and bytes, with no lock between */
       for (int i = 0; i < cap && ok; i++) {
         slot *sl = &slots[i];
-        if (!sl->word || sl->seen || atomic_load_explicit(&answer_words[i], memory_order_acquire) != sl->word)
-          continue;
+        if (!sl->word || sl->seen) continue;
+        uint32_t w = atomic_load_explicit(&answer_words[i], memory_order_acquire);
+        if ((w & 0xFFFFFFu) != (sl->word & 0xFFFFFFu)) continue;
         sl->seen = 1;
-        if (memcmp(sl->buf, file_bytes + sl->off, sl->n)) {
-          fprintf(stderr, "slot %d: answered, but its bytes differ\n", i);
+        if (atomic_load_explicit(&busy[i], memory_order_relaxed)) {
+          fprintf(stderr, "slot %d: answered, but still busy\n", i);
           ok = 0;
         }
+        int64_t result = decode(w, sl->n, i);
+        ok = ok && check(sl, result, i);
+        if (result < 0) errors_n++;
+        answered_n++;
+        free_slots[free_n++] = i;
+        done++;
       }
     }
     if (atomic_load_explicit(finished, memory_order_acquire) == reaped) { sched_yield(); continue; }
 #ifdef RP_TSAN_SELFTEST
     rp_selftest_skip_lock = 1;   /* the reap alone reads the results without the lock */
 #endif
-    int n = rp_reap(p, tags, results, self_answered, 64);
+    int n = rp_reap(p, tags, results, 64);
 #ifdef RP_TSAN_SELFTEST
     rp_selftest_skip_lock = 0;
 #endif
     reaped += (uint64_t)n;
     for (int i = 0; i < n && ok; i++) {
       if (tags[i] >= (1ll << 40)) {
-        ok = !self_answered[i] && check(&side[tags[i] - (1ll << 40)], results[i], tags[i]);
+        ok = check(&side[tags[i] - (1ll << 40)], results[i], tags[i]);
         side_done++;
       }
       else {
         slot *sl = &slots[tags[i]];
-        if (self_answered[i] != (answer && results[i] == (int64_t)sl->n)) {
-          fprintf(stderr, "job %lld: answered %lld, result %lld of %llu\n", (long long)tags[i],
-                  (long long)self_answered[i], (long long)results[i], (unsigned long long)sl->n);
+        if (answer) {
+          fprintf(stderr, "job %lld answered itself but came back through rp_reap too\n", (long long)tags[i]);
+          ok = 0;
+        }
+        if (atomic_load_explicit(&busy[tags[i]], memory_order_relaxed)) {
+          fprintf(stderr, "slot %lld: reaped, but still busy\n", (long long)tags[i]);
           ok = 0;
         }
         ok = ok && check(sl, results[i], tags[i]);
-        if (self_answered[i]) answered_n++;
         free_slots[free_n++] = (int)tags[i];
         done++;
       }
@@ -288,15 +307,21 @@ int main(int argc, char **argv) {
     if (p->cuda.nfree != (uint32_t)cap) { fprintf(stderr, "events free %u of %d\n", p->cuda.nfree, cap); ok = 0; }
     pthread_mutex_unlock(&p->lock);
   }
-  if (answer && atomic_load(&rp_counts_addr(p)->answered) != (uint64_t)answered_n) {
-    fprintf(stderr, "answered count %llu, reaped %d answered\n",
-            (unsigned long long)atomic_load(&rp_counts_addr(p)->answered), answered_n);
+  const rp_counts *counts = rp_counts_addr(p);
+  if (atomic_load(&counts->answered) != (uint64_t)answered_n || atomic_load(&counts->errors) != (uint64_t)errors_n ||
+      atomic_load(&counts->submitted) != atomic_load(&counts->completed)) {
+    fprintf(stderr, "counts: answered %llu (saw %d), errors %llu (saw %d), submitted %llu, completed %llu\n",
+            (unsigned long long)atomic_load(&counts->answered), answered_n,
+            (unsigned long long)atomic_load(&counts->errors), errors_n,
+            (unsigned long long)atomic_load(&counts->submitted), (unsigned long long)atomic_load(&counts->completed));
     ok = 0;
   }
+  if (atomic_load(&file_hold) != 0) { fprintf(stderr, "holds left on the file: %d\n", atomic_load(&file_hold)); ok = 0; }
   if (answer && answered_n == 0) { fprintf(stderr, "no job answered itself\n"); ok = 0; }
   rp_destroy(p);
   rp_unmap(mapped, (uint64_t)st.st_size);
   free(answer_words);
+  free(answer_records);
   printf("jobs=%d side=%d threads=%d cap=%d push=%d fail=%d answered=%d %s\n", done, side_done, threads, cap, push,
          fail_pct, answered_n, ok ? "all checks passed" : "CHECK FAILED");
   return ok ? 0 : 1;
