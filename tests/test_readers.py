@@ -234,6 +234,72 @@ def test_jobs_copy_from_a_mapped_file(data_file, together) -> None:
     check_reads(data, bufs, {t: w for t, w in want.items() if t % 9 != 5}, got)
 
 
+def test_a_file_truncated_under_mapped_copies_fails_them_cleanly(tmp_path) -> None:
+    """A file truncated and written again, over and over, while jobs copy from its mapping:
+    the process survives the SIGBUS of a copy past the new end (the guard turns it into
+    -ESTALE), and every job either reads exactly the file's bytes (it was whole and the same
+    before and after the copy) or says -ESTALE. Each job expects the size and mtime seen
+    when it was queued."""
+    import threading
+    rng = np.random.default_rng(12)
+    size, n, k = 8 << 20, 1 << 20, 16
+    data = rng.integers(0, 256, size, dtype=np.uint8)
+    path = tmp_path / "shrinking.bin"
+    data.tofile(path)
+    fd = os.open(path, os.O_RDONLY)
+    bufs = np.zeros((k, n), dtype=np.uint8)
+    stop = threading.Event()
+
+    def rewrite() -> None:                  # whole for a while; truncated for a while; written back
+        w = os.open(path, os.O_WRONLY)
+        pause = np.random.default_rng(13)
+        try:
+            while not stop.is_set():
+                time.sleep(float(pause.uniform(0, 0.002)))
+                os.ftruncate(w, int(pause.integers(0, size)))
+                time.sleep(0.0005)
+                for off in range(0, size, n):
+                    os.pwrite(w, data[off:off + n].tobytes(), off)
+        finally:
+            os.close(w)
+
+    rp = NativeReaders(4, k)
+    faults0 = rp.faults()
+    src = rp.map_file(fd, size)
+    assert src
+    t = threading.Thread(target=rewrite)
+    t.start()
+    results: list[int] = []
+    try:
+        start = time.monotonic()            # 2 s at least, and on until a copy faulted (10 s at most;
+        while time.monotonic() < start + 2 or (rp.faults() == faults0 and time.monotonic() < start + 10):
+            st = os.fstat(fd)
+            if st.st_size != size:
+                continue
+            offs = rng.integers(0, size // n, k) * n
+            bufs[:] = 0xEE
+            for tag in range(k):
+                rp.submit(tag, fd, bufs[tag].ctypes.data, n, int(offs[tag]), size, st.st_mtime_ns, src=src)
+            got = reap_all(rp, k)
+            for tag, r in got.items():
+                results.append(r)
+                if r >= 0:
+                    assert r == n and np.array_equal(bufs[tag], data[offs[tag]:offs[tag] + n]), \
+                        f"a copy that did not fail read {r} bytes, not the file's"
+                else:
+                    assert r == -errno.ESTALE, r
+    finally:
+        stop.set()
+        t.join()
+        rp.unmap_file(src, size)
+        rp.close()
+        os.close(fd)
+    faults = rp.faults() - faults0          # (the deterministic check of the guard: tsan_readers.c)
+    print(f"truncation race: {len(results)} copies, {results.count(n)} whole, "
+          f"{results.count(-errno.ESTALE)} -ESTALE, {faults} cut short by SIGBUS")
+    assert results.count(n) > 0 and results.count(-errno.ESTALE) > 0
+
+
 def test_a_changed_file_reads_nothing_and_says_estale(data_file) -> None:
     fd, data, st = data_file
     buf = np.full(4096, POISON, dtype=np.uint8)

@@ -47,7 +47,9 @@
  *      device one it is pushed to) are written only before its result is appended: once the
  *      reaper has a job's result, nothing of the pool touches its buffers again.
  *   R3 a job whose file no longer has the expected size and mtime (the file changed since
- *      the device looked it up: docs/consistency.md) reads nothing and results in -ESTALE.
+ *      the device looked it up: docs/consistency.md) reads nothing and results in -ESTALE;
+ *      a copy from a mapping is checked again after the copy, and is -ESTALE if the file
+ *      changed under it.
  *
  * A job may also answer its request itself (`answer` != 0, once the pool was told where the
  * lanes' response words and records are: rp_answer_into). Then nothing of it goes back
@@ -201,11 +203,13 @@ static __thread sigjmp_buf *volatile rp_guard;   /* set while this thread copies
 static struct sigaction rp_old_bus;     /* the SIGBUS action before ours */
 static pthread_once_t rp_bus_once = PTHREAD_ONCE_INIT;
 static int rp_bus_installed;
+static _Atomic uint64_t rp_bus_caught;  /* copies the guard cut short (statistics, tests) */
 
 static void rp_on_sigbus(int sig, siginfo_t *info, void *uc) {
   sigjmp_buf *guard = rp_guard;
   if (guard) {                 /* a reader's copy from a truncated file: that copy alone fails */
     rp_guard = NULL;
+    atomic_fetch_add_explicit(&rp_bus_caught, 1, memory_order_relaxed);
     siglongjmp(*guard, 1);
   }
   /* Not ours: what was there before gets it. A default or ignored action is put back and the
@@ -254,24 +258,37 @@ uint64_t rp_map(int32_t fd, uint64_t size) {
   return m == MAP_FAILED ? 0 : (uint64_t)(uintptr_t)m;
 }
 
+/* How many copies from a mapping the SIGBUS guard has cut short, in this process. */
+uint64_t rp_faults(void) { return atomic_load_explicit(&rp_bus_caught, memory_order_relaxed); }
+
 /* Undoes rp_map, once no job copies from it. */
 int rp_unmap(uint64_t addr, uint64_t size) {
   return munmap((void *)(uintptr_t)addr, (size_t)size) == 0 ? 0 : -errno;
 }
 
 /* One job, with no lock held. */
+/* Whether fd's file still has the size and mtime a job expects (R3): 1, 0, or -errno. */
+static int rp_unchanged(const rp_job *j) {
+  struct stat st;
+  if (fstat(j->fd, &st) != 0) return -errno;
+  int64_t mtime = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+  return (int64_t)st.st_size == j->size && mtime == j->mtime_ns;
+}
+
 static int64_t rp_run(const rp_job *j) {
   if (j->size >= 0) {
-    struct stat st;
-    if (fstat(j->fd, &st) != 0) return -errno;
-    int64_t mtime = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-    if ((int64_t)st.st_size != j->size || mtime != j->mtime_ns) return -ESTALE;
+    int same = rp_unchanged(j);
+    if (same <= 0) return same < 0 ? same : -ESTALE;
     if (j->src) {               /* mapped: up to the size just checked (a short read at the end) */
       uint64_t size = (uint64_t)j->size;
       uint64_t n = j->off >= size ? 0 : (size - j->off < j->n ? size - j->off : j->n);
       if (n && rp_copy_mapped((void *)(uintptr_t)j->dst, (const char *)(uintptr_t)j->src + j->off, (size_t)n))
         return -ESTALE;
-      return (int64_t)n;
+      /* Checked again after the copy: a file truncated under it (the bytes of a last page
+       * past the new end read as zeros, with no fault) or rewritten is a stale read, where a
+       * pread would have come back short. */
+      same = rp_unchanged(j);
+      return same <= 0 ? (same < 0 ? same : -ESTALE) : (int64_t)n;
     }
   }
   uint64_t got = 0;

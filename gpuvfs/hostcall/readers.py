@@ -40,6 +40,7 @@ class _Lib:
                 (lib, "rp_answer_into", [vp, u64, u64, u32], ctypes.c_int),
                 (lib, "rp_map", [i32, u64], u64),
                 (lib, "rp_unmap", [u64, u64], ctypes.c_int),
+                (lib, "rp_faults", [], u64),
                 (quick, "rp_submit", [vp, i64, i32, u64, u64, u64, i64, i64, u64, u32, u64, u64], ctypes.c_int),
                 (quick, "rp_submit_jobs", [vp, ctypes.c_int, vp], ctypes.c_int),
                 (quick, "rp_reap", [vp, p64, p64, ctypes.c_int], ctypes.c_int),
@@ -134,6 +135,11 @@ class NativeReaders:
         reading (their `src`; readers.c: mapped files). Returns the address, or 0 where the
         file cannot be mapped (jobs then read it). unmap_file() once no job copies from it."""
         return int(self._lib.rp_map(fd, size)) if size > 0 else 0
+
+    def faults(self) -> int:
+        """How many copies from a mapping a SIGBUS cut short (the file shrank under them),
+        in this process, all pools together."""
+        return int(self._lib.rp_faults())
 
     def unmap_file(self, address: int, size: int) -> None:
         rc = self._lib.rp_unmap(address, size)
