@@ -309,7 +309,10 @@ class Runtime:
     def evict(self, path: str | os.PathLike[str] | None = None) -> int:
         """Drops every cached page (or those of `path`); returns how many. Waits for running
         kernels first: pages are only ever dropped while no kernel can be reading them (and
-        launches from other threads wait until the pages are gone)."""
+        launches from other threads wait until the pages are gone). The host's mappings of
+        those files go too (the native readers copy from them: they keep the files' pages in
+        the host's page cache, where `echo 3 > /proc/sys/vm/drop_caches` cannot drop them);
+        the next fill maps a file again."""
         self._check_open()
         with self._pages_lock:
             return self._evict_locked(path)
@@ -321,8 +324,9 @@ class Runtime:
         tags = self._slot_tag.view(xp.uint64)
         kinds = states & abi.SLOT_KIND_MASK
         held = (kinds == abi.SLOT_VALID) | (kinds == abi.SLOT_DIRTY)
-        if path is not None:
-            versions = self.cache_files.versions_of(_device_path(path))
+        versions = None if path is None else self.cache_files.versions_of(_device_path(path))
+        self.cache_files.unmap(versions)
+        if versions is not None:
             held &= xp.isin(tags >> abi.PAGE_BITS, xp.asarray(np.array(versions, dtype=np.uint64)))
         n = int(held.sum())
         states[held] = abi.SLOT_EMPTY

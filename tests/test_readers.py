@@ -395,6 +395,33 @@ def test_runtime_fills_through_the_native_readers_or_the_pool(data_root, monkeyp
         assert st["hostcalls_native"] == 0 and st["hostcalls_pooled"] >= 5
 
 
+def test_readers_map_files_and_evict_unmaps_them(data_root) -> None:
+    """A version the native readers fill is mapped at its first fill and stays mapped from
+    one read to the next (its page-table entries are what the copies save); rt.evict() drops
+    the mapping with the pages (a mapped file's pages cannot be dropped from the host's page
+    cache), and the next read maps it again. Bytes right every time."""
+    data = np.random.default_rng(6).integers(0, 256, 3 * (1 << 20) + 77, dtype=np.uint8)
+    data.tofile(os.path.join(data_root, "m.bin"))
+    with gpuvfs.Runtime(root=data_root, backend="cpu", lane_bytes=1 << 20, cache_bytes=16 << 20) as rt:
+        if not rt.cache_files.native:
+            pytest.skip("no native readers here")
+
+        def mapped() -> list[int]:
+            return [v.mapped for v in rt.cache_files._by_no.values()]
+
+        assert np.array_equal(rt.asnumpy(rt.read("m.bin")), data)
+        first = mapped()
+        assert len(first) == 1 and first[0] > 0
+        rt.evict("other.bin")                    # another file: this mapping stays
+        assert mapped() == first
+        rt.evict("m.bin")
+        assert mapped() == [0] and rt.cache_files._mapped_bytes == 0
+        assert np.array_equal(rt.asnumpy(rt.read("m.bin")), data)
+        assert mapped()[0] > 0
+        rt.evict()
+        assert mapped() == [0]
+
+
 def _reader_threads() -> int:
     n = 0
     for t in os.listdir("/proc/self/task"):

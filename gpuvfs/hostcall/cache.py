@@ -219,6 +219,23 @@ class CacheFiles:
                 self._mapped_bytes += v.size
         return max(v.mapped, 0)
 
+    def unmap(self, file_nos: list[int] | None = None) -> None:
+        """Unmaps the live versions `file_nos` (None: all) that no native read holds now; a
+        later fill maps them again (Runtime.evict)."""
+        if self._unmap is None:
+            return
+        with self._lock:
+            for v in (list(self._by_no.values()) if file_nos is None
+                      else [self._by_no[f] for f in file_nos if f in self._by_no]):
+                if v.mapped > 0 and self._holds.count(v.hold[0]) == 0:
+                    try:
+                        self._unmap(v.mapped, v.size)
+                    except OSError as e:
+                        log.warning("unmapping a cached file failed: %s", e)
+                        continue
+                    self._mapped_bytes -= v.size
+                    v.mapped = 0
+
     def versions_of(self, path: bytes) -> list[int]:
         """file_nos of every live version whose file was looked up by `path`."""
         with self._lock:
