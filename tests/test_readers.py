@@ -395,11 +395,15 @@ def test_runtime_fills_through_the_native_readers_or_the_pool(data_root, monkeyp
         assert st["hostcalls_native"] == 0 and st["hostcalls_pooled"] >= 5
 
 
-def test_readers_map_files_and_evict_unmaps_them(data_root) -> None:
-    """A version the native readers fill is mapped at its first fill and stays mapped from
-    one read to the next (its page-table entries are what the copies save); rt.evict() drops
-    the mapping with the pages (a mapped file's pages cannot be dropped from the host's page
-    cache), and the next read maps it again. Bytes right every time."""
+@pytest.mark.parametrize("map_files", [True, False], ids=["mapped", "read"])
+def test_readers_map_files_and_evict_unmaps_them(data_root, monkeypatch, map_files) -> None:
+    """With cache.MAP_FILES, a version the native readers fill is mapped at its first fill and
+    stays mapped from one read to the next (its page-table entries are what the copies save);
+    rt.evict() drops the mapping with the pages (a mapped file's pages cannot be dropped from
+    the host's page cache), and the next read maps it again. Without (the default), nothing
+    is mapped. Bytes right every time."""
+    from gpuvfs.hostcall import cache
+    monkeypatch.setattr(cache, "MAP_FILES", map_files)
     data = np.random.default_rng(6).integers(0, 256, 3 * (1 << 20) + 77, dtype=np.uint8)
     data.tofile(os.path.join(data_root, "m.bin"))
     with gpuvfs.Runtime(root=data_root, backend="cpu", lane_bytes=1 << 20, cache_bytes=16 << 20) as rt:
@@ -411,6 +415,11 @@ def test_readers_map_files_and_evict_unmaps_them(data_root) -> None:
 
         assert np.array_equal(rt.asnumpy(rt.read("m.bin")), data)
         first = mapped()
+        if not map_files:
+            assert first == [-1] and rt.cache_files._mapped_bytes == 0   # -1: never mapped
+            rt.evict()
+            assert np.array_equal(rt.asnumpy(rt.read("m.bin")), data) and mapped() == [-1]
+            return
         assert len(first) == 1 and first[0] > 0
         rt.evict("other.bin")                    # another file: this mapping stays
         assert mapped() == first

@@ -35,8 +35,12 @@ FILL_INLINE_TINY = 16 << 10
 # Whether the native readers copy a file version's bytes from a mapping of it (readers.c:
 # mapped files) rather than pread them, and up to how many bytes of versions are mapped at
 # once (the page tables of what was touched cost ~2 MiB a GiB; past the budget, versions are
-# read). Read when a CacheFiles is made.
-MAP_FILES = True
+# read). Read when a CacheFiles is made. Off: a mapping pays only while it is kept from one
+# read of a file to the next (the readers' CPU time per cold read fell ~40% on the H100
+# host), but a kept mapping holds the file's pages where drop_caches cannot reach them, so
+# Runtime.evict() unmaps; and a read that maps afresh ran no faster than pread, and from a
+# cold disk slower (docs/benchmarks.md, sixteenth session).
+MAP_FILES = False
 MAP_BYTES_MAX = 64 << 30
 _ANSWER_LENGTH = abi.CODE_LENGTH << abi.WORD_SHIFT   # code 255: "the length you asked for"
 
