@@ -395,6 +395,36 @@ def test_runtime_fills_through_the_native_readers_or_the_pool(data_root, monkeyp
         assert st["hostcalls_native"] == 0 and st["hostcalls_pooled"] >= 5
 
 
+def test_a_version_the_readers_find_changed_is_retired(data_root) -> None:
+    """A fill the native readers find stale (the file changed since its LOOKUP) is answered
+    -ESTALE by its reader, which marks the version (readers.c, R5); the next look (here a
+    LOOKUP of another file) retires it and closes its fd, as the polling thread's own stale
+    fills do."""
+    from gpuvfs import abi
+    lane_bytes = 64 << 10
+    rng = np.random.default_rng(7)
+    files = {name: rng.integers(0, 256, 1 << 20, dtype=np.uint8) for name in ("a.bin", "b.bin")}
+    with cache_files(data_root, files, 8, lane_bytes, 2) as (lanes, server, cf, fno):
+        v = cf._by_no[fno["a.bin"]]
+        for lane in (1, 2):
+            lanes.req[lane]["offset"], lanes.req[lane]["length"] = lane * lane_bytes, lane_bytes
+            lanes.req[lane]["arg"][0] = v.file_no
+        time.sleep(0.01)
+        with open(os.path.join(data_root, "a.bin"), "ab") as f:   # changed: another size, mtime
+            f.write(b"more")
+        for lane in (1, 2):
+            take(server, lane, 60 + lane)
+        assert cf.fill_batch([(lane, server.taken_word(lane)) for lane in (1, 2)]) == [1, 2]
+        assert answers_of(cf, {1: lane_bytes, 2: lane_bytes}) == {1: -errno.ESTALE, 2: -errno.ESTALE}
+        assert v.file_no in cf._by_no and not v.closed            # not looked at yet
+        p = b"/b.bin\0"
+        lanes.data[0, :len(p)] = np.frombuffer(p, np.uint8)
+        cf.lookup(0, abi.Request(opcode=abi.Op.LOOKUP, data_len=len(p)))
+        assert v.file_no not in cf._by_no and v.retired and v.closed
+        with pytest.raises(OSError):
+            os.fstat(v.osfd)                                      # its fd is closed
+
+
 @pytest.mark.parametrize("map_files", [True, False], ids=["mapped", "read"])
 def test_readers_map_files_and_evict_unmaps_them(data_root, monkeypatch, map_files) -> None:
     """With cache.MAP_FILES, a version the native readers fill is mapped at its first fill and

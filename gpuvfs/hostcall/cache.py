@@ -67,14 +67,15 @@ class Version:
     users: int = 0      # holds of the Python side (_use/_release)
     retired: bool = False
     mapped: int = 0     # where the native readers copy it from (CacheFiles._src); 0: not mapped, -1: never
-    hold: tuple[int, int] = (-1, 0)   # its counter of the native readers' holds (_Holds): (slot, address)
+    hold: tuple[int, int] = (-1, 0)   # its pair of the native readers' holds (_Holds): (slot, address)
     closed: bool = False
 
 
 class _Holds:
-    """int32 counters of the native readers' holds on versions (readers.c, R5: a job adds one
-    when queued and takes it back when it no longer touches the file), one per version, in
-    blocks that never move (the readers have their addresses)."""
+    """The native readers' words about versions (readers.c, R5), a pair of int32 per version:
+    holds (a job adds one when queued and takes it back when it no longer touches the file)
+    and stale (set by a job that found the file changed). In blocks that never move: the
+    readers have their addresses."""
 
     BLOCK = 1024
 
@@ -83,19 +84,23 @@ class _Holds:
         self._free: list[int] = []
 
     def take(self) -> tuple[int, int]:
-        """A counter at 0: (slot, address)."""
+        """A pair at 0: (slot, address)."""
         if not self._free:
-            self._blocks.append(np.zeros(self.BLOCK, dtype=np.int32))
+            self._blocks.append(np.zeros((self.BLOCK, 2), dtype=np.int32))
             base = (len(self._blocks) - 1) * self.BLOCK
             self._free.extend(range(base + self.BLOCK - 1, base - 1, -1))
         slot = self._free.pop()
-        return slot, self._blocks[slot // self.BLOCK].ctypes.data + 4 * (slot % self.BLOCK)
+        return slot, self._blocks[slot // self.BLOCK].ctypes.data + 8 * (slot % self.BLOCK)
 
     def count(self, slot: int) -> int:
-        return int(self._blocks[slot // self.BLOCK][slot % self.BLOCK])
+        return int(self._blocks[slot // self.BLOCK][slot % self.BLOCK, 0])
+
+    def stale(self, slot: int) -> bool:
+        return bool(self._blocks[slot // self.BLOCK][slot % self.BLOCK, 1])
 
     def give(self, slot: int) -> None:
-        """Gives back a counter that is at 0."""
+        """Gives back a pair whose holds are at 0 (no reader writes it any more)."""
+        self._blocks[slot // self.BLOCK][slot % self.BLOCK, 1] = 0
         self._free.append(slot)
 
 
@@ -117,6 +122,7 @@ class CacheFiles:
         self._readers: NativeReaders | None = None
         self._holds = _Holds()
         self._closing: list[Version] = []   # retired, but still held by a native read (under _lock)
+        self._stale_seen = 0                 # the readers' stale count when last looked at (_retire_stale)
         # fill_batch's request records (read by struct, as the server's), and the jobs it
         # packs for the readers: one per lane at most.
         self._req_rec = memoryview(self.lanes.req.view(np.uint8))
@@ -193,6 +199,19 @@ class CacheFiles:
         for v in waiting:
             self._close_if_free(v)
 
+    def _retire_stale(self) -> None:
+        """Called with the lock held: retires the versions a native read found changed since
+        the last look (the readers answer such fills -ESTALE themselves, and mark the
+        version: readers.c, R5), then closes what no read holds any more. One load when
+        nothing went stale."""
+        readers = self._readers
+        if readers is not None and readers.stale_count() != self._stale_seen:
+            self._stale_seen = readers.stale_count()
+            for v in [v for v in self._by_no.values() if self._holds.stale(v.hold[0])]:
+                self._retire(v)
+        if self._closing:
+            self._look_at_closing()
+
     def _dispose(self, v: Version) -> None:
         """Called with the lock held, once a retired version has no holds: its mapping, its
         hold counter and its fd go."""
@@ -229,6 +248,7 @@ class CacheFiles:
         if self._unmap is None:
             return
         with self._lock:
+            self._retire_stale()             # (and closes, so unmaps, what no read holds)
             for v in (list(self._by_no.values()) if file_nos is None
                       else [self._by_no[f] for f in file_nos if f in self._by_no]):
                 if v.mapped > 0 and self._holds.count(v.hold[0]) == 0:
@@ -259,6 +279,7 @@ class CacheFiles:
             self._readers.close()       # every queued job has run (readers.c, R2): no holds left
             self._counts_final = self._readers.counts()   # stats() after close still counts them
             self._readers = None
+            self._busy = np.zeros(self.lanes.count, dtype=np.uint8)   # (the pool's flags are freed)
         with self._lock:
             for v in list(self._by_no.values()):
                 self._retire(v)
@@ -271,14 +292,13 @@ class CacheFiles:
         st = os.fstat(osfd)
         key = (st.st_dev, st.st_ino)
         with self._lock:
+            self._retire_stale()
             cur = self._current.get(key)
             if cur is not None and cur.size == st.st_size and cur.mtime_ns == st.st_mtime_ns:
                 os.close(osfd)
                 return cur.file_no, cur.size, cur.mtime_ns, cur.mode
             if cur is not None:
                 self._retire(cur)
-            if self._closing:
-                self._look_at_closing()
             if self._next_no > MAX_FILE_NO:
                 os.close(osfd)
                 raise OSError(errno.ENFILE, "file versions exhausted")

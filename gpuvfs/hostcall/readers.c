@@ -41,7 +41,9 @@
  *   R1 at most `cap` jobs are queued, running, waiting for their push or done-but-unreaped;
  *      so the `cap` events never run out, and rp_submit refuses a job
  *      beyond that (-EAGAIN) rather than overwrite one. The server has one request per lane
- *      at a time, so cap = lanes never refuses.
+ *      at a time, so cap = lanes never refuses: a job that answers itself (R4) leaves the
+ *      count before it stores its word, since the device may send the lane's next request
+ *      as soon as it sees the word.
  *   R2 every job submitted before rp_destroy produces exactly one result (readers, then the
  *      waiter, drain their queues before they exit), and its buffers (the host one, and the
  *      device one it is pushed to) are written only before its result is appended: once the
@@ -76,10 +78,12 @@
  *      answer instead of through `done`), and the word is its last touch of the lane: the
  *      device may write the lane's next request as soon as it sees the word, and the server,
  *      which sees that request only after the word, then finds the lane's busy flag clear.
- *   R5 a job with a hold (`users` != 0: the address of the caller's counter for the job's
- *      file) adds one to it when it is queued and takes it back once it no longer touches
- *      the file (its fd, its mapping): the caller closes a file no job holds, never one a
- *      queued or running job will still read.
+ *   R5 a job with a hold (`users` != 0: the address of the caller's pair of int32 for the
+ *      job's file, {holds, stale}) adds one to holds when it is queued and takes it back once
+ *      it no longer touches the file (its fd, its mapping): the caller closes a file no job
+ *      holds, never one a queued or running job will still read. A job that finds its file
+ *      changed (-ESTALE) first sets the pair's stale word and counts it (counts.stale), so
+ *      the caller, which answers nothing of it, can still retire the file.
  * A job may copy its bytes from a mapping of its file (`src` != 0: rp_map) instead of a
  * pread: memcpy from the page cache through page-table entries that stay in place from one
  * read of the file to the next, with no system call and none of the kernel's per-page work
@@ -127,6 +131,7 @@ typedef struct {
   _Atomic uint64_t bytes;      /* bytes read by every job */
   _Atomic uint64_t errors;     /* of the jobs that answered themselves, those that failed */
   _Atomic uint64_t submitted, completed;   /* jobs queued, and jobs answered or appended to `done` */
+  _Atomic uint64_t stale;      /* jobs that found their file changed (-ESTALE; see R5) */
 } rp_counts;
 
 typedef struct {
@@ -199,21 +204,24 @@ static uint64_t rp_now_ns(void) {
 }
 
 /* ---- mapped files: the SIGBUS guard ---- */
-static __thread sigjmp_buf *volatile rp_guard;   /* set while this thread copies from a mapping */
+/* Set while this thread copies from a mapping. initial-exec: the handler reads it in any
+ * thread, and the general dynamic model's __tls_get_addr (which may allocate) is not
+ * async-signal-safe in a thread that never touched it. */
+static __thread sigjmp_buf *volatile rp_guard __attribute__((tls_model("initial-exec")));
 static struct sigaction rp_old_bus;     /* the SIGBUS action before ours */
 static pthread_once_t rp_bus_once = PTHREAD_ONCE_INIT;
 static int rp_bus_installed;
 static _Atomic uint64_t rp_bus_caught;  /* copies the guard cut short (statistics, tests) */
 
 static void rp_on_sigbus(int sig, siginfo_t *info, void *uc) {
+  const int fault = info && info->si_code > 0;   /* raised by an access, not sent (kill, raise) */
   sigjmp_buf *guard = rp_guard;
-  if (guard) {                 /* a reader's copy from a truncated file: that copy alone fails */
+  if (guard && fault) {        /* a reader's copy from a truncated file: that copy alone fails */
     rp_guard = NULL;
     atomic_fetch_add_explicit(&rp_bus_caught, 1, memory_order_relaxed);
     siglongjmp(*guard, 1);
   }
-  /* Not ours: what was there before gets it. A default or ignored action is put back and the
-   * faulting access runs again (a fault, not a sent signal: it raises SIGBUS once more). */
+  /* Not ours: what was there before gets it. */
   if (rp_old_bus.sa_flags & SA_SIGINFO) {
     if (rp_old_bus.sa_sigaction) {
       rp_old_bus.sa_sigaction(sig, info, uc);
@@ -223,7 +231,11 @@ static void rp_on_sigbus(int sig, siginfo_t *info, void *uc) {
     rp_old_bus.sa_handler(sig);
     return;
   }
+  if (!fault && rp_old_bus.sa_handler == SIG_IGN) return;   /* ignored, as it was before us */
+  /* The default: put it back, and the process ends as it would have without us (a fault
+   * runs its access again and raises SIGBUS once more; a sent signal is sent again). */
   sigaction(SIGBUS, &rp_old_bus, NULL);
+  if (!fault) raise(sig);
 }
 
 static void rp_install_sigbus(void) {
@@ -401,6 +413,10 @@ static void *rp_reader(void *arg) {
     if (wake_next) pthread_cond_signal(&p->work);
     uint64_t t0 = rp_now_ns();
     int64_t result = rp_run(&j);
+    if (result == -ESTALE) {                /* R5: the caller learns which file changed */
+      if (j.users) atomic_store_explicit((_Atomic int32_t *)(uintptr_t)j.users + 1, 1, memory_order_relaxed);
+      atomic_fetch_add_explicit(&p->counts.stale, 1, memory_order_release);
+    }
     if (j.users) atomic_fetch_sub_explicit((_Atomic int32_t *)(uintptr_t)j.users, 1, memory_order_release);  /* R5 */
     if (result > 0) atomic_fetch_add_explicit(&p->counts.bytes, (uint64_t)result, memory_order_relaxed);
     if (result > 0 && push == RP_PUSH_MEMCPY) memcpy((void *)(uintptr_t)j.dev, (const void *)(uintptr_t)j.dst, (size_t)result);
@@ -414,11 +430,15 @@ static void *rp_reader(void *arg) {
     /* R4: a job that answers (never a push: those finish on the waiter once their copy
      * landed, and carry no answer) answers here, with no lock: nothing of it goes to `done`. */
     const int answer = j.answer && !j.dev && p->answers && rp_known(p, j.tag);
-    if (answer) rp_answer(p, &j, result);
     pthread_mutex_lock(&p->lock);
     if (!on_its_way) {
-      p->running--;
+      p->running--;                         /* R1: before the answer, which frees the lane */
       if (!answer) rp_finish(p, j.tag, result);
+    }
+    if (answer) {
+      pthread_mutex_unlock(&p->lock);
+      rp_answer(p, &j, result);
+      pthread_mutex_lock(&p->lock);
     }
   }
   pthread_mutex_unlock(&p->lock);
@@ -570,7 +590,7 @@ int rp_reap(rp_pool *p, int64_t *tags, int64_t *results, int max) {
 /* Where `finished` lives: the reaper may load it (8 bytes, aligned) without a call. */
 const _Atomic uint64_t *rp_finished_addr(rp_pool *p) { return &p->finished; }
 
-/* Where the counts live (rp_counts: five 8-byte words, aligned), for loads without a call. */
+/* Where the counts live (rp_counts: six 8-byte words, aligned), for loads without a call. */
 const rp_counts *rp_counts_addr(rp_pool *p) { return &p->counts; }
 
 /* Where the busy flags live (rp_answer_into's `count` bytes), for loads without a call; NULL

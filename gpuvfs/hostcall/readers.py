@@ -91,8 +91,9 @@ class NativeReaders:
         # A pool its owner dropped without close() (e.g. after a failure) still stops its threads.
         self._finalizer = weakref.finalize(self, lib.rp_destroy, self._pool)
         self._finished = ctypes.c_uint64.from_address(lib.rp_finished_addr(self._pool))
-        # rp_counts: answered, bytes, errors, submitted, completed (loads, no call)
-        self._counts = (ctypes.c_uint64 * 5).from_address(lib.rp_counts_addr(self._pool))
+        # rp_counts: answered, bytes, errors, submitted, completed, stale (loads, no call)
+        self._counts = (ctypes.c_uint64 * 6).from_address(lib.rp_counts_addr(self._pool))
+        self._closing = threading.Lock()   # counts() from any thread against close()
         self._reaped = 0
         self._tags = (ctypes.c_int64 * capacity)()
         self._results = (ctypes.c_int64 * capacity)()
@@ -153,10 +154,12 @@ class NativeReaders:
         one given) comes back from reap() under `tag`. size < 0: no check. `dev` != 0: the
         bytes read are also pushed to that device address before the result comes back
         (push_by_memcpy or push_by_cuda first). `answer` != 0 (no push; answer_into first):
-        a read of all n bytes also stores this word as the tag's answer. `src` != 0 (with
+        the job answers the tag's request itself, whatever its result, with this word's seq
+        (readers.c, R4), and does not come back through reap(). `src` != 0 (with
         size >= 0): the file is mapped there (map_file()), and the job copies from the mapping,
-        up to `size`. `users` != 0: the address of an int32 hold counter for the file, one
-        up while the job may still touch it (R5). OSError(EAGAIN) when the pool is full."""
+        up to `size`. `users` != 0: the address of a pair of int32 for the file, {holds,
+        stale}: holds one up while the job may still touch it, stale set if it found the file
+        changed (R5). OSError(EAGAIN) when the pool is full."""
         rc = self._lib.rp_submit(self._check(), tag, fd, dst, n, off, size, mtime_ns, dev, answer, src, users)
         if rc:
             raise OSError(-rc, os.strerror(-rc))
@@ -184,8 +187,14 @@ class NativeReaders:
     def counts(self) -> tuple[int, int, int]:
         """(jobs answered by themselves, bytes read by all jobs, errors among the jobs
         answered by themselves) so far: loads, no call; each counted before its answer."""
-        c = self._counts
-        return (int(c[0]), int(c[1]), int(c[2])) if self._pool else self._final_counts
+        with self._closing:
+            c = self._counts
+            return (int(c[0]), int(c[1]), int(c[2])) if self._pool else self._final_counts
+
+    def stale_count(self) -> int:
+        """Jobs so far that found their file changed (-ESTALE): each set the stale word of
+        its hold pair first (readers.c, R5). One load, no call (the polling thread's)."""
+        return int(self._counts[5]) if self._pool else 0
 
     def in_flight(self) -> int:
         """Jobs queued or running, not yet answered or reaped-ready (two loads, no call)."""
@@ -202,11 +211,12 @@ class NativeReaders:
     def close(self) -> None:
         """Waits for queued jobs to run, stops the threads. Results not reaped are dropped."""
         if self._pool:
-            pool, self._pool = self._pool, None
-            self._lib.rp_stop(pool)  # every queued job runs first (R2)
-            c = self._counts
-            self._final_counts = (int(c[0]), int(c[1]), int(c[2]))
-            self._finalizer()        # rp_destroy, once
+            self._lib.rp_stop(self._pool)   # every queued job runs first (R2)
+            with self._closing:             # the counts stay readable until the pool is gone
+                c = self._counts
+                self._final_counts = (int(c[0]), int(c[1]), int(c[2]))
+                self._pool = None
+            self._finalizer()               # rp_destroy, once
 
     def _check(self) -> int:
         if not self._pool:
