@@ -328,18 +328,21 @@ class Harness:
         L.req_word[idx] = words_a       # after the records (the device's release orders them)
         took = self.server.sweep()
         assert took == n, f"sweep took {took} of {n} requests"
-        # A word whose seq bits stood still (only its opcode moved) looks answered by the
-        # previous answer's word: the device could not tell, and this test waits for the
-        # server's answer() instead (NOPs are answered within the sweep).
-        still = [(k, i, w) for k, (i, r, w) in enumerate(zip(idx.tolist(), reqs, words))
-                 if (w ^ prev_words[i]) & abi.WORD_SEQ_MASK == 0 and r.opcode != abi.Op.NOP]
+        # Every request but a NOP (answered within the sweep) is waited for twice: its word, and
+        # its count in self.answers, which answer() adds after it wrote the word (a pool thread
+        # may be between the two when the word shows), and a hand-over to work that answers by
+        # itself adds when it hands over. A word whose seq bits stood still (only its opcode
+        # moved) looks answered by the previous answer's word: the device could not tell, and
+        # for it the count is all there is to wait for.
+        counted = [(k, i, w) for k, (i, r, w) in enumerate(zip(idx.tolist(), reqs, words))
+                   if r.opcode != abi.Op.NOP]
         deadline = time.monotonic() + WAIT_S
         seqs = words_a & abi.WORD_SEQ_MASK
 
         def waiting() -> list[int]:
             late = np.flatnonzero((L.resp_word[idx] & abi.WORD_SEQ_MASK) != seqs).tolist()
             with self._answers_lock:
-                late += [k for k, i, w in still if not self.answers.get((self.batch, i, w))]
+                late += [k for k, i, w in counted if not self.answers.get((self.batch, i, w))]
             return late or ([0] if self.answering_elsewhere() else [])
 
         while late := waiting():
