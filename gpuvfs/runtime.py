@@ -309,10 +309,10 @@ class Runtime:
     def evict(self, path: str | os.PathLike[str] | None = None) -> int:
         """Drops every cached page (or those of `path`); returns how many. Waits for running
         kernels first: pages are only ever dropped while no kernel can be reading them (and
-        launches from other threads wait until the pages are gone). The host's mappings of
-        those files go too (the native readers copy from them: they keep the files' pages in
-        the host's page cache, where `echo 3 > /proc/sys/vm/drop_caches` cannot drop them);
-        the next fill maps a file again."""
+        launches from other threads wait until the pages are gone). Where the native readers
+        map files (gpuvfs.hostcall.cache.MAP_FILES, off by default), the mappings of those
+        files go too: a mapping keeps a file's pages in the host's page cache, where
+        `echo 3 > /proc/sys/vm/drop_caches` cannot drop them; the next fill maps it again."""
         self._check_open()
         with self._pages_lock:
             return self._evict_locked(path)
