@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -133,9 +134,6 @@ class CacheFiles:
                 self._readers = NativeReaders(max(1, workers), self.lanes.count)
             except OSError as e:
                 log.info("cache fills run on the Python worker pool: %s", e.strerror or e)
-        # The server counts what the readers answered from the pool's own counts (each
-        # stored before its answer, so a stats() after a kernel is not short).
-        self._counts_final = (0, 0, 0)
         self._map_files = MAP_FILES
         self._mapped_bytes = 0       # of the versions mapped now (under _lock)
         # (kept past close(): the versions are unmapped once the readers are gone)
@@ -146,7 +144,10 @@ class CacheFiles:
             self._readers.answer_into(self.lanes.resp_word.ctypes.data, self.lanes.resp.ctypes.data, self.lanes.count)
             assert self._readers.busy is not None
             self._busy = self._readers.busy
-            server.counters.add_live(self._reader_counts)
+            # The server counts what the readers answered from the pool's own counts (each
+            # stored before its answer, so a stats() after a kernel is not short; kept
+            # readable after close()).
+            server.counters.add_live(self._reader_counts(self._readers))
         server.register(abi.Op.LOOKUP, self.lookup, blocking=True)
         # The polling thread's try: a small fill whose bytes are all in the host's page cache
         # (RWF_NOWAIT) is answered at once; any other goes to the native readers, or where
@@ -204,9 +205,9 @@ class CacheFiles:
         the last look (the readers answer such fills -ESTALE themselves, and mark the
         version: readers.c, R5), then closes what no read holds any more. One load when
         nothing went stale."""
-        readers = self._readers
-        if readers is not None and readers.stale_count() != self._stale_seen:
-            self._stale_seen = readers.stale_count()
+        stale = self._readers.stale_count() if self._readers is not None else self._stale_seen
+        if stale != self._stale_seen:
+            self._stale_seen = stale
             for v in [v for v in self._by_no.values() if self._holds.stale(v.hold[0])]:
                 self._retire(v)
         if self._closing:
@@ -219,14 +220,23 @@ class CacheFiles:
         if v.hold[0] >= 0:
             self._holds.give(v.hold[0])
             v.hold = (-1, 0)
-        if v.mapped > 0 and self._unmap is not None:   # no job copies from it: it holds no version
-            try:
-                self._unmap(v.mapped, v.size)
-            except OSError as e:
-                log.warning("unmapping a cached file failed: %s", e)
-            self._mapped_bytes -= v.size
+        self._unmap_version(v)                # no job copies from it: no job holds it
         v.mapped = -1
         _close_quietly(v.osfd)
+
+    def _unmap_version(self, v: Version) -> None:
+        """Called with the lock held, for a version no native read holds: unmaps it if it
+        is mapped (v.mapped 0: a later fill maps it again). A munmap that fails leaves the
+        mapping, and its bytes, counted."""
+        if v.mapped <= 0 or self._unmap is None:
+            return
+        try:
+            self._unmap(v.mapped, v.size)
+        except OSError as e:
+            log.warning("unmapping a cached file failed: %s", e)
+            return
+        self._mapped_bytes -= v.size
+        v.mapped = 0
 
     def _src(self, v: Version) -> int:
         """Called with the lock held: where the native readers copy version `v` from, mapped
@@ -251,14 +261,8 @@ class CacheFiles:
             self._retire_stale()             # (and closes, so unmaps, what no read holds)
             for v in (list(self._by_no.values()) if file_nos is None
                       else [self._by_no[f] for f in file_nos if f in self._by_no]):
-                if v.mapped > 0 and self._holds.count(v.hold[0]) == 0:
-                    try:
-                        self._unmap(v.mapped, v.size)
-                    except OSError as e:
-                        log.warning("unmapping a cached file failed: %s", e)
-                        continue
-                    self._mapped_bytes -= v.size
-                    v.mapped = 0
+                if self._holds.count(v.hold[0]) == 0:
+                    self._unmap_version(v)
 
     def versions_of(self, path: bytes) -> list[int]:
         """file_nos of every live version whose file was looked up by `path`."""
@@ -277,7 +281,6 @@ class CacheFiles:
     def close(self) -> None:
         if self._readers is not None:   # after the server stopped: no fill can start now
             self._readers.close()       # every queued job has run (readers.c, R2): no holds left
-            self._counts_final = self._readers.counts()   # stats() after close still counts them
             self._readers = None
             self._busy = np.zeros(self.lanes.count, dtype=np.uint8)   # (the pool's flags are freed)
         with self._lock:
@@ -340,7 +343,7 @@ class CacheFiles:
         the server has yet to answer). The device's protocol never does this: a lane has one
         request out at a time. A device that does gets an error, and the read still out keeps
         its lane buffer and its one answer."""
-        if self._busy[lane] or lane in self._server._started:
+        if self._busy[lane] or lane in self._server.started:
             raise OSError(errno.EBUSY, "a fill is already in progress on this lane")
 
     def fill_batch(self, reqs: list[tuple[int, int]]) -> list[int]:
@@ -357,7 +360,7 @@ class CacheFiles:
         unpack, rec, size = abi.REQUEST_STRUCT.unpack_from, self._req_rec, abi.REQUEST.itemsize
         pack, jobs = JOB.pack_into, self._jobs
         data_bytes, base = self.lanes.data_bytes, self.lanes.data_address(0)
-        busy, out, by_no, seq = self._busy, self._server._started, self._by_no, abi.WORD_SEQ_MASK
+        busy, out, by_no, seq = self._busy, self._server.started, self._by_no, abi.WORD_SEQ_MASK
         started: list[int] = []
         with self._lock:
             for lane, word in reqs:
@@ -425,12 +428,14 @@ class CacheFiles:
         assert self._readers is not None
         return self._readers.reap()
 
-    def _reader_counts(self) -> dict[str, int]:
+    @staticmethod
+    def _reader_counts(readers: NativeReaders) -> Callable[[], dict[str, int]]:
         """What the readers did, for Runtime.stats() (Counters.add_live): the fills they
         answered (and of those, the errors), and the bytes every one of them read."""
-        readers = self._readers
-        answered, nbytes, errors = readers.counts() if readers is not None else self._counts_final
-        return {"hostcalls_native": answered, "bytes_from_host": nbytes, "errors": errors}
+        def counts() -> dict[str, int]:
+            answered, nbytes, errors = readers.counts()
+            return {"hostcalls_native": answered, "bytes_from_host": nbytes, "errors": errors}
+        return counts
 
     def fill_push(self, lane: int, q: abi.Request) -> "int | Pending":
         """FILL_PUSH: FILL, then the bytes read are copied (one DMA on cuda) from the lane's
@@ -481,12 +486,8 @@ class CacheFiles:
             return v
 
     def _release(self, v: Version) -> None:
+        """Gives back a hold of _use: a retired version is closed once nothing holds it."""
         with self._lock:
-            self._drop_hold(v)
-
-    def _drop_hold(self, v: Version) -> None:
-        """Gives back one hold on `v` (the caller has the lock): a retired version is closed
-        once nothing holds it."""
-        v.users -= 1
-        if v.retired:
-            self._close_if_free(v)
+            v.users -= 1
+            if v.retired:
+                self._close_if_free(v)

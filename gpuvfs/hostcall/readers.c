@@ -114,12 +114,12 @@
 typedef struct {
   int64_t tag;            /* the caller's name for the job (the server: the lane) */
   int32_t fd;
-  uint32_t answer;        /* != 0: the word to store into answers[tag] when all n bytes were read (R4) */
+  uint32_t answer;        /* != 0: answer the tag's request with this word's seq, whatever the result (R4) */
   uint64_t dst, n, off;   /* read n bytes at off into the host address dst */
   int64_t size, mtime_ns; /* what the file must still be (R3); size < 0: do not check */
   uint64_t dev;           /* != 0: then push the bytes read to this device address */
   uint64_t src;           /* != 0 (and size >= 0): the file is mapped here (rp_map): copy, do not pread */
-  uint64_t users;         /* != 0: the address of the caller's hold counter for the file (R5) */
+  uint64_t users;         /* != 0: the address of the caller's {holds, stale} pair for the file (R5) */
 } rp_job;
 
 typedef struct {
@@ -279,18 +279,19 @@ int rp_unmap(uint64_t addr, uint64_t size) {
 }
 
 /* One job, with no lock held. */
-/* Whether fd's file still has the size and mtime a job expects (R3): 1, 0, or -errno. */
-static int rp_unchanged(const rp_job *j) {
+/* 0 while fd's file still has the size and mtime a job expects, else -ESTALE (R3), or
+ * -errno when it cannot be told. */
+static int rp_check_version(const rp_job *j) {
   struct stat st;
   if (fstat(j->fd, &st) != 0) return -errno;
   int64_t mtime = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-  return (int64_t)st.st_size == j->size && mtime == j->mtime_ns;
+  return (int64_t)st.st_size == j->size && mtime == j->mtime_ns ? 0 : -ESTALE;
 }
 
 static int64_t rp_run(const rp_job *j) {
   if (j->size >= 0) {
-    int same = rp_unchanged(j);
-    if (same <= 0) return same < 0 ? same : -ESTALE;
+    int err = rp_check_version(j);
+    if (err) return err;
     if (j->src) {               /* mapped: up to the size just checked (a short read at the end) */
       uint64_t size = (uint64_t)j->size;
       uint64_t n = j->off >= size ? 0 : (size - j->off < j->n ? size - j->off : j->n);
@@ -299,8 +300,8 @@ static int64_t rp_run(const rp_job *j) {
       /* Checked again after the copy: a file truncated under it (the bytes of a last page
        * past the new end read as zeros, with no fault) or rewritten is a stale read, where a
        * pread would have come back short. */
-      same = rp_unchanged(j);
-      return same <= 0 ? (same < 0 ? same : -ESTALE) : (int64_t)n;
+      err = rp_check_version(j);
+      return err ? err : (int64_t)n;
     }
   }
   uint64_t got = 0;
@@ -322,7 +323,7 @@ static int64_t rp_run(const rp_job *j) {
 #define RP_ANSWER_ORDER memory_order_release
 #endif
 
-/* Whether a tag names a lane the pool knows (rp_answer_into). */
+/* Whether a tag names a lane the pool knows (rp_answer_into: its busy flags and answers). */
 static int rp_known(const rp_pool *p, int64_t tag) { return p->busy && tag >= 0 && (uint64_t)tag < p->nanswers; }
 
 /* Appends a result (lock held). */
@@ -429,7 +430,7 @@ static void *rp_reader(void *arg) {
     atomic_fetch_add_explicit(&p->busy_ns, rp_now_ns() - t0, memory_order_relaxed);
     /* R4: a job that answers (never a push: those finish on the waiter once their copy
      * landed, and carry no answer) answers here, with no lock: nothing of it goes to `done`. */
-    const int answer = j.answer && !j.dev && p->answers && rp_known(p, j.tag);
+    const int answer = j.answer && !j.dev && rp_known(p, j.tag);
     pthread_mutex_lock(&p->lock);
     if (!on_its_way) {
       p->running--;                         /* R1: before the answer, which frees the lane */

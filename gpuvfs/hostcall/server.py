@@ -143,7 +143,6 @@ class _Route:
     handler: Handler
     blocking: bool
     inline: InlineHandler | None = None
-    batch: BatchHandler | None = None
 
 
 class Pending:
@@ -322,7 +321,7 @@ class Server:
         op = int(op)
         if not 0 <= op <= 0xFF:
             raise ValueError(f"opcodes are 8 bits (they travel in the request word), got {op}")
-        self._routes[op] = _Route(handler, blocking, inline, batch)
+        self._routes[op] = _Route(handler, blocking, inline)
         if batch is not None:
             self._batched[op] = batch
         else:
@@ -332,6 +331,12 @@ class Server:
         """Has every sweep collect `source`'s results and answer the STARTED requests they
         belong to."""
         self._sources.append(source)
+
+    @property
+    def started(self) -> dict[int, tuple[int, int]]:
+        """lane -> (word, length) of each STARTED request not answered yet (the polling
+        thread's; read-only to others): a handler refuses a second request on such a lane."""
+        return self._started
 
     def taken_word(self, lane: int) -> int:
         """The request word last taken on `lane`. While an inline or batch handler runs, that
